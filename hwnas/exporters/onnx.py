@@ -1,0 +1,132 @@
+"""PyTorch to ONNX: checked, compared with PyTorch numerically, cached on disk by content hash."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.jsonutil import content_hash, read_json, write_json
+from hwnas.modules import build_layer
+from hwnas.space import Arch, LayerSpec, Space
+
+OPSET = 18  # >= 17 as asked; the dynamo fallback cannot write 17
+PARITY_TOLERANCE = 1e-3  # max abs difference between ONNX Runtime and PyTorch outputs
+EXPORT_SEED = 0  # weights are random but fixed, so the same spec gives the same file
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    input_shape: tuple[int, ...]
+    max_abs_diff: float
+    cached: bool
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("HWNAS_CACHE") or user_cache_dir("hwnas")) / "onnx"
+
+
+def export_module(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET) -> float:
+    """Export `module` at `input_shape` to `path`; check the graph; return the max abs difference."""
+    module = module.eval()
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    _torch_export(module, x, tmp, opset)
+    model = onnx.load(str(tmp))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    diff = _parity(tmp, module, x)
+    if not diff <= PARITY_TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise HwnasError(f"ONNX export of {path.name} differs from PyTorch by {diff:.3g} (> {PARITY_TOLERANCE})")
+    tmp.replace(path)
+    return diff
+
+
+def _torch_export(module: torch.nn.Module, x: torch.Tensor, path: Path, opset: int) -> None:
+    """TorchScript exporter while torch has it: 0.5 s per 224x224 subnet against 4-10 s for the
+    dynamo exporter (benchmarks/export_speed.py), which matters when a lookup table needs
+    thousands of layers. Both fold BatchNorm into the convs in eval mode."""
+    # The exporters print progress lines and deprecation chatter; keep the user's terminal clean.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        names = {"input_names": ["input"], "output_names": ["output"], "opset_version": opset}
+        try:
+            torch.onnx.export(module, (x,), str(path), dynamo=False, **names)
+        except (TypeError, NotImplementedError):  # a torch without the TorchScript exporter
+            torch.onnx.export(module, (x,), str(path), dynamo=True, external_data=False, **names)
+
+
+def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial BN statistics, so the parity check also tests the folding of BN into convs
+    (PyTorch's defaults make BN an identity and shrink the network's output towards 0)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(0.1 * torch.randn(c, generator=generator))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=generator))
+            m.weight.data.copy_(0.5 + torch.rand(c, generator=generator))
+            m.bias.data.copy_(0.1 * torch.randn(c, generator=generator))
+
+
+def _parity(path: Path, module: torch.nn.Module, x: torch.Tensor) -> float:
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        expected = module(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.max(np.abs(got - expected)))
+
+
+def _cached_export(key: dict, make_module, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = {**key, "opset": OPSET, "torch": torch.__version__, "hwnas": __version__}
+    digest = content_hash(key)
+    path, meta_path = cache_dir / f"{digest}.onnx", cache_dir / f"{digest}.json"
+    if path.exists() and meta_path.exists():
+        meta = read_json(meta_path, "export record")
+        return Exported(path, tuple(meta["input_shape"]), meta["max_abs_diff"], cached=True)
+    torch.manual_seed(EXPORT_SEED)
+    module = make_module()
+    randomize_batchnorm(module, torch.Generator().manual_seed(EXPORT_SEED))
+    try:
+        diff = export_module(module, input_shape, path)
+    except OSError as e:
+        raise HwnasError(f"cannot write ONNX cache in {cache_dir}: {e.strerror or e}") from None
+    write_json(meta_path, {"key": key, "input_shape": list(input_shape), "max_abs_diff": diff})
+    return Exported(path, input_shape, diff, cached=False)
+
+
+def export_layer(spec: LayerSpec, cache_dir: Path | None = None) -> Exported:
+    """One layer at its input shape; exported once per distinct spec."""
+    return _cached_export({"layer": spec.key()}, lambda: build_layer(spec), spec.input_shape, cache_dir)
+
+
+def export_layers(specs: list[LayerSpec], cache_dir: Path | None = None) -> Exported:
+    """Consecutive layers as one model: a whole subnet, or an adjacent pair for the additivity test."""
+    shape = specs[0].input_shape
+    return _cached_export(
+        {"layers": [s.key() for s in specs]},
+        lambda: torch.nn.Sequential(*(build_layer(s) for s in specs)),
+        shape,
+        cache_dir,
+    )
+
+
+def export_arch(space: Space, arch: Arch | dict, batch: int = 1, cache_dir: Path | None = None) -> Exported:
+    """A whole subnet at the space's resolution: the same network as its layers in sequence."""
+    return export_layers(space.layers(arch, batch), cache_dir)

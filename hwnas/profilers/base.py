@@ -1,0 +1,70 @@
+"""What every backend provides: a check that it can run here, a fingerprint, and a loader."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.profilers.fingerprint import nvidia_gpu
+from hwnas.profilers.protocol import Clock, MeasureProtocol, Measurement, Runner, run_protocol
+
+PRECISIONS = ("fp32", "fp16")
+
+
+class Backend:
+    """A measurement target. Subclasses set `name`, implement `check`, `version`, `provider`
+    and `load`. `input` says what a backend loads: an ONNX file, or a torch module."""
+
+    name = ""
+    input = "onnx"
+    needs_gpu = False
+
+    def __init__(self, threads: int = 1, precision: str = "fp32"):
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+            raise HwnasError(f"threads must be an integer in [1, 256], got {threads!r}")
+        if precision not in PRECISIONS:
+            raise HwnasError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.threads = threads
+        self.precision = precision
+
+    def check(self) -> None:
+        """Raise HwnasError, in one line saying what to install, where this backend cannot run."""
+
+    def require_gpu(self) -> None:
+        if nvidia_gpu() is None:
+            raise HwnasError(f"backend {self.name} needs an NVIDIA GPU, and none is present (nvidia-smi finds none)")
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def provider(self) -> str:
+        return self.name
+
+    def fingerprint(self, batch: int) -> dict[str, Any]:
+        from hwnas.profilers.fingerprint import target_fingerprint
+
+        return target_fingerprint(
+            self.name, self.version(), self.provider(), self.threads, batch, self.precision, gpu=self.needs_gpu
+        )
+
+    def load(self, model: Any) -> Runner:
+        raise NotImplementedError
+
+    def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter) -> Measurement:
+        """Load `model` (an ONNX path, or a torch module for torch backends), then run the protocol."""
+        t0 = time.perf_counter()
+        runner = self.load(model)
+        session_ms = (time.perf_counter() - t0) * 1e3
+        try:
+            return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock)
+        finally:
+            runner.close()
+
+
+def onnx_path(model: Any) -> Path:
+    path = Path(model)
+    if not path.is_file():
+        raise HwnasError(f"ONNX model {path} does not exist")
+    return path

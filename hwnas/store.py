@@ -1,0 +1,141 @@
+"""The measurement store: SQLite, one row per (what was measured, target, protocol).
+
+Each measurement is committed as it completes (WAL journal), so a crash loses at most the
+one in flight, and the same spec on the same target is measured once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hwnas.errors import HwnasError
+from hwnas.jsonutil import canonical_json, content_hash
+from hwnas.profilers.protocol import Measurement
+
+SCHEMA_VERSION = 1
+STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "cov", "n")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,          -- layer | arch | layers | onnx
+    spec_hash TEXT NOT NULL,
+    spec TEXT NOT NULL,          -- JSON of what was measured
+    backend TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,   -- JSON of the target
+    protocol TEXT NOT NULL,      -- JSON of the measurement protocol
+    {", ".join(f"{c} {'INTEGER' if c == 'n' else 'REAL'} NOT NULL" for c in STAT_COLUMNS)},
+    noisy INTEGER NOT NULL,
+    session_ms REAL NOT NULL,
+    first_run_ms REAL NOT NULL,
+    samples TEXT NOT NULL,       -- JSON list of every timed sample, ms
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_spec ON measurements (kind, spec_hash);
+"""
+
+
+def default_db_path() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("HWNAS_DB") or Path(user_cache_dir("hwnas")) / "measurements.sqlite")
+
+
+def measurement_key(kind: str, spec: dict[str, Any], fingerprint: dict[str, Any], protocol: dict[str, Any]) -> str:
+    return content_hash({"kind": kind, "spec": spec, "target": fingerprint, "protocol": protocol}, length=24)
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_db_path()
+        if self.path.is_dir():
+            raise HwnasError(f"measurement store {self.path} is a directory; give a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self._check_schema()
+        except sqlite3.DatabaseError as e:
+            raise HwnasError(f"cannot use measurement store {self.path}: {e}") from None
+        except OSError as e:
+            raise HwnasError(f"cannot create measurement store {self.path}: {e.strerror or e}") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            found = int(row[0]) if row else None
+            if found != SCHEMA_VERSION:
+                raise HwnasError(
+                    f"measurement store {self.path} has schema version {found}; this hwnas reads version "
+                    f"{SCHEMA_VERSION}: use another --db"
+                )
+        elif tables:
+            raise HwnasError(f"{self.path} is an SQLite file but not an hwnas measurement store")
+        with self.conn:
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def get(self, key: str) -> Measurement | None:
+        row = self.conn.execute(
+            f"SELECT samples, {', '.join(STAT_COLUMNS)}, noisy, session_ms, first_run_ms, fingerprint, protocol "
+            "FROM measurements WHERE key=?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        samples, *rest = row
+        stats = dict(zip(STAT_COLUMNS, rest[: len(STAT_COLUMNS)]))
+        noisy, session_ms, first_run_ms, fingerprint, protocol = rest[len(STAT_COLUMNS):]
+        return Measurement(
+            json.loads(samples), stats, bool(noisy), session_ms, first_run_ms, json.loads(fingerprint), json.loads(protocol)
+        )
+
+    def put(self, key: str, kind: str, spec: dict[str, Any], m: Measurement) -> None:
+        values = (
+            key, kind, content_hash(spec), canonical_json(spec), m.fingerprint.get("backend", ""),
+            canonical_json(m.fingerprint), canonical_json(m.protocol),
+            *(m.stats[c] for c in STAT_COLUMNS),
+            int(m.noisy), m.session_ms, m.first_run_ms, json.dumps(m.samples_ms),
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        try:
+            with self.conn:  # one transaction per measurement: committed as soon as it is measured
+                self.conn.execute(f"INSERT OR REPLACE INTO measurements VALUES ({', '.join('?' * len(values))})", values)
+        except sqlite3.Error as e:
+            raise HwnasError(f"cannot write to measurement store {self.path}: {e}") from None
+
+    def __len__(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
+    def dataframe(self, kind: str | None = None, backend: str | None = None) -> pd.DataFrame:
+        """Every measurement as a row: spec, fingerprint and protocol as parsed dicts, samples as lists."""
+        query, args = "SELECT * FROM measurements WHERE 1=1", []
+        if kind:
+            query += " AND kind=?"
+            args.append(kind)
+        if backend:
+            query += " AND backend=?"
+            args.append(backend)
+        df = pd.read_sql_query(query + " ORDER BY created_at, rowid", self.conn, params=args)
+        for col in ("spec", "fingerprint", "protocol", "samples"):
+            df[col] = df[col].map(json.loads)
+        df["noisy"] = df["noisy"].astype(bool)
+        return df
