@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny spaces and a fast protocol, so real measurements stay quick; every
+test session exports and measures into its own temporary cache, never the user's."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwnas.profilers import MeasureProtocol
+from hwnas.space import Space
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("hwnas-cache")
+    mp.setenv("HWNAS_CACHE", str(cache))
+    mp.setenv("HWNAS_DB", str(cache / "default.sqlite"))
+    yield cache
+    mp.undo()
+
+
+@pytest.fixture
+def tiny_space() -> Space:
+    return Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
+
+
+@pytest.fixture
+def fast_protocol() -> MeasureProtocol:
+    return MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0)

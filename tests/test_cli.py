@@ -1,0 +1,108 @@
+"""The CLI end to end, in subprocesses, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+TINY = ["--space", "tfnas", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
+FAST = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
+
+
+def hwnas(*args, db=None):
+    cmd = [sys.executable, "-m", "hwnas.cli", *args]
+    if db is not None:
+        cmd += ["--db", str(db)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
+    out = tmp_path / "r.csv"
+    r = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(out), db=tmp_path / "m.sqlite")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 3 and {"median_ms", "p90_ms", "cov", "n"} <= set(df.columns)
+    assert (df["median_ms"] > 0).all() and (~df["cached"]).all()
+    r2 = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(tmp_path / "r.json"), db=tmp_path / "m.sqlite")
+    assert r2.returncode == 0
+    again = pd.read_json(tmp_path / "r.json")
+    assert again["cached"].all() and list(again["median_ms"]) == pytest.approx(list(df["median_ms"]))
+
+
+def test_measure_arch_file_layers_and_onnx(tmp_path):
+    arch = tmp_path / "a.json"
+    assert hwnas("arch", *TINY, "--random", "4", "--out", str(arch)).returncode == 0
+    r = hwnas("measure", *TINY, *FAST, "--arch", str(arch), db=tmp_path / "m.sqlite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(arch.read_text())["space"] == "tfnas"
+    r = hwnas("measure", *TINY, *FAST, "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
+    assert r.returncode == 0, r.stderr
+    layers = pd.read_parquet(tmp_path / "l.parquet")
+    assert len(layers) > 20 and set(layers["kind"]) == {"stem", "mbinvres", "head"}
+    from hwnas.exporters.onnx import export_arch
+    from hwnas.space import Space
+
+    onnx_file = export_arch(Space("tfnas", 32, 0.25, 10), json.loads(arch.read_text()), cache_dir=tmp_path).path
+    r = hwnas("measure", *FAST, "--onnx", str(onnx_file), db=tmp_path / "m.sqlite")
+    assert r.returncode == 0 and onnx_file.name in r.stdout
+
+
+def test_info_counts(tmp_path):
+    r = hwnas("info", "--space", "proxyless")
+    assert r.returncode == 0 and "M parameters" in r.stdout and "stage8.layer1" in r.stdout
+
+
+def bad_inputs(tmp_path):
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text("{ not json")
+    wrong_shape = tmp_path / "list.json"
+    wrong_shape.write_text("[1, 2, 3]")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"stages": ["k3_e3"] * 300_000}))
+    bad_op = tmp_path / "op.json"
+    bad_op.write_text(json.dumps({"width_mult": 0.25, "stages": [{"layers": ["k9_e3"]}] + [{"layers": ["k3_e3"]}] * 5}))
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x00garbage")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    m = ["measure", *FAST]
+    return [
+        ([*m, *TINY, "--arch", str(malformed)], "not valid JSON"),
+        ([*m, *TINY, "--arch", str(wrong_shape)], "must be a JSON object"),
+        ([*m, *TINY, "--arch", str(huge)], "the limit is"),
+        ([*m, *TINY, "--arch", str(tmp_path / "none.json")], "cannot read architecture file"),
+        ([*m, *TINY, "--arch", str(bad_op)], "stages[0].layers[0].op 'k9_e3'"),
+        ([*m, "--space", "mobilenet", "--random", "1"], "unknown space 'mobilenet'"),
+        ([*m, *TINY, "--random", "1", "--backend", "onnx"], "unknown backend 'onnx'"),
+        ([*m, "--resolution", "7", "--random", "1"], "resolution = 7 is out of range"),
+        ([*m, *TINY, "--random", "1", "--batch", "0"], "batch must be an integer"),
+        ([*m, *TINY, "--random", "1", "--threads", "0"], "threads must be an integer"),
+        ([*m, *TINY, "--random", "1", "--batch", "two"], "'two' is not a valid integer"),
+        ([*m, "--onnx", str(bad_onnx)], "onnxruntime cannot load"),
+        ([*m, "--onnx", str(tmp_path / "missing.onnx")], "cannot read ONNX file"),
+        ([*m, *TINY, "--random", "1", "--db", str(blocker / "m.sqlite")], "cannot create measurement store"),
+        ([*m, *TINY, "--random", "1", "--backend", "tensorrt"], "tensorrt"),
+        ([*m, *TINY, "--random", "1", "--backend", "ort-cuda"], "ort-cuda needs CUDAExecutionProvider"),
+        ([*m, *TINY], "give exactly one of"),
+        ([*m, *TINY, "--random", "1", "--layers"], "give exactly one of"),
+        ([*m, *TINY, "--random", "1", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
+        (["mesure"], "No such command"),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_exit_2(tmp_path):
+    db = tmp_path / "m.sqlite"
+    for args, expected in bad_inputs(tmp_path):
+        r = hwnas(*args, db=db) if "--db" not in args and args[0] == "measure" else hwnas(*args)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, r.stderr)
+        assert expected in lines[0], (args, lines[0])
+    # the store is still a valid store after all of that
+    from hwnas.store import Store
+
+    with Store(db) as store:
+        assert len(store) >= 0
