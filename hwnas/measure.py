@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from hwnas.errors import HwnasError
 from hwnas.profilers import Backend, MeasureProtocol, Measurement
+from hwnas.profilers.worker import MeasurementWorker
 from hwnas.space import Arch, LayerSpec, Space
 from hwnas.store import Store, measurement_key
 
@@ -20,6 +21,26 @@ class Measured:
     cached: bool  # True where the store already held it
 
 
+class Pending:
+    """A measurement under way in a worker process; `result()` waits for it and stores it."""
+
+    def __init__(self, measurer: "Measurer", key: str, kind: str, spec: dict[str, Any], future=None, done: Measured | None = None):
+        self.measurer, self.key, self.kind, self.spec = measurer, key, kind, spec
+        self.future, self._done = future, done
+
+    def result(self) -> Measured:
+        if self._done is None:
+            m = self.future.result()
+            self.measurer.store.put(self.key, self.kind, self.spec, m)
+            self._done = Measured(m, cached=False)
+        return self._done
+
+
+def arch_spec(space: Space, arch: Arch, batch: int) -> dict[str, Any]:
+    """What a measured subnet is stored as: the architecture, the space it is built in, the batch."""
+    return {"arch": arch.to_json(), "space": space.config, "batch": batch}
+
+
 class Measurer:
     def __init__(
         self,
@@ -28,21 +49,33 @@ class Measurer:
         protocol: MeasureProtocol | None = None,
         cache_dir: Path | None = None,
         force: bool = False,
+        worker: MeasurementWorker | None = None,
     ):
         self.backend = backend
         self.store = store
         self.protocol = protocol or MeasureProtocol()
         self.cache_dir = cache_dir
         self.force = force
+        if worker is not None and backend.input != "onnx":
+            raise HwnasError(f"backend {backend.name} measures in-process PyTorch modules; it cannot use a worker")
+        self.worker = worker  # measure in a separate process: a crash or hang costs one measurement
+
+    def _key(self, kind: str, spec: dict[str, Any], batch: int) -> str:
+        return measurement_key(kind, spec, self.backend.fingerprint(batch), self.protocol.to_json())
+
+    def _cached(self, key: str) -> Measured | None:
+        found = None if self.force else self.store.get(key)
+        return Measured(found, cached=True) if found is not None else None
 
     def _measure(self, kind: str, spec: dict[str, Any], batch: int, load: Callable[[], Any]) -> Measured:
-        fingerprint = self.backend.fingerprint(batch)
-        key = measurement_key(kind, spec, fingerprint, self.protocol.to_json())
-        if not self.force:
-            found = self.store.get(key)
-            if found is not None:
-                return Measured(found, cached=True)
-        m = self.backend.measure(load(), self.protocol, batch=batch)
+        key = self._key(kind, spec, batch)
+        found = self._cached(key)
+        if found is not None:
+            return found
+        if self.worker is not None:
+            m = self.worker.measure(load(), self.protocol, batch)
+        else:
+            m = self.backend.measure(load(), self.protocol, batch=batch)
         self.store.put(key, kind, spec, m)
         return Measured(m, cached=False)
 
@@ -69,8 +102,21 @@ class Measurer:
 
     def arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Measured:
         arch = space.validate(arch)
-        spec = {"arch": arch.to_json(), "space": space.config, "batch": batch}
-        return self._measure("arch", spec, batch, self._model(space.layers(arch, batch)))
+        return self._measure("arch", arch_spec(space, arch, batch), batch, self._model(space.layers(arch, batch)))
+
+    def submit_arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Pending:
+        """Start measuring `arch` in the worker and return at once (export happens here, in
+        the caller's process); `.result()` gives the Measured. Needs a worker."""
+        if self.worker is None:
+            raise HwnasError("submit_arch needs a Measurer with a worker")
+        arch = space.validate(arch)
+        spec = arch_spec(space, arch, batch)
+        key = self._key("arch", spec, batch)
+        found = self._cached(key)
+        if found is not None:
+            return Pending(self, key, "arch", spec, done=found)
+        path = self._model(space.layers(arch, batch))()
+        return Pending(self, key, "arch", spec, future=self.worker.submit(path, self.protocol, batch))
 
     def onnx(self, path: str | Path) -> Measured:
         """Any ONNX file a user brings, keyed by its content."""
