@@ -37,7 +37,7 @@ def backend_options(f):
     f = click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (intra-op).")(f)
     f = click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")(f)
     f = click.option("--backend", "backend_name", default="ort-cpu", show_default=True,
-                     help="ort-cpu, ort-cuda, ort-trt, tensorrt, torch-cpu, torch-cuda or torch-cuda-graph.")(f)
+                     help="ort-cpu, ort-cuda, ort-trt, tensorrt, tensorrt-graph, torch-cpu, torch-cuda or torch-cuda-graph.")(f)
     return f
 
 

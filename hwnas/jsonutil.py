@@ -46,3 +46,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def cache_root() -> Path:
+    """Where hwnas caches exports and engines: $HWNAS_CACHE, else the user's cache directory."""
+    import os
+
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("HWNAS_CACHE") or user_cache_dir("hwnas"))

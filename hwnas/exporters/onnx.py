@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import content_hash, read_json, write_json
+from hwnas.jsonutil import cache_root, content_hash, read_json, write_json
 from hwnas.modules import build_layer
 from hwnas.space import Arch, LayerSpec, Space
 
@@ -33,9 +32,7 @@ class Exported:
 
 
 def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("HWNAS_CACHE") or user_cache_dir("hwnas")) / "onnx"
+    return cache_root() / "onnx"
 
 
 def export_module(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET) -> float:

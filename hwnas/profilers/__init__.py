@@ -16,6 +16,7 @@ BACKENDS = {
     "ort-cuda": "hwnas.profilers.ort:OrtCudaBackend",
     "ort-trt": "hwnas.profilers.ort:OrtTensorrtBackend",
     "tensorrt": "hwnas.profilers.tensorrt:TensorrtBackend",
+    "tensorrt-graph": "hwnas.profilers.tensorrt:TensorrtGraphBackend",
     "torch-cpu": "hwnas.torch_backends:TorchCpuBackend",
     "torch-cuda": "hwnas.torch_backends:TorchCudaBackend",
     "torch-cuda-graph": "hwnas.torch_backends:TorchCudaGraphBackend",

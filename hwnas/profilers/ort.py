@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import cache_root
 from hwnas.profilers.base import Backend, onnx_path
 from hwnas.profilers.protocol import Clock
 
@@ -152,9 +152,7 @@ class OrtTensorrtBackend(OrtCudaBackend):
     ep = "TensorrtExecutionProvider"
 
     def provider_options(self) -> dict[str, Any]:
-        from platformdirs import user_cache_dir
-
-        cache = Path(os.environ.get("HWNAS_CACHE") or user_cache_dir("hwnas")) / "ort-trt"
+        cache = cache_root() / "ort-trt"
         cache.mkdir(parents=True, exist_ok=True)
         return {
             "trt_fp16_enable": self.precision == "fp16",

@@ -59,11 +59,12 @@ class MeasurementWorker:
         backend: str = "ort-cpu",
         threads: int = 1,
         precision: str = "fp32",
-        timeout_s: float = 300.0,
+        timeout_s: float | None = None,
         command: list[str] | None = None,
     ):
         self.backend, self.threads, self.precision = backend, threads, precision
-        self.timeout_s = timeout_s
+        # A TensorRT measurement may include the engine build (up to 600 s in its own worker).
+        self.timeout_s = timeout_s or (900.0 if backend.startswith("tensorrt") else 300.0)
         self.command = command or [sys.executable, "-m", "hwnas.profilers.worker"]
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
