@@ -1,0 +1,188 @@
+"""`hwnas search` (latency-constrained architecture search) and `hwnas train` (an architecture from scratch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from hwnas.cliutil import backend_options, fail, make_measurer
+
+
+def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
+    from hwnas.search.tfnas import TFNASConfig, search
+
+    config = TFNASConfig(
+        target_ms=opts["target"], epochs=opts["epochs"], warmup_epochs=opts["warmup_epochs"],
+        batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
+        weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"],
+        tau=opts["tau"], tau_decay=opts["tau_decay"], lam=opts["lam"], cost=opts["cost"], seed=opts["seed"],
+        measure_every=opts["measure_every"], train_threads=opts["train_threads"],
+    )
+    data = _load_data(opts["data"], opts["seed"], opts["limit"])
+    measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
+                             opts["min_runs"], opts["min_time"], opts["db"])
+    try:
+        model, model_info = _latency_model(opts, data.num_classes, measurer)
+        return search(config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True))
+    finally:
+        measurer.store.close()
+
+
+# Search methods by name; each takes the parsed options and returns the run's summary.
+METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas}
+
+
+def _load_data(spec: str, seed: int, limit: int | None):
+    from hwnas.data import load_dataset
+
+    return load_dataset(spec, seed=seed, limit=limit)
+
+
+def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
+    """The given model file (a lookup table or a differentiable fitted model), else a lookup
+    table built on the backend at the deployment resolution and kept in the run directory."""
+    from hwnas.space import Space
+
+    deploy = Space(opts["space_name"], opts["resolution"], opts["width_mult"], num_classes)
+    if opts["model_path"] is not None:
+        from hwnas.surrogates.models import load_model
+
+        model = load_model(opts["model_path"], expect_space=deploy, expect_backend=opts["backend_name"],
+                           expect_batch=opts["batch"])
+        return model, {"latency_model_file": str(Path(opts["model_path"]).resolve())}
+    from hwnas.surrogates.lut import LookupTable
+
+    path = Path(opts["out"]) / "lut.json"
+    if path.exists():  # resuming: the table this run was built with
+        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"])
+    else:
+        click.echo(f"building a lookup table for {deploy} on {opts['backend_name']} (cached in the measurement store)", err=True)
+        model = LookupTable.build(deploy, measurer, batch=opts["batch"], width_step=opts["width_step"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model, {"latency_model_file": str(path.resolve()), "width_step": opts["width_step"]}
+
+
+@click.command()
+@click.option("--method", default="tfnas", show_default=True, help=f"Search method: {', '.join(METHODS)}.")
+@click.option("--target", type=float, required=True, help="Target latency in ms (at the deployment resolution).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Run directory; a run there with a checkpoint is resumed.")
+@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--limit", type=int, default=None, help="Use at most this many training images (search-train + search-val).")
+@click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
+@click.option("--width-mult", type=float, default=0.5, show_default=True, help="Channel width multiplier.")
+@click.option("--resolution", type=int, default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
+@click.option("--train-resolution", type=int, default=32, show_default=True, help="Resolution of the images the supernet trains on.")
+@backend_options
+@click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Lookup table or differentiable latency model file (default: build a table on --backend).")
+@click.option("--width-step", type=int, default=32, show_default=True,
+              help="Mid-width grid of a table built here (interpolated between; 32 keeps the build to minutes).")
+@click.option("--cost", type=click.Choice(["hinge", "abs"]), default="hinge", show_default=True,
+              help="Latency cost: max(LAT/T-1, 0) or |LAT/T-1|.")
+@click.option("--lambda", "lam", type=float, default=0.1, show_default=True, help="Weight of the latency cost.")
+@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--warmup-epochs", type=int, default=4, show_default=True, help="Epochs training weights only.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
+@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
+@click.option("--arch-lr", type=float, default=0.01, show_default=True, help="Adam learning rate (alpha, beta).")
+@click.option("--arch-weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--tau", type=float, default=5.0, show_default=True, help="Initial Gumbel-softmax temperature.")
+@click.option("--tau-decay", type=float, default=0.96, show_default=True, help="Temperature factor per epoch after warm-up.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
+@click.option("--measure-every", type=int, default=4, show_default=True,
+              help="Measure the derived architecture every K epochs (0: only the final one).")
+@click.option("--train-threads", type=int, default=1, show_default=True,
+              help="Torch threads for training (results are reproducible for a given count).")
+def search(**opts):
+    """Search a latency-constrained architecture on real data."""
+    from hwnas.space import closest
+
+    method = opts["method"]
+    if method not in METHODS:
+        fail(f"unknown search method {method!r}{closest(method, METHODS)}; known: {', '.join(METHODS)}")
+    if opts["target"] <= 0:
+        fail(f"--target must be a positive number of ms, got {opts['target']}")
+    summary = METHODS[method](opts)
+    click.echo(json.dumps(summary, indent=2))
+    m = summary.get("measured_ms")
+    click.echo(
+        f"target {summary['target_ms']:.4g} ms: predicted {summary['predicted_ms']:.4g} ms "
+        f"({summary['distance_to_target_pct']:+.2f}%)"
+        + (f", measured {m:.4g} ms ({summary['measured_distance_to_target_pct']:+.2f}%, lookup error "
+           f"{summary['lookup_error_pct']:+.2f}%)" if m is not None else "")
+        + f"; architecture in {Path(opts['out']) / 'final_arch.json'}",
+        err=True,
+    )
+
+
+@click.command()
+@click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
+@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
+@click.option("--width-mult", type=float, default=None, help="Width multiplier (default: the architecture's).")
+@click.option("--resolution", type=int, default=32, show_default=True, help="Training and test resolution.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (cosine).")
+@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits and the weights.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for training.")
+@click.option("--target", type=float, default=None,
+              help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
+@click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Lookup table or differentiable latency model for --target.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result JSON here.")
+def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
+          threads, target, model_path, out):
+    """Train an architecture from scratch and report its test accuracy."""
+    from hwnas.jsonutil import read_json, write_json
+    from hwnas.search.train import train_arch
+    from hwnas.space import Space
+
+    doc = read_json(arch_path, "architecture file")
+    if width_mult is None:
+        width_mult = doc.get("width_mult", 1.0) if isinstance(doc, dict) else 1.0
+    if (target is None) != (model_path is None):
+        fail("give --target and --lut together")
+    if target is not None and not target > 0:
+        fail(f"--target must be a positive number of ms, got {target}")
+    dataset = _load_data(data, seed, limit)
+    space = Space(space_name, resolution, width_mult, dataset.num_classes)
+    arch = space.validate(doc)
+    scaled = {}
+    if target is not None:
+        from hwnas.search.tfnas import elasticity_scale
+        from hwnas.surrogates.models import load_model
+
+        model = load_model(model_path)
+        m = model.space
+        if (m.name, m.width_mult, m.num_classes) != (space.name, space.width_mult, space.num_classes):
+            fail(f"latency model {model_path} is for {m}, not space {space.name} at width {space.width_mult} "
+                 f"with {space.num_classes} classes")
+        r = elasticity_scale(model, arch.to_json(), target)
+        arch = space.validate(r.arch.to_json())
+        scaled = {"target_ms": target, "predicted_ms": r.latency_ms, "seed_predicted_ms": r.seed_latency_ms,
+                  "width_bound_note": r.message, "latency_model_file": str(model_path)}
+    result = train_arch(space, arch, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, seed=seed, threads=threads)
+    result["arch_file"] = str(arch_path)
+    result.update(scaled)
+    if out is not None:
+        try:
+            write_json(out, result)
+        except OSError as e:
+            fail(f"cannot write {out}: {e.strerror or e}")
+    keys = ("arch_hash", "data", "epochs", "params_m", "val_acc", "test_acc", "predicted_ms")
+    click.echo(json.dumps({k: result[k] for k in keys if k in result}))
+    click.echo(f"test accuracy {result['test_acc']:.4f} ({dataset.size('test')} images)", err=True)
+
+
+commands = [search, train]
