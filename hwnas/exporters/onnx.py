@@ -89,7 +89,8 @@ def _parity(path: Path, module: torch.nn.Module, x: torch.Tensor) -> float:
     return float(np.max(np.abs(got - expected)))
 
 
-def _cached_export(key: dict, make_module, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
+def _cached_export(key: dict, make_model, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
+    """The file for `key`, made once: `make_model(tmp_path)` writes it and returns the parity."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = {**key, "opset": OPSET, "torch": torch.__version__, "hwnas": __version__}
     digest = content_hash(key)
@@ -97,31 +98,76 @@ def _cached_export(key: dict, make_module, input_shape: tuple[int, ...], cache_d
     if path.exists() and meta_path.exists():
         meta = read_json(meta_path, "export record")
         return Exported(path, tuple(meta["input_shape"]), meta["max_abs_diff"], cached=True)
-    torch.manual_seed(EXPORT_SEED)
-    module = make_module()
-    randomize_batchnorm(module, torch.Generator().manual_seed(EXPORT_SEED))
     try:
-        diff = export_module(module, input_shape, path)
+        diff = make_model(path)
     except OSError as e:
         raise HwnasError(f"cannot write ONNX cache in {cache_dir}: {e.strerror or e}") from None
     write_json(meta_path, {"key": key, "input_shape": list(input_shape), "max_abs_diff": diff})
     return Exported(path, input_shape, diff, cached=False)
 
 
+def seeded_layer(spec: LayerSpec) -> torch.nn.Module:
+    """The layer with the weights its ONNX file holds: fixed seed, non-trivial BatchNorm."""
+    torch.manual_seed(EXPORT_SEED)
+    module = build_layer(spec)
+    randomize_batchnorm(module, torch.Generator().manual_seed(EXPORT_SEED))
+    return module.eval()
+
+
 def export_layer(spec: LayerSpec, cache_dir: Path | None = None) -> Exported:
     """One layer at its input shape; exported once per distinct spec."""
-    return _cached_export({"layer": spec.key()}, lambda: build_layer(spec), spec.input_shape, cache_dir)
+    return _cached_export(
+        {"layer": spec.key()}, lambda path: export_module(seeded_layer(spec), spec.input_shape, path),
+        spec.input_shape, cache_dir,
+    )
+
+
+def compose(models: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """Chain single-input, single-output models: each one's output feeds the next one's input."""
+    nodes, initializers = [], []
+    previous = "input"
+    for i, model in enumerate(models):
+        graph = onnx.compose.add_prefix(model, f"l{i}_").graph
+        inp, out = graph.input[0].name, graph.output[0].name
+        out_name = "output" if i == len(models) - 1 else out
+        for node in graph.node:
+            node.input[:] = [previous if name == inp else name for name in node.input]
+            node.output[:] = [out_name if name == out else name for name in node.output]
+        nodes.extend(graph.node)
+        initializers.extend(graph.initializer)
+        previous = out_name
+    first, last = models[0].graph, models[-1].graph
+    inp = onnx.ValueInfoProto()
+    inp.CopyFrom(first.input[0])
+    inp.name = "input"
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(last.output[0])
+    out.name = "output"
+    graph = onnx.helper.make_graph(nodes, "hwnas_subnet", [inp], [out], initializers)
+    return onnx.helper.make_model(graph, opset_imports=models[0].opset_import, ir_version=models[0].ir_version)
 
 
 def export_layers(specs: list[LayerSpec], cache_dir: Path | None = None) -> Exported:
-    """Consecutive layers as one model: a whole subnet, or an adjacent pair for the additivity test."""
-    shape = specs[0].input_shape
-    return _cached_export(
-        {"layers": [s.key() for s in specs]},
-        lambda: torch.nn.Sequential(*(build_layer(s) for s in specs)),
-        shape,
-        cache_dir,
-    )
+    """Consecutive layers as one model (a whole subnet, or an adjacent pair for the additivity
+    test), composed from the layers' own cached exports: each distinct layer is exported once,
+    so a new subnet of known layers costs milliseconds instead of a PyTorch export."""
+    if len(specs) == 1:
+        return export_layer(specs[0], cache_dir)
+    parts = [export_layer(s, cache_dir) for s in specs]
+
+    def make(path: Path) -> float:
+        model = compose([onnx.load(str(p.path)) for p in parts])
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        onnx.save(model, str(tmp))
+        tmp.replace(path)
+        # Each part passed its own parity check and composing only wires them together
+        # (tests compare composed models with PyTorch end to end): report the worst part.
+        return max(p.max_abs_diff for p in parts)
+
+    return _cached_export({"layers": [s.key() for s in specs]}, make, specs[0].input_shape, cache_dir)
 
 
 def export_arch(space: Space, arch: Arch | dict, batch: int = 1, cache_dir: Path | None = None) -> Exported:
