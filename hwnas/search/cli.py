@@ -18,7 +18,7 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         target_ms=opts["target"], epochs=opts["epochs"], warmup_epochs=opts["warmup_epochs"],
         batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
         weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"],
-        tau=opts["tau"], tau_decay=opts["tau_decay"], lam=opts["lam"], cost=opts["cost"], seed=opts["seed"],
+        tau=opts["tau"] if opts["tau"] is not None else 5.0, tau_decay=opts["tau_decay"], lam=opts["lam"], cost=opts["cost"], seed=opts["seed"],
         measure_every=opts["measure_every"], train_threads=opts["train_threads"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
@@ -32,8 +32,39 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         measurer.store.close()
 
 
+def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
+    from hwnas.profilers.worker import MeasurementWorker
+    from hwnas.search.unas import UNASConfig, search
+    from hwnas.surrogates.lut import LookupTable
+
+    config = UNASConfig(
+        target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
+        warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
+        lr=opts["lr"], weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"],
+        tau=opts["tau"] if opts["tau"] is not None else 0.4, lam=opts["lam"], penalty=opts["penalty"],
+        ce_estimator=opts["ce_estimator"], generalization_loss=opts["generalization_loss"],
+        calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
+        train_threads=opts["train_threads"],
+    )
+    data = _load_data(opts["data"], opts["seed"], opts["limit"])
+    measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
+                             opts["min_runs"], opts["min_time"], opts["db"])
+    if measurer.backend.input == "onnx":  # measure in another process, while the supernet trains
+        measurer.worker = MeasurementWorker(opts["backend_name"], opts["threads"], opts["precision"])
+    try:
+        model, model_info = _latency_model(opts, data.num_classes, measurer)
+        lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
+        return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
+                      echo=lambda s: click.echo(s, err=True))
+    finally:
+        if measurer.worker is not None:
+            measurer.worker.close()
+        measurer.store.close()
+
+
 # Search methods by name; each takes the parsed options and returns the run's summary.
-METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas}
+METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas, "unas": _run_unas}
 
 
 def _load_data(spec: str, seed: int, limit: int | None):
@@ -93,13 +124,21 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 @click.option("--weight-decay", type=float, default=1e-5, show_default=True)
 @click.option("--arch-lr", type=float, default=0.01, show_default=True, help="Adam learning rate (alpha, beta).")
 @click.option("--arch-weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--tau", type=float, default=5.0, show_default=True, help="Initial Gumbel-softmax temperature.")
+@click.option("--tau", type=float, default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
 @click.option("--tau-decay", type=float, default=0.96, show_default=True, help="Temperature factor per epoch after warm-up.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
 @click.option("--measure-every", type=int, default=4, show_default=True,
               help="Measure the derived architecture every K epochs (0: only the final one).")
 @click.option("--train-threads", type=int, default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
+@click.option("--true-latency", is_flag=True, help="unas: the latency term uses latency measured on --backend.")
+@click.option("--ce-estimator", type=click.Choice(["gumbel", "rebar"]), default="gumbel", show_default=True,
+              help="unas: gradient of the cross-entropy term.")
+@click.option("--generalization-loss", is_flag=True, help="unas: L_train + 0.5 |L_val - L_train| as the architecture's loss.")
+@click.option("--penalty", type=click.Choice(["hinge", "relative"]), default="hinge", show_default=True,
+              help="unas: lambda * relu(L - T) in ms, or lambda * relu(L/T - 1).")
+@click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
+              help="unas: end by elasticity-scaling the widths on the measured latency.")
 def search(**opts):
     """Search a latency-constrained architecture on real data."""
     from hwnas.space import closest
@@ -109,18 +148,17 @@ def search(**opts):
         fail(f"unknown search method {method!r}{closest(method, METHODS)}; known: {', '.join(METHODS)}")
     if opts["target"] <= 0:
         fail(f"--target must be a positive number of ms, got {opts['target']}")
+    if opts["true_latency"] and method != "unas":
+        fail(f"--true-latency is an option of --method unas; {method} searches on its latency model")
     summary = METHODS[method](opts)
     click.echo(json.dumps(summary, indent=2))
-    m = summary.get("measured_ms")
-    click.echo(
-        f"target {summary['target_ms']:.4g} ms: predicted {summary['predicted_ms']:.4g} ms "
-        f"({summary['distance_to_target_pct']:+.2f}%)"
-        + (f", measured {m:.4g} ms ({summary['measured_distance_to_target_pct']:+.2f}%, lookup error "
-           f"{summary['lookup_error_pct']:+.2f}%)" if m is not None else "")
-        + f"; architecture in {Path(opts['out']) / 'final_arch.json'}",
-        err=True,
-    )
-
+    target, m, lookup_err = summary["target_ms"], summary.get("measured_ms"), summary.get("lookup_error_pct")
+    line = f"target {target:.4g} ms: predicted {summary['predicted_ms']:.4g} ms ({100 * (summary['predicted_ms'] / target - 1):+.2f}%)"
+    if m is not None:
+        line += f", measured {m:.4g} ms ({100 * (m / target - 1):+.2f}%)"
+    if lookup_err is not None:
+        line += f", lookup error {lookup_err:+.2f}%"
+    click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
 
 @click.command()
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")

@@ -1,0 +1,506 @@
+"""UNAS (CVPR 2020): a distribution over architectures and the RELAX latency term on the TRUE
+measured latency, with a differentiable surrogate as control variate (Eq. 5).
+
+The architecture distribution p_phi(z) is a set of independent categoricals: the op of every
+searchable layer (up to each stage's maximum depth) and, where a stage's depth varies, its depth.
+They are held as one padded logits matrix [rows, K] with a mask, the form `relax.sample` takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.search import relax
+from hwnas.search.rundir import RunDir
+from hwnas.search.supernet import Supernet, straight_through
+from hwnas.search.tfnas import elasticity_scale
+from hwnas.space import SKIP, Arch, LayerChoice, Space
+from hwnas.surrogates.base import DifferentiableLatencyModel
+
+
+@dataclass
+class ArchSample:
+    arch: Arch
+    relax: relax.RelaxSample
+
+
+def latency_penalty(latency_ms, target_ms: float, weight: float, form: str = "hinge"):
+    """UNAS's hinge weight * relu(L - T) in ms (default), or TF-NAS's weight * relu(L / T - 1)."""
+    if form == "hinge":
+        return weight * torch.relu(torch.as_tensor(latency_ms) - target_ms)
+    if form == "relative":
+        return weight * torch.relu(torch.as_tensor(latency_ms) / target_ms - 1)
+    raise ValueError(f"unknown latency penalty {form!r}")
+
+
+class ArchDistribution(nn.Module):
+    def __init__(self, space: Space):
+        super().__init__()
+        self.space = space
+        rows: list[tuple[str, int, int]] = []  # ("op", stage, layer) or ("depth", stage, -1)
+        sizes: list[int] = []
+        for i, shape in enumerate(space.stages):
+            for j in range(shape.max_depth):
+                rows.append(("op", i, j))
+                sizes.append(len(space.op_names(i, j)))
+            if shape.max_depth > shape.min_depth:
+                rows.append(("depth", i, -1))
+                sizes.append(shape.max_depth - shape.min_depth + 1)
+        self.rows, self.sizes = rows, sizes
+        k = max(sizes)
+        self.logits = nn.Parameter(torch.zeros(len(rows), k))  # uniform at the start
+        mask = torch.zeros(len(rows), k, dtype=torch.bool)
+        for r, n in enumerate(sizes):
+            mask[r, :n] = True
+        self.register_buffer("mask", mask)
+
+    def sample(self, tau: float, generator: torch.Generator | None = None) -> ArchSample:
+        s = relax.sample(self.logits, tau, self.mask, generator)
+        return ArchSample(self.to_arch(s.z), s)
+
+    def to_arch(self, z: torch.Tensor) -> Arch:
+        """The discrete architecture of choice indices z (ops at their default widths)."""
+        space = self.space
+        ops: dict[tuple[int, int], int] = {}
+        depth = {i: shape.min_depth for i, shape in enumerate(space.stages)}
+        for (kind, i, j), k in zip(self.rows, z.tolist()):
+            if kind == "op":
+                ops[(i, j)] = k
+            else:
+                depth[i] = space.stages[i].min_depth + k
+        doc = {
+            "space": space.name,
+            "width_mult": space.width_mult,
+            "stages": [
+                {"layers": [space.op_names(i, j)[ops[(i, j)]] for j in range(depth[i])]} for i in range(len(space.stages))
+            ],
+        }
+        return space.validate(doc)
+
+    def derive(self) -> Arch:
+        """The most likely architecture."""
+        return self.to_arch(self.logits.detach().masked_fill(~self.mask, float("-inf")).argmax(-1))
+
+    def weights(self, w: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+        """Relaxed weights [rows, K] as the latency models take them: op weights per layer,
+        depth weights per stage (a single 1 where a stage's depth is fixed)."""
+        op_w: list[list[torch.Tensor]] = [[] for _ in self.space.stages]
+        depth_w: list[torch.Tensor] = [torch.ones(1, dtype=w.dtype) for _ in self.space.stages]
+        for r, ((kind, i, _), n) in enumerate(zip(self.rows, self.sizes)):
+            if kind == "op":
+                op_w[i].append(w[r, :n])
+            else:
+                depth_w[i] = w[r, :n]
+        return op_w, depth_w
+
+    def entropy(self) -> float:
+        logp = relax.masked_log_softmax(self.logits.detach(), self.mask)
+        p = logp.exp()
+        return float(-(p * logp.masked_fill(~self.mask, 0.0)).sum())
+
+
+def relax_latency_loss(
+    dist: ArchDistribution,
+    s: ArchSample,
+    measured_ms: float,
+    surrogate: DifferentiableLatencyModel,
+    target_ms: float,
+    weight: float,
+    form: str = "hinge",
+) -> torch.Tensor:
+    """A loss whose gradient w.r.t. the logits is the RELAX estimate of grad E[f(L(z))]:
+    f on the measured latency, the surrogate through the same penalty as control variate."""
+
+    def control(w: torch.Tensor) -> torch.Tensor:
+        op_w, depth_w = dist.weights(w)
+        return latency_penalty(surrogate.soft(op_w, depth_w), target_ms, weight, form)
+
+    f_z = latency_penalty(measured_ms, target_ms, weight, form)
+    return relax.relax_loss(f_z, control, s.relax)
+
+
+# --- the search -----------------------------------------------------------------------------------
+
+CE_ESTIMATORS = ("gumbel", "rebar")
+PENALTIES = ("hinge", "relative")
+
+
+@dataclass(frozen=True)
+class UNASConfig:
+    target_ms: float
+    true_latency: bool = True  # L(z) measured on the backend; False: taken from the lookup table
+    epochs: int = 10
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    train_resolution: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    arch_lr: float = 0.01
+    tau: float = 0.4  # fixed, as UNAS's code
+    lam: float = 0.1  # latency weight; the hinge is per ms (UNAS) or per unit of L/T - 1 (relative)
+    lam_ramp_epochs: int = 2  # lam grows linearly to its value over these epochs after the warm-up
+    penalty: str = "hinge"
+    ce_estimator: str = "gumbel"
+    generalization_loss: bool = False  # L_train + gen_lambda * |L_val - L_train| (UNAS Eq. 8)
+    gen_lambda: float = 0.5
+    calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
+    calibrate_tol: float = 2e-3
+    measure_every: int = 1
+    seed: int = 0
+    train_threads: int = 1  # leave a core to the measurement worker
+
+    def __post_init__(self):
+        if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
+            raise HwnasError(f"target latency must be a positive number of ms, got {self.target_ms!r}")
+        for name in ("epochs", "batch_size", "train_resolution", "train_threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HwnasError(f"{name} must be a positive integer, got {v!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise HwnasError(f"warm-up epochs must be in [0, {self.epochs - 1}], got {self.warmup_epochs!r}")
+        if self.ce_estimator not in CE_ESTIMATORS:
+            raise HwnasError(f"unknown cross-entropy estimator {self.ce_estimator!r}; known: {', '.join(CE_ESTIMATORS)}")
+        if self.penalty not in PENALTIES:
+            raise HwnasError(f"unknown latency penalty {self.penalty!r}; known: {', '.join(PENALTIES)}")
+        for name in ("lr", "arch_lr", "tau"):
+            if not getattr(self, name) > 0:
+                raise HwnasError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lam_at(self, epoch: float) -> float:
+        if self.lam_ramp_epochs <= 0:
+            return self.lam
+        return self.lam * min(1.0, max(0.0, epoch - self.warmup_epochs) / self.lam_ramp_epochs)
+
+
+class MeasuredLatency:
+    """The true latency as a model: predict(arch) measures it (the store makes repeats free)."""
+
+    name = "measured"
+
+    def __init__(self, space: Space, measurer, batch: int = 1):
+        self.space, self.measurer, self.batch = space, measurer, batch
+
+    def predict(self, arch) -> float:
+        return float(self.measurer.arch(self.space, arch, self.batch).measurement.stats["median_ms"])
+
+
+def fastest_arch(space: Space) -> Arch:
+    """The cheapest architecture: minimum depths, skip where allowed, else the op with the
+    smallest kernel at its minimum width, without SE where possible."""
+    stages = []
+    for i, shape in enumerate(space.stages):
+        layers = []
+        for j in range(shape.min_depth):
+            names = space.op_names(i, j)
+            if SKIP in names:
+                layers.append(LayerChoice(SKIP, 0, 0))
+                continue
+            c_in = space.layer_c_in(i, j)
+            options = [LayerChoice(op, space.width_range(op, c_in)[0], space.default_choice(op, c_in).se) for op in names]
+            layers.append(min(options, key=lambda c: (space.ops[c.op].kernel, c.mid, c.se)))
+        stages.append(tuple(layers))
+    return Arch(space.name, space.width_mult, tuple(stages))
+
+
+@dataclass
+class _UState:
+    net: Supernet
+    dist: ArchDistribution
+    opt_w: torch.optim.Optimizer
+    opt_a: torch.optim.Optimizer
+    data_gen: torch.Generator
+    sample_gen: torch.Generator
+    epoch: int = 0
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "supernet": self.net.state_dict(), "dist": self.dist.state_dict(),
+            "opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
+            "data_gen": self.data_gen.get_state(), "sample_gen": self.sample_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        self.net.load_state_dict(ck["supernet"])
+        self.dist.load_state_dict(ck["dist"])
+        self.opt_w.load_state_dict(ck["opt_w"])
+        self.opt_a.load_state_dict(ck["opt_a"])
+        self.data_gen.set_state(ck["data_gen"])
+        self.sample_gen.set_state(ck["sample_gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.epoch = int(ck["epoch"])
+
+
+def _path(dist: ArchDistribution, w: torch.Tensor, z: torch.Tensor, straight: bool):
+    """The supernet's inputs for the sampled z: op index per layer, depth weights per stage
+    (one-hot in value) and per-layer op scales (value 1) carrying the gradient to the logits."""
+    op_w, depth_w = dist.weights(w)
+    path, scales = [], []
+    ks = dict(zip(dist.rows, z.tolist()))
+    for i, shape in enumerate(dist.space.stages):
+        path.append([ks[("op", i, j)] for j in range(shape.max_depth)])
+        scales.append([straight_through(op_w[i][j], ks[("op", i, j)]) if straight else None for j in range(shape.max_depth)])
+    depths = []
+    for i, shape in enumerate(dist.space.stages):
+        d = depth_w[i]
+        if ("depth", i, -1) in ks:
+            hard = torch.zeros_like(d)
+            hard[ks[("depth", i, -1)]] = 1.0
+            d = hard - d.detach() + d if straight else hard
+        depths.append(d)
+    return path, depths, scales if straight else None
+
+
+def search(
+    config: UNASConfig,
+    data,
+    surrogate,
+    out,
+    measurer=None,
+    lut=None,
+    measure_batch: int = 1,
+    run_info: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    stop_after_epoch: int | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any] | None:
+    """Run (or resume) a UNAS search into run directory `out`; returns the summary.
+
+    surrogate: a differentiable latency model (its .space is the deployment space): the control
+    variate of the RELAX latency term. measurer: a Measurer for the true latency; with a worker
+    (ONNX backends) each sample is measured in another process while the supernet trains. lut: the lookup table, to record its prediction for every sample
+    (and the latency used when config.true_latency is False)."""
+    deploy = surrogate.space
+    if deploy.num_classes != data.num_classes:
+        raise HwnasError(f"the latency model is for {deploy.num_classes} classes but the data has {data.num_classes}")
+    if config.true_latency and measurer is None:
+        raise HwnasError("--true-latency needs a backend to measure on")
+    if not config.true_latency and lut is None:
+        raise HwnasError("a search without --true-latency takes latency from a lookup table; none was given")
+    latency_of = (lambda a: measurer.submit_arch(deploy, a, measure_batch)) if config.true_latency else None
+    train_space = Space(deploy.name, config.train_resolution, deploy.width_mult, deploy.num_classes)
+    run = RunDir(out)
+    resume = run.start({
+        "method": "unas", **config.to_json(), "deploy_space": deploy.config, "train_space": train_space.config,
+        "latency_model": getattr(surrogate, "name", type(surrogate).__name__), "data": data.name,
+        "data_sizes": {s: data.size(s) for s in ("train", "val", "test")}, "measure_batch": measure_batch,
+        **(run_info or {}),
+    })
+    floor = fastest_arch(deploy)
+    floor_ms = MeasuredLatency(deploy, measurer, measure_batch).predict(floor) if config.true_latency else lut.predict(floor)
+    if floor_ms > config.target_ms:
+        raise HwnasError(f"no architecture of the space meets {config.target_ms:g} ms: the fastest one "
+                         f"{'measures' if config.true_latency else 'looks up at'} {floor_ms:.4g} ms")
+    samples_path = run.path / "samples.jsonl"
+
+    was_det, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(config.train_threads)
+    try:
+        torch.manual_seed(config.seed)
+        net = Supernet(train_space)
+        dist = ArchDistribution(deploy)
+        state = _UState(
+            net, dist,
+            torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
+            torch.optim.Adam(dist.parameters(), lr=config.arch_lr, betas=(0.5, 0.999)),
+            torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1),
+        )
+        if resume:
+            state.restore(run.load_checkpoint())
+            run.truncate_log(state.epoch)
+            _truncate_jsonl(samples_path, state.epoch)
+            echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
+        steps = math.ceil(data.size("train") / config.batch_size)
+        started = time.monotonic()
+        while state.epoch < config.epochs:
+            record = _unas_epoch(state, config, data, surrogate, lut, latency_of, steps, samples_path, show_progress)
+            state.epoch += 1
+            arch = dist.derive()
+            record.update(arch=arch.to_json(), arch_hash=arch.hash, depths=list(arch.depths),
+                          surrogate_ms=float(surrogate.predict(arch)),
+                          lookup_ms=float(lut.predict(arch)) if lut is not None else None)
+            if measurer is not None and config.measure_every and state.epoch % config.measure_every == 0:
+                record["measured_ms"] = MeasuredLatency(deploy, measurer, measure_batch).predict(arch)
+            record["seconds"] = round(time.monotonic() - started, 2)
+            run.append_log(record)
+            run.save_checkpoint(state.checkpoint())
+            echo(f"epoch {state.epoch}/{config.epochs}: val acc {record.get('val_acc', float('nan')):.3f}, "
+                 f"derived {record.get('measured_ms', record['surrogate_ms']):.4g} ms (target {config.target_ms:.4g})")
+            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
+                return None
+    finally:
+        torch.use_deterministic_algorithms(was_det)
+        torch.set_num_threads(was_threads)
+    return _unas_finish(run, state, config, surrogate, lut, measurer, deploy, train_space, measure_batch, echo)
+
+
+def _truncate_jsonl(path, epochs_done: int) -> None:
+    """Drop sample records past the checkpoint's epoch (measured, then interrupted)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= epochs_done:
+                keep.append(line)
+        except ValueError:
+            break  # a line cut short by a crash
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def _append_jsonl(path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_of, steps: int, samples_path,
+                show_progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    net, dist, epoch = state.net, state.dist, state.epoch
+    net.train()
+    search_arch = epoch >= cfg.warmup_epochs
+    res, bs = cfg.train_resolution, cfg.batch_size
+    total_steps = cfg.epochs * steps
+    sums = {k: 0.0 for k in ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n", "latency", "penalty")}
+    arch_steps = 0
+
+    def cycle(split):
+        while True:
+            for x, y in data.batches(split, bs, res, shuffle=True, generator=state.data_gen):
+                if y.numel() >= 2:
+                    yield x, y
+
+    val_iter, train_iter = cycle("val"), cycle("train")
+    bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
+               disable=not show_progress, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        if y.numel() < 2:
+            continue  # BatchNorm cannot train on a lone image
+        t = epoch * steps + step
+        for group in state.opt_w.param_groups:
+            group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * t / total_steps))
+        s = dist.sample(cfg.tau, state.sample_gen)
+        pending = latency_of(s.arch) if (search_arch and latency_of is not None) else None  # measured while we train
+        # Weights: the sampled architecture's path on search-train.
+        path, depths, _ = _path(dist, s.relax.onehot, s.relax.z, straight=False)
+        state.opt_w.zero_grad(set_to_none=True)
+        logits = net(x, path, depths)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+        state.opt_w.step()
+        n = y.numel()
+        sums["train_loss"] += loss.item() * n
+        sums["train_correct"] += int((logits.argmax(1) == y).sum())
+        sums["train_n"] += n
+        if not search_arch:
+            continue
+        # Architecture: cross-entropy on search-val (+ the generalisation gap), RELAX on the latency.
+        xv, yv = next(val_iter)
+        ce_val, logits_v = _ce_term(net, dist, s, xv, yv, cfg)
+        arch_loss = ce_val
+        if cfg.generalization_loss:
+            xt, yt = next(train_iter)
+            ce_train, _ = _ce_term(net, dist, s, xt, yt, cfg)
+            arch_loss = ce_train + cfg.gen_lambda * (ce_val - ce_train).abs()
+        lookup_ms = float(lut.predict(s.arch)) if lut is not None else None
+        if pending is not None:
+            measured = pending.result()
+            latency_ms, cached = measured.measurement.stats["median_ms"], measured.cached
+        else:
+            latency_ms, cached = lookup_ms, True
+        lam = cfg.lam_at(epoch + step / steps)
+        lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
+        state.opt_a.zero_grad(set_to_none=True)
+        (arch_loss + lat_loss).backward()
+        state.opt_a.step()
+        _append_jsonl(samples_path, {
+            "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
+            "source": "measured" if pending is not None else "lookup", "cached": cached, "lookup_ms": lookup_ms,
+            "surrogate_ms": float(surrogate.predict(s.arch)),
+        })
+        n = yv.numel()
+        sums["val_loss"] += ce_val.item() * n
+        sums["val_correct"] += int((logits_v.argmax(1) == yv).sum())
+        sums["val_n"] += n
+        sums["latency"] += latency_ms
+        sums["penalty"] += float(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty))
+        arch_steps += 1
+        bar.set_postfix(lat=f"{latency_ms:.3g}")
+    bar.close()
+    record = {
+        "epoch": epoch + 1, "tau": cfg.tau, "lr": state.opt_w.param_groups[0]["lr"], "arch_updates": search_arch,
+        "lam": cfg.lam_at(epoch + 1), "train_loss": sums["train_loss"] / sums["train_n"],
+        "train_acc": sums["train_correct"] / sums["train_n"], "alpha_entropy": dist.entropy(),
+    }
+    if arch_steps:
+        record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],
+                      sampled_latency_ms=sums["latency"] / arch_steps, latency_penalty=sums["penalty"] / arch_steps)
+    return record
+
+
+def _ce_term(net: Supernet, dist: ArchDistribution, s: ArchSample, x, y, cfg: UNASConfig):
+    """Cross-entropy whose gradient reaches the logits: straight-through Gumbel-softmax on the
+    sampled path, or REBAR (the loss at the relaxed weights as its own control variate)."""
+    if cfg.ce_estimator == "gumbel":
+        path, depths, scales = _path(dist, s.relax.zeta, s.relax.z, straight=True)
+        logits = net(x, path, depths, scales)
+        return F.cross_entropy(logits, y), logits
+    path, depths, _ = _path(dist, s.relax.onehot, s.relax.z, straight=False)
+    with torch.no_grad():
+        logits = net(x, path, depths)
+        f_z = F.cross_entropy(logits, y)
+
+    def control(w: torch.Tensor) -> torch.Tensor:
+        op_w, depth_w = dist.weights(w)
+        return F.cross_entropy(net.forward_mixed(x, op_w, depth_w), y)
+
+    return relax.relax_loss(f_z, control, s.relax) + (f_z - f_z.detach()), logits
+
+
+def _unas_finish(run: RunDir, state: _UState, cfg: UNASConfig, surrogate, lut, measurer, deploy: Space,
+                 train_space: Space, batch: int, echo) -> dict[str, Any]:
+    arch = state.dist.derive()
+    calibration = None
+    if cfg.calibrate_widths and deploy.definition.elastic and measurer is not None:
+        # Fit the widths to the target on the measured latency itself (Algorithm 1 with the
+        # hardware as the model): what a lookup-free search needs to land on its target.
+        echo("calibrating widths on the measured latency")
+        result = elasticity_scale(MeasuredLatency(deploy, measurer, batch), arch, cfg.target_ms, tol=cfg.calibrate_tol)
+        arch = result.arch
+        calibration = {"gammas": result.gammas, "width_bound": result.bound, "width_bound_note": result.message,
+                       "seed_measured_ms": result.seed_latency_ms}
+    measured = MeasuredLatency(deploy, measurer, batch).predict(arch) if measurer is not None else None
+    lookup = float(lut.predict(arch)) if lut is not None else None
+    summary = {
+        "method": "unas", "true_latency": cfg.true_latency, "target_ms": cfg.target_ms,
+        "predicted_ms": float(surrogate.predict(arch)), "lookup_ms": lookup, "measured_ms": measured,
+        "lookup_error_pct": None if measured is None or lookup is None else 100.0 * (lookup - measured) / measured,
+        "surrogate_error_pct": None if measured is None else 100.0 * (float(surrogate.predict(arch)) - measured) / measured,
+        "measured_distance_to_target_pct": None if measured is None else 100.0 * (measured - cfg.target_ms) / cfg.target_ms,
+        "deploy_resolution": deploy.resolution, "train_resolution": train_space.resolution,
+        "width_mult": deploy.width_mult, "epochs": state.epoch, "arch_hash": arch.hash, "depths": list(arch.depths),
+        "macs_m": deploy.macs(arch) / 1e6, "params_m": deploy.params(arch) / 1e6,
+        "latency_model": getattr(surrogate, "name", type(surrogate).__name__), "calibration": calibration,
+        "worker_failures": getattr(getattr(measurer, "worker", None), "failures", 0),
+    }
+    run.write_final_arch(arch.to_json())
+    run.write_summary(summary)
+    return summary

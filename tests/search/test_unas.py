@@ -1,0 +1,153 @@
+"""UNAS: the architecture distribution, the RELAX latency term, and the search end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.errors import HwnasError
+from hwnas.measure import Measurer
+from hwnas.profilers import get_backend
+from hwnas.profilers.worker import MeasurementWorker
+from hwnas.search.unas import ArchDistribution, UNASConfig, fastest_arch, relax_latency_loss, search
+from hwnas.space import SKIP, Space
+from hwnas.store import Store
+from hwnas.surrogates.base import soft_latency
+
+
+class Table:
+    """A synthetic additive latency model: base + one value per (stage, layer, op), linear in width."""
+
+    name = "synthetic"
+
+    def __init__(self, space: Space, seed: int = 0, scale: float = 1.0):
+        rng = np.random.default_rng(seed)
+        self.space, self.scale = space, scale
+        self.t = {(i, j, op): 0.0 if op == SKIP else float(rng.uniform(0.2, 1.0))
+                  for i, st in enumerate(space.stages) for j in range(st.max_depth) for op in space.op_names(i, j)}
+
+    def layer_ms(self, i, j, op, mid):
+        if op == SKIP:
+            return 0.0
+        return self.scale * self.t[(i, j, op)] * mid / self.space.default_choice(op, self.space.layer_c_in(i, j)).mid
+
+    def predict(self, arch):
+        a = self.space.validate(arch)
+        return self.scale + sum(self.layer_ms(i, j, c.op, c.mid) for i, st in enumerate(a.stages) for j, c in enumerate(st))
+
+    def soft(self, op_weights, depth_weights, mids=None):
+        return soft_latency(self.space, self.scale, self.layer_ms, op_weights, depth_weights, mids)
+
+
+@pytest.mark.parametrize("name, rows, choices", [("tfnas", 18 + 5, 18 * 8 + (2 + 3 + 4 + 4 + 4)), ("proxyless", 21, 141)])
+def test_distribution_covers_ops_and_depths(name, rows, choices):
+    dist = ArchDistribution(Space(name))
+    assert len(dist.rows) == rows and int(dist.mask.sum()) == choices
+
+
+@pytest.mark.parametrize("name", ["tfnas", "proxyless"])
+def test_samples_are_valid_and_one_hot_weights_give_the_discrete_latency(name):
+    space = Space(name)
+    table, dist = Table(space), ArchDistribution(space)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        s = dist.sample(0.5, g)
+        space.validate(s.arch)
+        op_w, depth_w = dist.weights(s.relax.onehot)
+        assert float(table.soft(op_w, depth_w)) == pytest.approx(table.predict(s.arch), rel=1e-5)
+        assert torch.equal(s.relax.zeta_tilde.argmax(-1)[dist.mask.any(-1)], s.relax.z)
+
+
+def test_relax_latency_term_drives_the_measured_latency_under_the_target():
+    space = Space("proxyless")
+    table, dist = Table(space), ArchDistribution(space)
+    truth = lambda a: table.predict(a) * 1.1 + 0.3 * np.sin(table.predict(a))  # non-additive "hardware"
+    lat0 = [truth(a) for a in space.random_archs(50, 0)]
+    target = float(np.percentile(lat0, 20))
+    opt = torch.optim.Adam(dist.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        s = dist.sample(0.5, g)
+        loss = relax_latency_loss(dist, s, truth(s.arch), table, target, 1.0)
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(dist.logits.grad).all()
+        opt.step()
+    after = [truth(dist.sample(0.5, g).arch) for _ in range(50)]
+    assert np.mean(after) < target < np.mean(lat0)
+
+
+def test_fastest_arch_is_minimal():
+    space = Space("tfnas")
+    fast = fastest_arch(space)
+    assert fast.depths == tuple(s.min_depth for s in space.stages)
+    assert all(c.op == "k3_e3" and c.mid == space.width_range("k3_e3", space.layer_c_in(i, 0))[0]
+               for i, st in enumerate(fast.stages) for c in st)
+    assert space.macs(fast) < min(space.macs(a) for a in space.random_archs(30, 0))
+    assert all(c.op == SKIP for st in fastest_arch(Space("proxyless")).stages[:0] for c in st)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_dataset("digits", seed=0, limit=160)
+
+
+def tiny(width_mult=0.25):
+    return Space("tfnas", resolution=32, width_mult=width_mult, num_classes=10)
+
+
+def config(**kw):
+    base = dict(epochs=2, warmup_epochs=1, batch_size=32, train_resolution=16, lam_ramp_epochs=1, seed=0)
+    return UNASConfig(**{**base, **kw})
+
+
+def test_true_latency_search_end_to_end(tmp_path, tiny_data, fast_protocol):
+    space = tiny()
+    table = Table(space, scale=0.05)
+    store = Store(tmp_path / "m.sqlite")
+    with MeasurementWorker("ort-cpu") as worker:
+        measurer = Measurer(get_backend("ort-cpu"), store, fast_protocol, worker=worker)
+        floor = measurer.arch(space, fastest_arch(space)).measurement.median_ms
+        target = 3 * floor
+        summary = search(config(target_ms=target), tiny_data, table, tmp_path / "run", measurer=measurer, lut=table,
+                         show_progress=False)
+    run = tmp_path / "run"
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["source"] == "measured" and s["latency_ms"] > 0 and s["lookup_ms"] > 0 for s in samples)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(r["measured_ms"] > 0 for r in log)
+    assert summary["measured_ms"] > 0 and summary["calibration"] is not None
+    assert json.loads((run / "summary.json").read_text()) == summary
+    space.validate(json.loads((run / "final_arch.json").read_text()))
+    # calibration lands on the measured target unless a width bound stops it
+    if summary["calibration"]["width_bound"] is None:
+        assert abs(summary["measured_distance_to_target_pct"]) < 15
+
+
+def test_resume_gives_the_same_result(tmp_path, tiny_data):
+    space = tiny()
+    table = Table(space, scale=0.05)
+    target = table.predict(space.default_arch())
+    cfg = config(target_ms=target, true_latency=False, epochs=3, calibrate_widths=False)
+    whole = search(cfg, tiny_data, table, tmp_path / "a", lut=table, show_progress=False)
+    assert search(cfg, tiny_data, table, tmp_path / "b", lut=table, show_progress=False, stop_after_epoch=1) is None
+    resumed = search(cfg, tiny_data, table, tmp_path / "b", lut=table, show_progress=False)
+    assert resumed == whole
+    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == (tmp_path / "b" / "log.jsonl").read_text().count("\n")
+
+
+def test_bad_inputs(tmp_path, tiny_data):
+    space = tiny()
+    table = Table(space, scale=0.05)
+    with pytest.raises(HwnasError, match="no architecture of the space meets"):
+        search(config(target_ms=1e-6, true_latency=False), tiny_data, table, tmp_path / "x", lut=table, show_progress=False)
+    with pytest.raises(HwnasError, match="needs a backend"):
+        search(config(target_ms=1.0), tiny_data, table, tmp_path / "y", show_progress=False)
+    with pytest.raises(HwnasError, match="lookup table"):
+        search(config(target_ms=1.0, true_latency=False), tiny_data, table, tmp_path / "z", show_progress=False)
+    with pytest.raises(HwnasError, match="estimator"):
+        config(target_ms=1.0, ce_estimator="reinforce")
+    with pytest.raises(HwnasError, match="target latency"):
+        config(target_ms=-1.0)
