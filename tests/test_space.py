@@ -3,29 +3,13 @@ import json
 import pytest
 
 from hwnas.errors import HwnasError
+from hwnas.reference import reference_archs
 from hwnas.space import SKIP, LayerSpec, Space, distinct_layers, make_divisible, width_grid
 
 
 def tfnas_a() -> dict:
-    """TF-NAS-A as seed 000 Table 14 lists it (stages 3-8)."""
-    rows = [  # (kernel, mid, se) per layer, per stage
-        [(3, 83, 32), (5, 128, 0)],
-        [(3, 138, 48), (3, 297, 0), (5, 170, 80)],
-        [(5, 248, 80), (3, 500, 0), (3, 424, 0), (3, 477, 0)],
-        [(3, 504, 160), (3, 796, 0), (3, 723, 224), (3, 555, 224)],
-        [(3, 813, 0), (3, 1370, 0), (3, 1138, 384), (3, 1359, 384)],
-        [(5, 1203, 384)],
-    ]
-    space = Space("tfnas")
-    stages = []
-    for i, layers in enumerate(rows):
-        out = []
-        for j, (k, mid, se) in enumerate(layers):
-            c_in = space.layer_c_in(i, j)
-            e = 6 if mid > 4 * c_in or se == 2 * c_in else 3
-            out.append({"op": f"k{k}_e{e}" + ("_se" if se else ""), "mid": mid, "se": se})
-        stages.append({"depth": len(out), "layers": out})
-    return {"space": "tfnas", "stages": stages}
+    """TF-NAS-A as seed 000 Table 14 lists it (stages 3-8), as a JSON document."""
+    return reference_archs(Space("tfnas"))["TF-NAS-A"].to_json()
 
 
 def test_tfnas_shapes_follow_table_1():
