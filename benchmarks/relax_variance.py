@@ -10,7 +10,6 @@ through the same hinge: it captures most, not all, of the cost.
 """
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
@@ -18,48 +17,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hwnas.search import relax  # noqa: E402
+from hwnas.search.relax_check import toy_problem  # noqa: E402
 
 L, K = 3, 4
 
 
 def build_toy(seed: int, bottleneck: float):
-    g = torch.Generator().manual_seed(seed)
-    lat = 1.0 + 2.0 * torch.rand(L, K, generator=g, dtype=torch.float64)
-    logits = torch.randn(L, K, generator=g, dtype=torch.float64)
-    configs = torch.tensor(list(itertools.product(range(K), repeat=L)))
-
-    def latency(z):
-        per_layer = lat.expand(*z.shape, K).gather(-1, z.unsqueeze(-1)).squeeze(-1)
-        return per_layer.sum(-1) + bottleneck * per_layer.amax(-1)
-
-    target = latency(configs).median()
-    onehots = torch.nn.functional.one_hot(configs, K).to(torch.float64)
-    design = torch.cat([onehots.flatten(1), torch.ones(len(configs), 1, dtype=torch.float64)], 1)
-    coef = torch.linalg.pinv(design) @ latency(configs)
-    weight, bias = coef[:-1].reshape(L, K), coef[-1]
-
-    def cost(z):
-        return torch.relu(latency(z) - target)
-
-    def control(w):
-        return torch.relu((w * weight).sum((-1, -2)) + bias - target)
+    toy = toy_problem(seed=seed, L=L, K=K, bottleneck=bottleneck)
 
     def r2(pred, true):
         return 1.0 - ((true - pred) ** 2).mean() / true.var(unbiased=False)
 
+    onehots = torch.nn.functional.one_hot(toy.configs, K).to(torch.float64)
+    latency = toy.latency(toy.configs)
     fit = dict(
-        latency_r2=r2(design @ coef, latency(configs)).item(),
-        cost_r2=r2(control(onehots), cost(configs)).item(),
-        frac_over=(latency(configs) > target).double().mean().item(),
+        latency_r2=r2(toy.surrogate_fit(), latency).item(),
+        cost_r2=r2(toy.control(onehots), toy.cost(toy.configs)).item(),
+        frac_over=(toy.cost(toy.configs) > 0).double().mean().item(),
     )
-    return logits, configs, cost, control, fit
-
-
-def exact_grad(logits, configs, cost):
-    a = logits.clone().requires_grad_()
-    log_p = torch.log_softmax(a, -1)[torch.arange(L), configs].sum(-1)
-    (log_p.exp() * cost(configs)).sum().backward()
-    return a.grad
+    return toy.logits, toy.configs, toy.cost, toy.control, fit, toy
 
 
 def estimates(logits, cost, control, n, tau, seed, kind):
@@ -85,8 +61,8 @@ def main(argv=None):
     p.add_argument("--bottleneck", type=float, default=1.0, help="weight of the non-additive max term")
     args = p.parse_args(argv)
 
-    logits, configs, cost, control, fit = build_toy(args.seed, args.bottleneck)
-    exact = exact_grad(logits, configs, cost)
+    logits, configs, cost, control, fit, toy = build_toy(args.seed, args.bottleneck)
+    exact = toy.exact_gradient()
     print(f"toy: {L} layers x {K} ops, {len(configs)} architectures, {fit['frac_over']:.0%} over the target")
     print(f"linear surrogate R^2: latency {fit['latency_r2']:.3f}, hinged cost {fit['cost_r2']:.3f}")
     print(f"samples {args.samples}, tau {args.tau}, seed {args.seed}\n")

@@ -6,13 +6,13 @@ latency model, least-squares fitted on every configuration, through the same hin
 differentiable but imperfect, like a real latency surrogate.
 """
 
-import itertools
 
 import pytest
 import torch
 
 from hwnas.errors import HwnasError
 from hwnas.search import relax
+from hwnas.search.relax_check import toy_problem
 
 N = 20_000
 TAU = 0.5
@@ -20,55 +20,26 @@ Z_LIMIT = 4.5  # per-component |mean - exact| in standard errors
 MASK_3 = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
 
 
-def _toy(mask=None, seed=0, L=3, K=4, bottleneck=1.0):
-    g = torch.Generator().manual_seed(seed)
-    lat = 1.0 + 2.0 * torch.rand(L, K, generator=g, dtype=torch.float64)
-    logits = torch.randn(L, K, generator=g, dtype=torch.float64)
-    if mask is None:
-        mask = torch.ones(L, K, dtype=torch.bool)
-    choices = [torch.nonzero(mask[i]).flatten().tolist() for i in range(L)]
-    configs = torch.tensor(list(itertools.product(*choices)))
-
-    def latency(z):  # z: [..., L] -> [...]
-        per_layer = lat.expand(*z.shape, K).gather(-1, z.unsqueeze(-1)).squeeze(-1)
-        return per_layer.sum(-1) + bottleneck * per_layer.amax(-1)
-
-    target = latency(configs).median()
-    onehots = torch.nn.functional.one_hot(configs, K).to(torch.float64)
-    design = torch.cat([onehots.flatten(1), torch.ones(len(configs), 1, dtype=torch.float64)], 1)
-    coef = torch.linalg.pinv(design) @ latency(configs)
-    weight, bias = coef[:-1].reshape(L, K), coef[-1]
-
-    def cost(z):
-        return torch.relu(latency(z) - target)
-
-    def control(w):
-        return torch.relu((w * weight).sum((-1, -2)) + bias - target)
-
-    return dict(logits=logits, mask=mask, configs=configs, cost=cost, control=control)
+def _toy(mask=None, seed=0):
+    return toy_problem(mask, seed)
 
 
 def _exact_grad(toy):
-    logits = toy["logits"].clone().requires_grad_()
-    log_q = relax.masked_log_softmax(logits, toy["mask"])
-    cfg = toy["configs"]
-    log_p = log_q[torch.arange(cfg.shape[1]), cfg].sum(-1)
-    (log_p.exp() * toy["cost"](cfg)).sum().backward()
-    return logits.grad
+    return toy.exact_gradient()
 
 
 def _grads(toy, estimator, sampler=relax.sample, seed=1):
     """Per-sample gradient estimates [N, L, K] from one batched backward pass."""
     gen = torch.Generator().manual_seed(seed)
-    logits = toy["logits"].expand(N, *toy["logits"].shape).clone().requires_grad_()
-    s = sampler(logits, TAU, toy["mask"], gen)
-    f_z = toy["cost"](s.z)
+    logits = toy.logits.expand(N, *toy.logits.shape).clone().requires_grad_()
+    s = sampler(logits, TAU, toy.mask, gen)
+    f_z = toy.cost(s.z)
     if estimator == "relax":
-        loss = relax.relax_loss(f_z, toy["control"], s)
+        loss = relax.relax_loss(f_z, toy.control, s)
     elif estimator == "reinforce":
         loss = relax.reinforce_loss(f_z, s)
     else:  # broken on purpose: control as a baseline without the relaxed correction
-        loss = (f_z - toy["control"](s.zeta_tilde)).detach() * s.log_prob
+        loss = (f_z - toy.control(s.zeta_tilde)).detach() * s.log_prob
     loss.sum().backward()
     return logits.grad, s
 
@@ -89,13 +60,13 @@ def case(request):
 
 
 def test_relax_matches_exact_gradient(case):
-    exact, grads, mask = case["exact"], case["relax"], case["toy"]["mask"]
+    exact, grads, mask = case["exact"], case["relax"], case["toy"].mask
     assert _z_scores(grads, exact, mask).max() < Z_LIMIT
     assert (grads.mean(0) - exact).norm() / exact.norm() < 0.05
 
 
 def test_reinforce_matches_exact_gradient(case):
-    exact, grads, mask = case["exact"], case["reinforce"], case["toy"]["mask"]
+    exact, grads, mask = case["exact"], case["reinforce"], case["toy"].mask
     assert _z_scores(grads, exact, mask).max() < Z_LIMIT
 
 
@@ -105,7 +76,7 @@ def test_relax_has_lower_variance_than_reinforce(case):
 
 
 def test_samples_are_consistent_and_masked(case):
-    s, mask = case["sample"], case["toy"]["mask"]
+    s, mask = case["sample"], case["toy"].mask
     assert torch.equal(s.zeta_tilde.argmax(-1), s.z)
     assert torch.equal(s.onehot.argmax(-1), s.z)
     assert mask.expand_as(s.onehot)[s.onehot.bool()].all()  # invalid ops never sampled
@@ -138,7 +109,7 @@ def test_check_detects_biased_estimators(broken):
         grads, _ = _grads(toy, "relax", sampler=_naive_sample)
     else:
         grads, _ = _grads(toy, "no_correction")
-    assert _z_scores(grads, _exact_grad(toy), toy["mask"]).max() > 2 * Z_LIMIT
+    assert _z_scores(grads, _exact_grad(toy), toy.mask).max() > 2 * Z_LIMIT
 
 
 def test_unbatched_shapes_and_float32():
