@@ -1,0 +1,262 @@
+"""CLI: `hwnas lut build`, `hwnas sample`, `hwnas surrogate fit|eval`, `hwnas additivity`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hwnas.cliutil import backend_options, fail, make_measurer, make_space, space_options, write_table
+
+DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
+
+
+def width_step_option(f):
+    return click.option("--width-step", type=int, default=8, show_default=True,
+                        help="Mid-channel grid of the lookup table (elastic spaces); interpolated between.")(f)
+
+
+def _hint(space, backend_name, batch, threads, warmup, min_runs, min_time, n=100) -> str:
+    """The `hwnas sample` command that measures subnets these options will find."""
+    parts = [f"hwnas sample --space {space.name} --resolution {space.resolution}"]
+    if space.width_mult != 1.0:
+        parts.append(f"--width-mult {space.width_mult:g}")
+    if space.num_classes != 1000:
+        parts.append(f"--classes {space.num_classes}")
+    parts.append(f"--backend {backend_name}")
+    for flag, value, default in (("--batch", batch, 1), ("--threads", threads, 1), ("--warmup", warmup, 5),
+                                 ("--min-runs", min_runs, 20), ("--min-time", min_time, 0.3)):
+        if value != default:
+            parts.append(f"{flag} {value:g}")
+    return " ".join(parts) + f" --n {n}"
+
+
+def _table(space, measurer, batch, lut_path, width_step):
+    from hwnas.surrogates.lut import LookupTable
+
+    if lut_path is not None:
+        return LookupTable.load(lut_path, expect_space=space, expect_backend=measurer.backend.name, expect_batch=batch,
+                                expect_fingerprint=measurer.backend.fingerprint(batch))
+    return LookupTable.build(space, measurer, batch, width_step)
+
+
+def _subnets(space, measurer, batch, csv_path):
+    from hwnas.surrogates.data import measured_subnets, read_csv
+
+    if csv_path is not None:
+        return read_csv(csv_path, space)
+    return measured_subnets(measurer, space, batch)
+
+
+def _target(measurer, batch, csv_path) -> dict:
+    b = measurer.backend
+    if csv_path is not None:  # the CSV's target is whatever the user measured on
+        return {"batch": batch, "backend": b.name, "fingerprint": None, "protocol": None}
+    return {"batch": batch, "backend": b.name, "fingerprint": b.fingerprint(batch), "protocol": measurer.protocol.to_json()}
+
+
+# --- lut build ------------------------------------------------------------------------------
+
+
+@click.group()
+def lut():
+    """Latency lookup tables."""
+
+
+@lut.command("build")
+@space_options
+@backend_options
+@width_step_option
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lut.json"), show_default=True,
+              help="The table (JSON).")
+def lut_build(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
+              min_runs, min_time, db, width_step, out):
+    """Measure every distinct layer of the space (through the store: a rebuild or an interrupted
+    build re-measures nothing) and write the lookup table."""
+    import time
+
+    from hwnas.surrogates.lut import LookupTable
+
+    space = make_space(space_name, resolution, width_mult, num_classes)
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    t0 = time.perf_counter()
+    before = len(measurer.store)
+    table = LookupTable.build(space, measurer, batch, width_step)
+    measured = len(measurer.store) - before
+    measurer.store.close()
+    table.save(out)
+    points = sum(len(m) for m, _ in table.entries.values())
+    click.echo(f"lookup table for {space}: {len(table.entries)} entries over {points} layer specs "
+               f"({measured} newly measured), base (stem + fixed + head) {table.base_ms:.4g} ms, "
+               f"{time.perf_counter() - t0:.0f} s")
+    click.echo(f"wrote {out}", err=True)
+
+
+# --- sample ---------------------------------------------------------------------------------
+
+
+@click.command()
+@space_options
+@backend_options
+@click.option("--n", "n", type=int, required=True, help="Number of random subnets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the table (.csv, .parquet or .json).")
+def sample(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup, min_runs,
+           min_time, db, n, seed, out):
+    """Measure N random subnets end to end into the store: the ground truth surrogates fit on."""
+    import pandas as pd
+
+    from hwnas.surrogates.data import sample as sample_subnets
+
+    space = make_space(space_name, resolution, width_mult, num_classes)
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    rows = sample_subnets(space, measurer, n, seed, batch)
+    measurer.store.close()
+    write_table(pd.DataFrame(rows), out)
+
+
+# --- surrogate fit / eval -------------------------------------------------------------------
+
+
+@click.group()
+def surrogate():
+    """Latency models fitted on measured subnets."""
+
+
+def data_options(f):
+    f = click.option("--csv", "csv_path", type=click.Path(path_type=Path),
+                     help="Fit on a CSV of (arch JSON, latency_ms) pairs instead of the store's subnets.")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Split and model seed.")(f)
+    f = click.option("--train", "n_train", type=int, default=None, help="Training subnets (default: all available).")(f)
+    f = click.option("--lut", "lut_path", type=click.Path(path_type=Path),
+                     help="Lookup table file (default: build it through the store).")(f)
+    return width_step_option(f)
+
+
+@surrogate.command("fit")
+@space_options
+@backend_options
+@data_options
+@click.option("--model", "model_name", required=True, help="lut, linear, lut+linear, mlp or gbt.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The fitted model (JSON).")
+def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
+                  min_runs, min_time, db, width_step, lut_path, n_train, seed, csv_path, model_name, out):
+    """Fit a latency model on measured subnets and save it."""
+    import numpy as np
+
+    from hwnas.surrogates.metrics import latency_metrics
+    from hwnas.surrogates.models import NEEDS_LUT, check_fit, fit_model, parse_models, predict_all, save_model
+
+    names = parse_models(model_name)
+    if len(names) != 1:
+        fail(f"surrogate fit takes one --model, got {', '.join(names)}")
+    name = names[0]
+    space = make_space(space_name, resolution, width_mult, num_classes)
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
+    table = _table(space, measurer, batch, lut_path, width_step) if name in NEEDS_LUT and lut_path else None
+    data = _subnets(space, measurer, batch, csv_path)
+    if n_train is not None:
+        if n_train < 1 or n_train > len(data):
+            fail(f"--train {n_train}: {len(data)} measured subnets are available; measure more with `{hint}`")
+        data = data.take(np.random.default_rng(seed).permutation(len(data))[:n_train])
+    check_fit(name, len(data), True, hint)  # before a long table build (the table is built below)
+    if name in NEEDS_LUT and table is None:
+        table = _table(space, measurer, batch, None, width_step)
+    model = fit_model(name, space, data, table, _target(measurer, batch, csv_path), seed, hint)
+    measurer.store.close()
+    save_model(model, out)
+    fit = latency_metrics(data.latency_ms, predict_all(model, data.archs)) if len(data) >= 2 else None
+    summary = f", training MAPE {fit['mape_pct']:.3g} %" if fit else ""
+    click.echo(f"{name} model fitted on {len(data)} subnets{summary}")
+    click.echo(f"wrote {out}", err=True)
+
+
+@surrogate.command("eval")
+@space_options
+@backend_options
+@data_options
+@click.option("--model", "model_names", default=DEFAULT_EVAL_MODELS, show_default=True,
+              help="Comma-separated models: lut, linear, lut+linear, mlp, gbt.")
+@click.option("--test", "n_test", type=int, default=None, help="Held-out subnets (default: a fifth, at least 5).")
+@click.option("--no-curve", is_flag=True, help="Skip the learning curve (25, 50, 100, 200, 400 training subnets).")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the metrics (.csv, .parquet or .json).")
+def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
+                   min_runs, min_time, db, width_step, lut_path, n_train, seed, csv_path, model_names, n_test, no_curve,
+                   out):
+    """Fit each model on training subnets and score it on a disjoint held-out set: RMSE, MAPE,
+    share within 2/5/10 %, Kendall tau, Spearman rho, max error, bias, and a learning curve."""
+    from hwnas.surrogates.data import split
+    from hwnas.surrogates.evaluate import evaluate
+    from hwnas.surrogates.models import NEEDS_LUT, MIN_TRAIN, check_fit, parse_models
+
+    names = parse_models(model_names)
+    space = make_space(space_name, resolution, width_mult, num_classes)
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    wants_table = bool(NEEDS_LUT & set(names))
+    table = _table(space, measurer, batch, lut_path, width_step) if wants_table and lut_path else None  # cheap: first
+    data = _subnets(space, measurer, batch, csv_path)
+    if n_test is None:
+        n_test = max(5, len(data) // 5)
+    if n_test < 5:
+        fail(f"--test must be at least 5, got {n_test}")
+    need = n_test + max(MIN_TRAIN[n] for n in names)
+    source = f"CSV {csv_path}" if csv_path else f"the store for {space} on {backend_name}"
+    hint = "hwnas sample ... or a longer CSV" if csv_path else _hint(space, backend_name, batch, threads, warmup,
+                                                                      min_runs, min_time, max(100, need))
+    if len(data) < need:
+        fail(f"{source} holds {len(data)} measured subnets; {', '.join(names)} with {n_test} held out need at least "
+             f"{need}: measure more with `{hint}`")
+    train, test = split(data, n_test, seed)
+    if n_train is not None:
+        if not 1 <= n_train <= len(train):
+            fail(f"--train {n_train}: {len(train)} subnets remain after {n_test} held out; measure more with `{hint}`")
+        train = train.take(range(n_train))
+    for name in names:
+        check_fit(name, len(train), True, hint)  # before a long table build (the table is built below)
+    if wants_table and table is None:
+        table = _table(space, measurer, batch, None, width_step)
+    df = evaluate(names, train, test, table, space, _target(measurer, batch, csv_path), seed, not no_curve, hint)
+    measurer.store.close()
+    write_table(df, out)
+
+
+# --- additivity -----------------------------------------------------------------------------
+
+
+@click.command()
+@space_options
+@backend_options
+@click.option("--pairs", "n_pairs", type=int, default=20, show_default=True, help="Adjacent layer pairs to measure.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
+@click.option("--alpha", type=float, default=0.5, show_default=True,
+              help="Flag fusion where T1 + T2 - T12 > alpha * min(T1, T2).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("additivity.csv"), show_default=True,
+              help="Per-pair table (.csv, .parquet or .json).")
+def additivity(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
+               min_runs, min_time, db, n_pairs, seed, alpha, out):
+    """Measure adjacent layer pairs as one model against the sum of their parts."""
+    from hwnas.surrogates.additivity import additivity as run, summarize
+
+    if not 0 < alpha:
+        fail(f"--alpha must be positive, got {alpha}")
+    space = make_space(space_name, resolution, width_mult, num_classes)
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    pairs = run(space, measurer, n_pairs, seed, batch, alpha)
+    measurer.store.close()
+    write_table(summarize(pairs), None)
+    click.echo(f"{int(pairs['fused'].sum())} of {len(pairs)} pairs fused (alpha {alpha:g}); non-additive share "
+               f"mean {pairs['nonadditive_share'].mean():.3g}, max {pairs['nonadditive_share'].max():.3g}")
+    _write_quiet(pairs, out)
+
+
+def _write_quiet(df, out: Path) -> None:
+    """The per-pair table goes to the file only; the summary above is what is printed."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        write_table(df, out)
+
+
+commands = [lut, sample, surrogate, additivity]

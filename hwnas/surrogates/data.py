@@ -1,0 +1,110 @@
+"""Ground truth for the surrogates: measured subnets, from the store or from a user's CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.space import Arch, Space
+
+
+@dataclass
+class Subnets:
+    """Architectures and their measured latencies (ms), in a stable order."""
+
+    archs: list[Arch]
+    latency_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def take(self, index) -> "Subnets":
+        return Subnets([self.archs[i] for i in index], self.latency_ms[np.asarray(index, dtype=int)])
+
+
+def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True) -> list[dict]:
+    """Measure `n` random subnets (reproducible by seed) end to end into the store."""
+    from tqdm import tqdm
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
+        raise HwnasError(f"number of subnets must be in [1, 100000], got {n!r}")
+    rows = []
+    for arch in tqdm(space.random_archs(n, seed), desc="subnets", unit="subnet", file=sys.stderr,
+                     disable=not show_progress, dynamic_ncols=True):
+        m = measurer.arch(space, arch, batch)
+        rows.append({"arch": arch.hash, "depths": "-".join(map(str, arch.depths)), "macs_m": space.macs(arch) / 1e6,
+                     "median_ms": m.measurement.stats["median_ms"], "cached": m.cached})
+    return rows
+
+
+def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
+    """Every subnet of `space` the store holds for this target (fingerprint) and protocol,
+    one per architecture, in the order they were first measured."""
+    fingerprint = measurer.backend.fingerprint(batch)
+    protocol = measurer.protocol.to_json()
+    df = measurer.store.dataframe(kind="arch", backend=measurer.backend.name)
+    archs, lat, seen = [], [], set()
+    for spec, fp, proto, ms in zip(df["spec"], df["fingerprint"], df["protocol"], df["median_ms"]):
+        if spec.get("space") != space.config or spec.get("batch") != batch or fp != fingerprint or proto != protocol:
+            continue
+        arch = space.validate(spec["arch"])
+        if arch.hash in seen:
+            continue
+        seen.add(arch.hash)
+        archs.append(arch)
+        lat.append(float(ms))
+    return Subnets(archs, np.asarray(lat, dtype=float))
+
+
+def read_csv(path: str | Path, space: Space) -> Subnets:
+    """An external CSV with columns `arch` (the architecture's JSON text) and `latency_ms`."""
+    path = Path(path)
+    try:
+        f = path.open(newline="", encoding="utf-8")
+    except OSError as e:
+        raise HwnasError(f"cannot read CSV {path}: {e.strerror or e}") from None
+    archs, lat = [], []
+    with f:
+        try:
+            reader = csv.DictReader(f)
+            missing = {"arch", "latency_ms"} - set(reader.fieldnames or [])
+            if missing:
+                raise HwnasError(f"CSV {path} needs columns arch and latency_ms; it lacks {', '.join(sorted(missing))}")
+            for row in reader:
+                where = f"CSV {path} line {reader.line_num}"
+                if None in row or any(v is None for v in row.values()):
+                    raise HwnasError(f"{where}: wrong number of fields")
+                try:
+                    doc = json.loads(row["arch"])
+                except json.JSONDecodeError as e:
+                    raise HwnasError(f"{where}: arch is not valid JSON ({e.msg})") from None
+                try:
+                    arch = space.validate(doc)
+                except HwnasError as e:
+                    raise HwnasError(f"{where}: {e}") from None
+                try:
+                    ms = float(row["latency_ms"])
+                except ValueError:
+                    ms = float("nan")
+                if not np.isfinite(ms) or ms <= 0:
+                    raise HwnasError(f"{where}: latency_ms must be a positive number, got {row['latency_ms']!r}")
+                archs.append(arch)
+                lat.append(ms)
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise HwnasError(f"CSV {path} is malformed: {e}") from None
+    if not archs:
+        raise HwnasError(f"CSV {path} has no rows")
+    return Subnets(archs, np.asarray(lat, dtype=float))
+
+
+def split(data: Subnets, n_test: int, seed: int = 0) -> tuple[Subnets, Subnets]:
+    """A disjoint train / held-out split by seed: the held-out set is `n_test` subnets drawn at
+    random, the training set the rest, in a random order so its prefixes are random subsets."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    return data.take(order[n_test:]), data.take(order[:n_test])

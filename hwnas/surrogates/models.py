@@ -1,0 +1,313 @@
+"""Latency models fitted on measured subnets, behind `LatencyModel`; saved as JSON, never pickled.
+
+- lut: the lookup table itself (no fitting).
+- linear: ridge regression over `LinearDesign` (UNAS's surrogate, width entering linearly).
+- lut+linear: the table scaled and corrected by a ridge model of its residuals.
+- mlp: a small torch MLP over `LearnedDesign` features.
+- gbt: scikit-learn's HistGradientBoostingRegressor over the same features.
+
+mlp and gbt predict the table's relative residual (measured / table - 1), so they learn
+only what the table misses. lut, linear and lut+linear are differentiable (`soft`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.jsonutil import write_json
+from hwnas.space import Arch, Space
+from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
+from hwnas.surrogates.data import Subnets
+from hwnas.surrogates.features import LearnedDesign, LinearDesign
+from hwnas.surrogates.lut import FORMAT as LUT_FORMAT, LookupTable, check_config, read_doc, space_from_config
+
+FORMAT = "hwnas-latency-model"
+FORMAT_VERSION = 1
+MODEL_NAMES = ("lut", "linear", "lut+linear", "mlp", "gbt")
+NEEDS_LUT = frozenset({"lut", "lut+linear", "mlp", "gbt"})
+# Fewest training subnets each model is fitted on; fewer gives a fit that means nothing.
+MIN_TRAIN = {"lut": 0, "linear": 10, "lut+linear": 10, "mlp": 20, "gbt": 20}
+RIDGE_ALPHAS = tuple(np.logspace(-4, 3, 15))  # chosen per fit by leave-one-out (RidgeCV)
+
+
+def _ridge(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
+    from sklearn.linear_model import RidgeCV
+
+    r = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=True).fit(X, y)
+    return r.coef_.astype(float), float(r.intercept_), float(r.alpha_)
+
+
+class FittedModel:
+    """What every fitted model shares: its space, the target its data came from, and a JSON form."""
+
+    name = ""
+
+    def __init__(self, space: Space, target: dict[str, Any], n_train: int, lut: LookupTable | None):
+        self.space, self.target, self.n_train, self.lut = space, target, n_train, lut
+
+    def predict(self, arch: Arch | dict) -> float:
+        return float(self.predict_many([self.space.validate(arch)])[0])
+
+    def predict_many(self, archs: list[Arch]) -> np.ndarray:
+        raise NotImplementedError
+
+    def params_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": FORMAT_VERSION, "model": self.name, "space": self.space.config,
+            **self.target, "n_train": self.n_train, "lut": self.lut.to_json() if self.lut else None,
+            "params": self.params_json(),
+        }
+
+
+class LinearModel(FittedModel):
+    name = "linear"
+
+    def __init__(self, space, target, n_train, lut, coef, intercept, alpha):
+        super().__init__(space, target, n_train, lut)
+        self.design = LinearDesign(space)
+        self.coef, self.intercept, self.alpha = np.asarray(coef, dtype=float), float(intercept), float(alpha)
+        if len(self.coef) != len(self.design):
+            raise HwnasError(f"{self.name} model has {len(self.coef)} coefficients; the space needs {len(self.design)}")
+
+    @classmethod
+    def fit(cls, space: Space, train: Subnets, lut=None, target=None, seed: int = 0) -> "LinearModel":
+        coef, intercept, alpha = _ridge(LinearDesign(space).matrix(train.archs), train.latency_ms)
+        return cls(space, target or {}, len(train), None, coef, intercept, alpha)
+
+    def predict_many(self, archs):
+        return self.intercept + self.design.matrix(archs) @ self.coef
+
+    def layer_ms(self, i: int, j: int, op: str, mid: int) -> float:
+        return self.design.layer_ms(self.coef, i, j, op, mid)
+
+    def soft(self, op_weights: OpWeights, depth_weights: DepthWeights, mids: Mids = None) -> torch.Tensor:
+        return soft_latency(self.space, self.design.base(self.coef, self.intercept), self.layer_ms, op_weights,
+                            depth_weights, mids)
+
+    def params_json(self):
+        return {"coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha}
+
+    @classmethod
+    def from_params(cls, space, target, n_train, lut, p):
+        return cls(space, target, n_train, lut, p["coef"], p["intercept"], p["alpha"])
+
+
+class LutLinearModel(LinearModel):
+    """latency = (1 + scale) * LUT + linear(arch): a global scale for what every layer shares
+    (each table entry is measured as its own model) and per-op corrections on top."""
+
+    name = "lut+linear"
+
+    def __init__(self, space, target, n_train, lut, coef, intercept, alpha, scale):
+        super().__init__(space, target, n_train, lut, coef, intercept, alpha)
+        self.scale = float(scale)
+
+    @classmethod
+    def fit(cls, space, train, lut=None, target=None, seed=0):
+        lut_ms = np.array([lut.predict(a) for a in train.archs])
+        X = np.column_stack([LinearDesign(space).matrix(train.archs), lut_ms])
+        coef, intercept, alpha = _ridge(X, train.latency_ms - lut_ms)
+        return cls(space, target or {}, len(train), lut, coef[:-1], intercept, alpha, coef[-1])
+
+    def predict_many(self, archs):
+        lut_ms = np.array([self.lut.predict(a) for a in archs])
+        return (1 + self.scale) * lut_ms + super().predict_many(archs)
+
+    def layer_ms(self, i, j, op, mid):
+        return (1 + self.scale) * self.lut.op_ms(i, j, op, mid) + super().layer_ms(i, j, op, mid)
+
+    def soft(self, op_weights, depth_weights, mids=None):
+        base = (1 + self.scale) * self.lut.base_ms + self.design.base(self.coef, self.intercept)
+        return soft_latency(self.space, base, self.layer_ms, op_weights, depth_weights, mids)
+
+    def params_json(self):
+        return {**super().params_json(), "scale": self.scale}
+
+    @classmethod
+    def from_params(cls, space, target, n_train, lut, p):
+        return cls(space, target, n_train, lut, p["coef"], p["intercept"], p["alpha"], p["scale"])
+
+
+class MlpModel(FittedModel):
+    """Two hidden layers of 64, standardized features and target, full-batch Adam, fixed seed."""
+
+    name = "mlp"
+    HIDDEN = 64
+    EPOCHS = 1500
+    LR = 3e-3
+    WEIGHT_DECAY = 1e-3
+
+    def __init__(self, space, target, n_train, lut, weights: dict[str, Any]):
+        super().__init__(space, target, n_train, lut)
+        self.design = LearnedDesign(space, lut)
+        self.weights = weights
+        self.net = self._net(len(weights["x_mean"]))
+        try:
+            self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights["state"].items()})
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise HwnasError(f"mlp model weights do not fit its network: {str(e).splitlines()[0]}") from None
+        self.x_mean, self.x_std = np.asarray(weights["x_mean"]), np.asarray(weights["x_std"])
+        self.t_mean, self.t_std = float(weights["t_mean"]), float(weights["t_std"])
+
+    @classmethod
+    def _net(cls, width: int) -> torch.nn.Sequential:
+        h = cls.HIDDEN
+        return torch.nn.Sequential(torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(),
+                                   torch.nn.Linear(h, 1))
+
+    @classmethod
+    def fit(cls, space, train, lut=None, target=None, seed=0):
+        design = LearnedDesign(space, lut)
+        X = design.matrix(train.archs)
+        t = train.latency_ms / design.lut_total(X) - 1.0
+        x_mean, x_std = X.mean(0), X.std(0)
+        x_std[x_std == 0] = 1.0  # a constant feature carries nothing; keep it at 0
+        t_mean, t_std = float(t.mean()), float(t.std()) or 1.0
+        torch.manual_seed(seed)
+        net = cls._net(X.shape[1])
+        xs = torch.tensor((X - x_mean) / x_std, dtype=torch.float32)
+        ts = torch.tensor((t - t_mean) / t_std, dtype=torch.float32)[:, None]
+        opt = torch.optim.Adam(net.parameters(), lr=cls.LR, weight_decay=cls.WEIGHT_DECAY)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: threads only add overhead (8x slower on 2 busy cores)
+        try:
+            for _ in range(cls.EPOCHS):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(net(xs), ts)
+                loss.backward()
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+        weights = {"state": {k: v.tolist() for k, v in net.state_dict().items()}, "x_mean": x_mean.tolist(),
+                   "x_std": x_std.tolist(), "t_mean": t_mean, "t_std": t_std, "seed": seed}
+        return cls(space, target or {}, len(train), lut, weights)
+
+    def predict_many(self, archs):
+        X = self.design.matrix(archs)
+        with torch.no_grad():
+            out = self.net(torch.tensor((X - self.x_mean) / self.x_std, dtype=torch.float32))[:, 0].double().numpy()
+        return self.design.lut_total(X) * (1.0 + out * self.t_std + self.t_mean)
+
+    def params_json(self):
+        return self.weights
+
+    @classmethod
+    def from_params(cls, space, target, n_train, lut, p):
+        return cls(space, target, n_train, lut, p)
+
+
+class GbtModel(FittedModel):
+    """Gradient-boosted trees. scikit-learn's trees cannot be saved without pickle, so the file
+    keeps the training subnets and the seed, and loading refits: deterministic for one
+    scikit-learn version (recorded; a different version refits trees that may differ slightly)."""
+
+    name = "gbt"
+    PARAMS = {"max_iter": 400, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5, "l2_regularization": 1e-3}
+
+    def __init__(self, space, target, n_train, lut, train: Subnets, seed: int):
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from threadpoolctl import threadpool_limits
+
+        super().__init__(space, target, n_train, lut)
+        self.design = LearnedDesign(space, lut)
+        self.train, self.seed = train, seed
+        X = self.design.matrix(train.archs)
+        t = train.latency_ms / self.design.lut_total(X) - 1.0
+        with threadpool_limits(1):  # a few hundred rows: OpenMP threads only contend
+            self.trees = HistGradientBoostingRegressor(**self.PARAMS, early_stopping=False, random_state=seed).fit(X, t)
+
+    @classmethod
+    def fit(cls, space, train, lut=None, target=None, seed=0):
+        return cls(space, target or {}, len(train), lut, train, seed)
+
+    def predict_many(self, archs):
+        X = self.design.matrix(archs)
+        return self.design.lut_total(X) * (1.0 + self.trees.predict(X))
+
+    def params_json(self):
+        import sklearn
+
+        return {"seed": self.seed, "sklearn": sklearn.__version__, "hyperparameters": self.PARAMS,
+                "train_archs": [a.to_json() for a in self.train.archs], "train_latency_ms": self.train.latency_ms.tolist()}
+
+    @classmethod
+    def from_params(cls, space, target, n_train, lut, p):
+        train = Subnets([space.validate(a) for a in p["train_archs"]], np.asarray(p["train_latency_ms"], dtype=float))
+        return cls(space, target, n_train, lut, train, p["seed"])
+
+
+FITTED = {m.name: m for m in (LinearModel, LutLinearModel, MlpModel, GbtModel)}
+
+
+def parse_models(text: str) -> list[str]:
+    from hwnas.space import closest
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in MODEL_NAMES:
+            raise HwnasError(f"unknown model {n!r}{closest(n, MODEL_NAMES)}; known: {', '.join(MODEL_NAMES)}")
+    if not names:
+        raise HwnasError(f"give at least one model: {', '.join(MODEL_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def check_fit(name: str, n_train: int, has_lut: bool, sample_hint: str = "hwnas sample") -> None:
+    """Refuse in one line a model that cannot be fitted: unknown, no table, or too few subnets."""
+    if name not in MODEL_NAMES:
+        parse_models(name)
+    if name in NEEDS_LUT and not has_lut:
+        raise HwnasError(f"model {name} needs a lookup table: build one with `hwnas lut build`")
+    if n_train < MIN_TRAIN[name]:
+        raise HwnasError(f"model {name} needs at least {MIN_TRAIN[name]} measured training subnets, got {n_train}: "
+                         f"measure more with `{sample_hint}`")
+
+
+def fit_model(name: str, space: Space, train: Subnets, lut: LookupTable | None = None,
+              target: dict[str, Any] | None = None, seed: int = 0, sample_hint: str = "hwnas sample"):
+    """Fit model `name` on measured subnets; the lookup table is the model for "lut"."""
+    check_fit(name, len(train), lut is not None, sample_hint)
+    if name == "lut":
+        return lut
+    return FITTED[name].fit(space, train, lut=lut, target=target, seed=seed)
+
+
+def predict_all(model, archs: list[Arch]) -> np.ndarray:
+    if hasattr(model, "predict_many"):
+        return np.asarray(model.predict_many(archs), dtype=float)
+    return np.array([model.predict(a) for a in archs], dtype=float)
+
+
+def save_model(model, path: str | Path) -> None:
+    doc = model.to_json()
+    try:
+        write_json(path, doc)
+    except OSError as e:
+        raise HwnasError(f"cannot write model {path}: {e.strerror or e}") from None
+
+
+def load_model(path: str | Path, expect_space: Space | None = None, expect_backend: str | None = None,
+               expect_batch: int | None = None):
+    """A model file written by `save_model`; a lookup table file loads as the lut model."""
+    doc = read_doc(path, "latency model", (FORMAT, LUT_FORMAT), FORMAT_VERSION)
+    what = "lookup table" if doc["format"] == LUT_FORMAT else "latency model"
+    check_config(doc, what, path, expect_space, expect_backend, expect_batch, None)
+    if doc["format"] == LUT_FORMAT:
+        return LookupTable.from_json(doc, path)
+    name = doc.get("model")
+    if name not in FITTED:
+        raise HwnasError(f"latency model {path} is of unknown kind {name!r}")
+    try:
+        lut = LookupTable.from_json(doc["lut"], path) if doc.get("lut") else None
+        space = space_from_config(doc["space"])
+        target = {k: doc.get(k) for k in ("batch", "backend", "fingerprint", "protocol")}
+        return FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise HwnasError(f"latency model {path} is corrupt: missing or malformed field {e}") from None

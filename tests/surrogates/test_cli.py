@@ -1,0 +1,134 @@
+"""The CLI end to end on a tiny space, with real measurements on ONNX Runtime."""
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+
+from hwnas import cli as cli_module
+from hwnas.surrogates.lut import LookupTable
+from hwnas.surrogates.models import load_model
+
+MODULE = "hwnas.surrogates.cli"
+SPACE = ["--space", "proxyless", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
+FAST = ["--warmup", "1", "--min-runs", "3", "--min-time", "0"]
+
+
+@pytest.fixture
+def hwnas(monkeypatch, capsys):
+    if MODULE not in cli_module.COMMAND_MODULES:
+        monkeypatch.setattr(cli_module, "COMMAND_MODULES", [*cli_module.COMMAND_MODULES, MODULE])
+
+    def run(*args, ok=True):
+        rc = cli_module.main([str(a) for a in args])
+        out = capsys.readouterr()
+        if ok:
+            assert rc == 0, out.err
+        return rc, out.out, out.err
+
+    return run
+
+
+def _one_error_line(rc, err, match):
+    assert rc == 2
+    lines = [line for line in err.splitlines() if line.startswith("hwnas: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_end_to_end(hwnas, measured):
+    db, lut = measured / "db.sqlite", measured / "lut.json"
+    _, out, _ = hwnas("lut", "build", *SPACE, *FAST, "--db", db, "--out", lut)
+    assert "newly measured" in out and lut.exists()
+    table = LookupTable.load(lut)
+    assert table.space.name == "proxyless" and table.op_ms(1, 1, "skip", 0) == 0.0
+    _, out, _ = hwnas("lut", "build", *SPACE, *FAST, "--db", db, "--out", lut)
+    assert "(0 newly measured)" in out  # the store makes a rebuild free
+
+    hwnas("sample", *SPACE, *FAST, "--db", db, "--n", 20, "--seed", 1, "--out", measured / "subnets.csv")
+    assert len(pd.read_csv(measured / "subnets.csv")) == 20
+
+    metrics = measured / "metrics.csv"
+    _, out, _ = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", lut, "--model", "lut,linear,lut+linear",
+                      "--test", 5, "--out", metrics)
+    df = pd.read_csv(metrics)
+    assert set(df["model"]) == {"lut", "linear", "lut+linear"}
+    assert (df["n_test"] == 5).all() and (df.loc[df["model"] == "linear", "n_train"] == 15).all()
+    for col in ("rmse_ms", "mape_pct", "within5_pct", "within10_pct", "kendall_tau", "spearman_rho", "max_err_ms"):
+        assert df[col].notna().all(), col
+    assert "lut+linear" in out
+
+    model = measured / "model.json"
+    _, out, _ = hwnas("surrogate", "fit", *SPACE, *FAST, "--db", db, "--lut", lut, "--model", "lut+linear",
+                      "--out", model)
+    assert "fitted on 20 subnets" in out
+    m = load_model(model)
+    assert m.predict(m.space.default_arch()) > 0
+
+    pairs = measured / "pairs.csv"
+    _, out, _ = hwnas("additivity", *SPACE, *FAST, "--db", db, "--pairs", 3, "--out", pairs)
+    df = pd.read_csv(pairs)
+    assert len(df) == 3
+    assert (df["t12_ms"] > 0).all() and "non-additive share" in out
+    row = df.iloc[0]
+    assert row["nonadditive_ms"] == pytest.approx(row["t1_ms"] + row["t2_ms"] - row["t12_ms"])
+
+
+def test_eval_on_an_external_csv(hwnas, measured, tmp_path):
+    """The store's subnets, written as a user's CSV, give the same metrics as from the store."""
+    from hwnas.space import Space
+
+    space = Space("proxyless", resolution=32, width_mult=0.25, num_classes=10)
+    db = measured / "db.sqlite"
+    if not db.exists():
+        pytest.skip("needs test_end_to_end's measurements")
+    from hwnas.store import Store
+
+    rows = Store(db).dataframe(kind="arch")
+    path = tmp_path / "ext.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "latency_ms"])
+        for spec, ms in zip(rows["spec"], rows["median_ms"]):
+            w.writerow([json.dumps(space.validate(spec["arch"]).to_json()), ms])
+    _, out, _ = hwnas("surrogate", "eval", *SPACE, "--csv", path, "--model", "linear", "--test", 5, "--no-curve")
+    assert "linear" in out
+
+
+def test_bad_inputs_are_one_line(hwnas, measured, tmp_path):
+    db, lut = measured / "db.sqlite", measured / "lut.json"
+    if not lut.exists():
+        pytest.skip("needs test_end_to_end's table")
+    other = ["--space", "proxyless", "--resolution", "64", "--width-mult", "0.25", "--classes", "10"]
+    rc, _, err = hwnas("surrogate", "eval", *other, *FAST, "--db", db, "--lut", lut, "--model", "lut", ok=False)
+    _one_error_line(rc, err, "is for another space: resolution 32 (asked for 64)")
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", lut, "--batch", 2, "--model", "lut",
+                       ok=False)
+    _one_error_line(rc, err, "is for batch 1, not 2")
+
+    empty = tmp_path / "empty.sqlite"
+    rc, _, err = hwnas("surrogate", "fit", *SPACE, *FAST, "--db", empty, "--model", "linear", "--out", tmp_path / "m.json",
+                       ok=False)
+    _one_error_line(rc, err, "model linear needs at least 10 measured training subnets, got 0: measure more with "
+                             "`hwnas sample --space proxyless --resolution 32 --width-mult 0.25 --classes 10")
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", empty, "--model", "linear", ok=False)
+    _one_error_line(rc, err, "holds 0 measured subnets; linear with 5 held out need at least 15: measure more with")
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(lut.read_text()[:500])
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", broken, "--model", "lut", ok=False)
+    _one_error_line(rc, err, "is corrupt or truncated")
+
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text('arch,latency_ms\n"{""width_mult"": 0.25}",1.0\n')
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, "--csv", bad_csv, "--model", "linear", ok=False)
+    _one_error_line(rc, err, "line 2: architecture.stages must be a list")
+
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, "--db", db, "--model", "lut,mlpp", ok=False)
+    _one_error_line(rc, err, "unknown model 'mlpp'")

@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.space import SKIP
+from hwnas.surrogates.base import one_hot_weights
+from hwnas.surrogates.data import Subnets, split
+from hwnas.surrogates.features import LinearDesign, slots
+from hwnas.surrogates.models import (
+    MODEL_NAMES, LinearModel, LutLinearModel, fit_model, load_model, parse_models, predict_all, save_model,
+)
+
+
+def _synthetic(space, n, seed):
+    """Additive latencies: per (slot, op) a constant and a slope in mid / C_in, both larger
+    for widths that are not multiples of 4, plus a base."""
+    rng = np.random.default_rng(seed)
+    const = {(i, j, op): rng.uniform(0.5, 2.0) for i, j in slots(space) for op in space.op_names(i, j)}
+    slope = {k: rng.uniform(0.05, 0.3) for k in const}
+    extra = {k: (rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5)) for k in const}
+
+    def true_layer(i, j, op, mid):
+        if op == SKIP:
+            return 0.0
+        r = mid / space.layer_c_in(i, j)
+        unaligned = extra[i, j, op][0] + extra[i, j, op][1] * r if mid % 4 else 0.0
+        return const[i, j, op] + slope[i, j, op] * r + unaligned
+
+    def latency(arch):
+        return 3.0 + sum(true_layer(i, j, c.op, c.mid) for i, st in enumerate(arch.stages) for j, c in enumerate(st))
+
+    archs = space.random_archs(n, seed)
+    return Subnets(archs, np.array([latency(a) for a in archs])), true_layer, latency
+
+
+def test_linear_fit_recovers_known_coefficients(tiny_space):
+    space = tiny_space
+    train, true_layer, latency = _synthetic(space, 1500, seed=0)
+    model = LinearModel.fit(space, train)
+    for i, j in slots(space):
+        ops = space.op_names(i, j)
+        c_in = space.layer_c_in(i, j)
+        for op in ops:
+            lo, hi = space.width_range(op, c_in)
+            for mid in (lo, lo + 1, hi - 1, hi):
+                if j > 0:  # deeper layers are identified exactly (depths vary)
+                    assert model.layer_ms(i, j, op, mid) == pytest.approx(true_layer(i, j, op, mid), abs=0.05)
+                # every slot: differences between choices (slot 0 is always present, so it shares
+                # a constant with the intercept)
+                ref = model.layer_ms(i, j, ops[0], space.width_range(ops[0], c_in)[0])
+                true_ref = true_layer(i, j, ops[0], space.width_range(ops[0], c_in)[0])
+                assert model.layer_ms(i, j, op, mid) - ref == pytest.approx(true_layer(i, j, op, mid) - true_ref, abs=0.05)
+    fresh = space.random_archs(50, seed=99)
+    pred = predict_all(model, fresh)
+    assert np.allclose(pred, [latency(a) for a in fresh], rtol=2e-3)
+    assert model.alpha <= 1e-3  # noise-free data: leave-one-out picks the weakest penalty
+
+
+def test_linear_design_regroups_into_base_plus_layers(tiny_space):
+    design = LinearDesign(tiny_space)
+    coef = np.random.default_rng(0).normal(size=len(design))
+    for arch in tiny_space.random_archs(5, seed=2):
+        direct = 0.7 + design.row(arch) @ coef
+        regrouped = design.base(coef, 0.7) + sum(design.layer_ms(coef, i, j, c.op, c.mid)
+                                                for i, st in enumerate(arch.stages) for j, c in enumerate(st))
+        assert regrouped == pytest.approx(direct, rel=1e-12)
+
+
+def test_lut_linear_fits_a_scaled_and_shifted_table(lab):
+    space, lut = lab.space, lab.lut
+    archs = space.random_archs(300, seed=5)
+    y = np.array([1.3 * lut.predict(a) + 0.2 + 0.01 * sum(a.depths) for a in archs])
+    train, test = split(Subnets(archs, y), 50, seed=0)
+    model = LutLinearModel.fit(space, train, lut=lut)
+    assert np.allclose(predict_all(model, test.archs), test.latency_ms, rtol=0.02)  # more columns than rows: not exact
+    plain = predict_all(lut, test.archs)
+    assert not np.allclose(plain, test.latency_ms, rtol=0.05)  # the table alone is far off
+
+
+@pytest.mark.parametrize("name", ["lut", "linear", "lut+linear"])
+def test_soft_equals_predict_at_one_hot_with_gradients(lab, name):
+    model = fit_model(name, lab.space, lab.data, lab.lut)
+    for arch in lab.space.random_archs(3, seed=11):
+        op_w, depth_w, mids = one_hot_weights(lab.space, arch)
+        leaves = [w for stage in op_w for w in stage] + list(depth_w)
+        for w in leaves:
+            w.requires_grad_(True)
+        soft = model.soft(op_w, depth_w, mids)
+        assert soft.item() == pytest.approx(model.predict(arch), rel=1e-5)
+        soft.backward()
+        assert sum(float(w.grad.abs().sum()) for w in leaves) > 0
+        assert all(torch.isfinite(w.grad).all() for w in leaves)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_save_load_round_trip(lab, tmp_path, name):
+    model = fit_model(name, lab.space, lab.data, lab.lut, target={"batch": 1, "backend": "ort-cpu",
+                                                                  "fingerprint": None, "protocol": None})
+    path = tmp_path / f"{name}.json"
+    save_model(model, path)
+    back = load_model(path, expect_space=lab.space, expect_backend="ort-cpu", expect_batch=1)
+    archs = lab.space.random_archs(10, seed=21)
+    assert np.array_equal(predict_all(back, archs), predict_all(model, archs))
+    assert all(np.isfinite(predict_all(back, archs))) and all(predict_all(back, archs) > 0)
+    assert "pickle" not in path.read_text()[:200]
+
+
+def test_learned_models_are_deterministic(lab):
+    for name in ("mlp", "gbt"):
+        a = predict_all(fit_model(name, lab.space, lab.data, lab.lut), lab.data.archs[:5])
+        b = predict_all(fit_model(name, lab.space, lab.data, lab.lut), lab.data.archs[:5])
+        assert np.array_equal(a, b), name
+
+
+def test_bad_model_input(lab, tmp_path):
+    with pytest.raises(HwnasError, match=r"model mlp needs at least 20 measured training subnets, got 5: measure more "
+                                         r"with `hwnas sample"):
+        fit_model("mlp", lab.space, lab.data.take(range(5)), lab.lut)
+    with pytest.raises(HwnasError, match="model gbt needs a lookup table"):
+        fit_model("gbt", lab.space, lab.data, None)
+    with pytest.raises(HwnasError, match="unknown model 'linaer' \\(did you mean 'linear'\\?\\)"):
+        parse_models("lut,linaer")
+    path = tmp_path / "m.json"
+    save_model(fit_model("linear", lab.space, lab.data, target={"batch": 1, "backend": "ort-cpu"}), path)
+    from hwnas.space import Space
+
+    with pytest.raises(HwnasError, match="for another space: width_mult 0.25 \\(asked for 0.5\\)"):
+        load_model(path, expect_space=Space("tfnas", resolution=32, width_mult=0.5, num_classes=10))
+    with pytest.raises(HwnasError, match="not 'tensorrt'"):
+        load_model(path, expect_backend="tensorrt")
+    doc = json.loads(path.read_text())
+    doc["params"]["coef"] = doc["params"]["coef"][:-3]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(HwnasError, match="linear model has .* coefficients; the space needs"):
+        load_model(path)
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(HwnasError, match="corrupt or truncated"):
+        load_model(path)
