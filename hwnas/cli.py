@@ -111,7 +111,7 @@ def _register_commands() -> None:
             cli.add_command(command)
 
 
-COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli"]
+COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,73 @@
+"""`hwnas demo`: the whole job end to end on the embedded default (scikit-learn's digits, the
+tfnas space, ort-cpu): a lookup table, a TF-NAS search on it and a UNAS search on the true
+measured latency at the same target, side by side, and a report of both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from hwnas.cliutil import make_measurer
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Where the lookup table and both run directories go (a rerun resumes and reuses them).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="Measurement store (default: $HWNAS_DB or the user cache).")
+@click.option("--backend", "backend_name", default="ort-cpu", show_default=True)
+@click.option("--resolution", type=int, default=224, show_default=True, help="Deployment resolution.")
+@click.option("--width-mult", type=float, default=0.5, show_default=True)
+@click.option("--width-step", type=int, default=32, show_default=True, help="Lookup-table width grid.")
+@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--warmup-epochs", type=int, default=4, show_default=True)
+@click.option("--target", type=float, default=None, help="Target latency in ms (default: the median over random subnets).")
+@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, epochs, warmup_epochs, target, limit, seed):
+    """Lookup table, TF-NAS and UNAS searches side by side on digits, and their report."""
+    from hwnas.data import load_dataset
+    from hwnas.profilers.worker import MeasurementWorker
+    from hwnas.search import tfnas, unas
+    from hwnas.space import Space
+    from hwnas.surrogates.lut import LookupTable
+
+    data = load_dataset("digits", seed=seed, limit=limit)
+    deploy = Space("tfnas", resolution, width_mult, data.num_classes)
+    measurer = make_measurer(backend_name, 1, 1, "fp32", 5, 20, 0.3, db)
+    echo = lambda s: click.echo(s, err=True)  # noqa: E731
+    try:
+        lut_path = out / "lut.json"
+        if lut_path.exists():
+            lut = LookupTable.load(lut_path, expect_space=deploy, expect_backend=backend_name, expect_batch=1)
+        else:
+            echo(f"1/4 lookup table of {deploy} on {backend_name}")
+            lut = LookupTable.build(deploy, measurer, batch=1, width_step=width_step)
+            out.mkdir(parents=True, exist_ok=True)
+            lut.save(lut_path)
+        if target is None:
+            target = float(np.median([lut.predict(a) for a in deploy.random_archs(200, seed)]))
+        echo(f"2/4 TF-NAS search on the lookup table, target {target:.4g} ms")
+        info = {"latency_model_file": str(lut_path.resolve()), "width_step": width_step}
+        t_cfg = tfnas.TFNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
+        tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)
+        echo(f"3/4 UNAS search on the true latency measured on {backend_name}, target {target:.4g} ms")
+        measurer.worker = MeasurementWorker(backend_name)
+        u_cfg = unas.UNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
+        unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut, run_info=info, echo=echo)
+    finally:
+        if measurer.worker is not None:
+            measurer.worker.close()
+        measurer.store.close()
+    echo(f"4/4 report in {report_dir}")
+    from hwnas.report import build, write
+    from hwnas.store import default_db_path
+
+    rep = build([out / "tfnas", out / "unas"], store=db or default_db_path(), lut=lut_path, title="hwnas demo",
+                warn=lambda msg: echo(f"hwnas: warning: {msg}"))
+    echo(f"wrote {write(rep, report_dir)}")
+
+
+commands = [demo]
