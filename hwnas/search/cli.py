@@ -19,7 +19,7 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
         weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"],
         tau=opts["tau"] if opts["tau"] is not None else 5.0, tau_decay=opts["tau_decay"], lam=opts["lam"], cost=opts["cost"], seed=opts["seed"],
-        measure_every=opts["measure_every"], train_threads=opts["train_threads"],
+        measure_every=opts["measure_every"], train_threads=opts["train_threads"], share_ops=opts["share_ops"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
     measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
@@ -131,6 +131,8 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
               help="Measure the derived architecture every K epochs (0: only the final one).")
 @click.option("--train-threads", type=int, default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
+@click.option("--share-ops/--no-share-ops", default=True, show_default=True,
+              help="tfnas: one weight set per layer shared by its ops (trains in minutes); --no-share-ops: TF-NAS's per-op weights.")
 @click.option("--true-latency", is_flag=True, help="unas: the latency term uses latency measured on --backend.")
 @click.option("--ce-estimator", type=click.Choice(["gumbel", "rebar"]), default="gumbel", show_default=True,
               help="unas: gradient of the cross-entropy term.")
