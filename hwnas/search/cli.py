@@ -137,8 +137,8 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 @click.option("--ce-estimator", type=click.Choice(["gumbel", "rebar"]), default="gumbel", show_default=True,
               help="unas: gradient of the cross-entropy term.")
 @click.option("--generalization-loss", is_flag=True, help="unas: L_train + 0.5 |L_val - L_train| as the architecture's loss.")
-@click.option("--penalty", type=click.Choice(["hinge", "relative"]), default="hinge", show_default=True,
-              help="unas: lambda * relu(L - T) in ms, or lambda * relu(L/T - 1).")
+@click.option("--penalty", type=click.Choice(["hinge", "relative", "abs"]), default="hinge", show_default=True,
+              help="unas: lambda * relu(L - T) in ms, lambda * relu(L/T - 1), or lambda * |L/T - 1|.")
 @click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
               help="unas: end by elasticity-scaling the widths on the measured latency.")
 def search(**opts):

@@ -101,3 +101,23 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_path, summary)
+
+
+def snapshot(epoch: int, stateful: dict[str, Any], generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """A checkpoint of modules and optimisers (by their state dicts), generators and torch's RNG."""
+    return {
+        "epoch": epoch,
+        **{name: obj.state_dict() for name, obj in stateful.items()},
+        **{name: g.get_state() for name, g in generators.items()},
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def restore_snapshot(ck: dict[str, Any], stateful: dict[str, Any], generators: dict[str, torch.Generator]) -> int:
+    """Load a `snapshot` back into the same objects; returns its epoch."""
+    for name, obj in stateful.items():
+        obj.load_state_dict(ck[name])
+    for name, g in generators.items():
+        g.set_state(ck[name])
+    torch.set_rng_state(ck["torch_rng"])
+    return int(ck["epoch"])

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.search.rundir import RunDir
+from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
 from hwnas.space import Arch, LayerChoice, Space
 
@@ -181,25 +181,15 @@ class _State:
     arch: Arch | None = None
     scale: dict[str, Any] = field(default_factory=dict)
 
+    def _parts(self):
+        return ({"supernet": self.net, "opt_w": self.opt_w, "opt_a": self.opt_a},
+                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
+
     def checkpoint(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "supernet": self.net.state_dict(),
-            "opt_w": self.opt_w.state_dict(),
-            "opt_a": self.opt_a.state_dict(),
-            "data_gen": self.data_gen.get_state(),
-            "sample_gen": self.sample_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
+        return snapshot(self.epoch, *self._parts())
 
     def restore(self, ck: dict[str, Any]) -> None:
-        self.net.load_state_dict(ck["supernet"])
-        self.opt_w.load_state_dict(ck["opt_w"])
-        self.opt_a.load_state_dict(ck["opt_a"])
-        self.data_gen.set_state(ck["data_gen"])
-        self.sample_gen.set_state(ck["sample_gen"])
-        torch.set_rng_state(ck["torch_rng"])
-        self.epoch = int(ck["epoch"])
+        self.epoch = restore_snapshot(ck, *self._parts())
 
 
 def check_model(model, num_classes: int) -> Space:

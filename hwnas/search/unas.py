@@ -21,7 +21,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.search import relax
-from hwnas.search.rundir import RunDir
+from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.tfnas import elasticity_scale
 from hwnas.space import SKIP, Arch, LayerChoice, Space
@@ -35,11 +35,14 @@ class ArchSample:
 
 
 def latency_penalty(latency_ms, target_ms: float, weight: float, form: str = "hinge"):
-    """UNAS's hinge weight * relu(L - T) in ms (default), or TF-NAS's weight * relu(L / T - 1)."""
+    """UNAS's hinge weight * relu(L - T) in ms (default), TF-NAS's weight * relu(L / T - 1), or
+    the two-sided weight * |L / T - 1| of TF-NAS's code, which also pulls a too-small net up."""
     if form == "hinge":
         return weight * torch.relu(torch.as_tensor(latency_ms) - target_ms)
     if form == "relative":
         return weight * torch.relu(torch.as_tensor(latency_ms) / target_ms - 1)
+    if form == "abs":
+        return weight * (torch.as_tensor(latency_ms) / target_ms - 1).abs()
     raise ValueError(f"unknown latency penalty {form!r}")
 
 
@@ -132,7 +135,7 @@ def relax_latency_loss(
 # --- the search -----------------------------------------------------------------------------------
 
 CE_ESTIMATORS = ("gumbel", "rebar")
-PENALTIES = ("hinge", "relative")
+PENALTIES = ("hinge", "relative", "abs")
 
 
 @dataclass(frozen=True)
@@ -226,23 +229,15 @@ class _UState:
     sample_gen: torch.Generator
     epoch: int = 0
 
+    def _parts(self):
+        return ({"supernet": self.net, "dist": self.dist, "opt_w": self.opt_w, "opt_a": self.opt_a},
+                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
+
     def checkpoint(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch, "supernet": self.net.state_dict(), "dist": self.dist.state_dict(),
-            "opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
-            "data_gen": self.data_gen.get_state(), "sample_gen": self.sample_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
+        return snapshot(self.epoch, *self._parts())
 
     def restore(self, ck: dict[str, Any]) -> None:
-        self.net.load_state_dict(ck["supernet"])
-        self.dist.load_state_dict(ck["dist"])
-        self.opt_w.load_state_dict(ck["opt_w"])
-        self.opt_a.load_state_dict(ck["opt_a"])
-        self.data_gen.set_state(ck["data_gen"])
-        self.sample_gen.set_state(ck["sample_gen"])
-        torch.set_rng_state(ck["torch_rng"])
-        self.epoch = int(ck["epoch"])
+        self.epoch = restore_snapshot(ck, *self._parts())
 
 
 def _path(dist: ArchDistribution, w: torch.Tensor, z: torch.Tensor, straight: bool):
