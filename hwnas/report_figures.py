@@ -118,22 +118,8 @@ def search_curves(df: pd.DataFrame, target_ms: float | None) -> bytes:
     ax.set(xlabel="epoch", ylabel="latency (ms)", title="derived architecture")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    ax = fig.add_subplot(1, 3, 2)
-    for col in ("train_acc", "val_acc"):
-        if col in df and df[col].notna().any():
-            d = df[["epoch", col]].dropna()
-            ax.plot(d["epoch"], d[col], "o-", label=col)
-    ax.set(xlabel="epoch", ylabel="accuracy (supernet)", title="accuracy")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax = fig.add_subplot(1, 3, 3)
-    for col in ("alpha_entropy", "beta_entropy"):
-        if col in df and df[col].notna().any():
-            d = df[["epoch", col]].dropna()
-            ax.plot(d["epoch"], d[col], "o-", label=col)
-    ax.set(xlabel="epoch", ylabel="entropy (nats)", title="architecture entropy")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _epoch_panel(fig.add_subplot(1, 3, 2), df, ("train_acc", "val_acc"), "accuracy (supernet)", "accuracy")
+    _epoch_panel(fig.add_subplot(1, 3, 3), df, ("alpha_entropy", "beta_entropy"), "entropy (nats)", "architecture entropy")
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     return _png(fig)
@@ -155,3 +141,14 @@ def accuracy_latency(df: pd.DataFrame) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _epoch_panel(ax, df, cols, ylabel: str, title: str) -> None:
+    """The logged columns that exist, against the epoch."""
+    for col in cols:
+        if col in df and df[col].notna().any():
+            d = df[["epoch", col]].dropna()
+            ax.plot(d["epoch"], d[col], "o-", label=col)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
