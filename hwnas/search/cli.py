@@ -20,6 +20,7 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"],
         tau=opts["tau"] if opts["tau"] is not None else 5.0, tau_decay=opts["tau_decay"], lam=opts["lam"], cost=opts["cost"], seed=opts["seed"],
         measure_every=opts["measure_every"], train_threads=opts["train_threads"], share_ops=opts["share_ops"],
+        elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
     measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
@@ -44,7 +45,7 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
         tau=opts["tau"] if opts["tau"] is not None else 0.4, lam=opts["lam"], penalty=opts["penalty"],
         ce_estimator=opts["ce_estimator"], generalization_loss=opts["generalization_loss"],
         calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
-        train_threads=opts["train_threads"],
+        train_threads=opts["train_threads"], width_align=opts["width_align"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
     measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
@@ -131,6 +132,12 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
               help="Measure the derived architecture every K epochs (0: only the final one).")
 @click.option("--train-threads", type=int, default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
+@click.option("--width-align", type=int, default=4, show_default=True,
+              help="Widths set by elasticity-scaling (tfnas) or calibration (unas) are multiples of this: "
+                   "kernels are several times slower off it (ONNX Runtime CPU: 4), so latency only grows with width on multiples.")
+@click.option("--elastic-depth/--no-elastic-depth", default=True, show_default=True,
+              help="tfnas: elasticity-scaling adds or removes layers where the width bound stops it from reaching the target; "
+                   "--no-elastic-depth: widths only, as the paper.")
 @click.option("--share-ops/--no-share-ops", default=True, show_default=True,
               help="tfnas: one weight set per layer shared by its ops (trains in minutes); --no-share-ops: TF-NAS's per-op weights.")
 @click.option("--true-latency", is_flag=True, help="unas: the latency term uses latency measured on --backend.")
@@ -179,9 +186,10 @@ def search(**opts):
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model for --target.")
+@click.option("--width-align", type=int, default=4, show_default=True, help="With --target: scaled widths are multiples of this.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result JSON here.")
 def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
-          threads, target, model_path, out):
+          threads, target, model_path, width_align, out):
     """Train an architecture from scratch and report its test accuracy."""
     from hwnas.jsonutil import read_json, write_json
     from hwnas.search.train import train_arch
@@ -207,7 +215,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
         if (m.name, m.width_mult, m.num_classes) != (space.name, space.width_mult, space.num_classes):
             fail(f"latency model {model_path} is for {m}, not space {space.name} at width {space.width_mult} "
                  f"with {space.num_classes} classes")
-        r = elasticity_scale(model, arch.to_json(), target)
+        r = elasticity_scale(model, arch.to_json(), target, align=width_align)
         arch = space.validate(r.arch.to_json())
         scaled = {"target_ms": target, "predicted_ms": r.latency_ms, "seed_predicted_ms": r.seed_latency_ms,
                   "width_bound_note": r.message, "latency_model_file": str(model_path)}

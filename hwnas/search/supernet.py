@@ -385,13 +385,13 @@ class Supernet(nn.Module):
 
     # --- discrete architectures --------------------------------------------------------------
 
-    def derive(self) -> Arch:
-        """The seed network: the strongest op of each layer, the strongest depth of each stage,
-        each op at its current width."""
+    def derive(self, full: bool = False) -> Arch:
+        """The seed network: the strongest op of each layer, the strongest depth of each stage
+        (full: every stage at its maximum depth), each op at its current width."""
         stages = []
         alphas = self.alphas()
         for i, (stage, shape) in enumerate(zip(self.stages, self.space.stages)):
-            depth = shape.min_depth + int(torch.argmax(self.beta[i].detach()))
+            depth = shape.max_depth if full else shape.min_depth + int(torch.argmax(self.beta[i].detach()))
             layers = []
             for j in range(depth):
                 k = int(torch.argmax(alphas[i][j].detach()))
@@ -400,6 +400,10 @@ class Supernet(nn.Module):
                 layers.append(LayerChoice(name, int(stage[j].ops[k].width), default.se))
             stages.append(tuple(layers))
         return self.space.validate(Arch(self.space.name, self.space.width_mult, tuple(stages)))
+
+    def depth_probs(self) -> list[list[float]]:
+        """softmax(beta) per stage, over depths min_depth .. max_depth."""
+        return [w.detach().tolist() for w in self.depth_weights()]
 
     def apply_arch(self, arch: Arch) -> None:
         """Put an architecture's widths back: each chosen op keeps its top-L1 channels."""

@@ -56,6 +56,8 @@ class TFNASConfig:
     measure_every: int = 0  # measure the derived architecture every K epochs (0: only at the end)
     train_threads: int = 1  # torch intra-op threads; 1 avoids spin-wait collapse on shared cores
     share_ops: bool = True  # ops of a layer share conv weights (Once-for-All style, not TF-NAS's per-op weights)
+    elastic_depth: bool = True  # elasticity-scaling may change depth where the width bound stops it (not in the paper)
+    width_align: int = 4  # elasticity-scaled widths are multiples of this (see `elasticity_scale`)
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -83,7 +85,9 @@ class TFNASConfig:
         check(self.cost in COSTS, f"unknown latency cost {self.cost!r}; known: {', '.join(COSTS)}")
         check(is_int(self.measure_every) and self.measure_every >= 0, f"measure-every must be an integer >= 0, got {self.measure_every!r}")
         check(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
-        check(isinstance(self.share_ops, bool), f"share_ops must be true or false, got {self.share_ops!r}")
+        check(is_int(self.width_align) and 1 <= self.width_align <= 64, f"width alignment must be an integer in [1, 64], got {self.width_align!r}")
+        for name in ("share_ops", "elastic_depth"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(is_int(self.train_threads) and 1 <= self.train_threads <= 256,
               f"training threads must be an integer in [1, 256], got {self.train_threads!r}")
 
@@ -113,58 +117,111 @@ class ScaleResult:
     bound: str | None = None  # "min": the target is below the latency at the minimum widths; "max": above it at the maximum
     message: str = ""
     seed_latency_ms: float = 0.0
+    depth_changes: list[str] = field(default_factory=list)  # layers added or removed to get within the width bound
 
 
-def scale_widths(space: Space, arch: Arch, first_stage: int, gamma: float) -> Arch:
-    """gamma * sn[first_stage:]: every mid width from that stage on scaled, rounded and clipped
-    to its op's [e_min * C_in, e_max * C_in] (the paper's bound)."""
+def scale_widths(space: Space, arch: Arch, first_stage: int, gamma: float, align: int = 1) -> Arch:
+    """gamma * sn[first_stage:]: every mid width from that stage on scaled, rounded to a multiple
+    of `align` and clipped to its op's [e_min * C_in, e_max * C_in] (the paper's bound)."""
     stages = list(arch.stages)
     for i in range(first_stage, len(stages)):
         layers = []
         for j, c in enumerate(stages[i]):
             lo, hi = space.width_range(c.op, space.layer_c_in(i, j))
-            layers.append(LayerChoice(c.op, min(hi, max(lo, math.floor(gamma * c.mid + 0.5))), c.se))
+            layers.append(LayerChoice(c.op, min(hi, max(lo, align * math.floor(gamma * c.mid / align + 0.5))), c.se))
         stages[i] = tuple(layers)
     return Arch(arch.space, arch.width_mult, tuple(stages))
 
 
-def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e-6) -> ScaleResult:
+def _gamma_range(space: Space, arch: Arch, first_stage: int) -> tuple[float, float]:
+    """The gammas that put every width from that stage on at its lower / upper bound."""
+    mids = [(c.mid, *space.width_range(c.op, space.layer_c_in(i, j)))
+            for i in range(first_stage, len(space.stages)) for j, c in enumerate(arch.stages[i])]
+    return min(lo / mid for mid, lo, _ in mids), max(hi / mid for mid, _, hi in mids)
+
+
+def fit_depth(model, full: Arch, depths: list[int], depth_probs: list[list[float]], target_ms: float,
+              align: int = 1) -> tuple[Arch, list[str]]:
+    """Depths from which elasticity-scaling can reach the target within the width bound.
+
+    The paper scales widths only, so a seed network too shallow (or too deep) for the target
+    stops at the bound and misses it (a known complaint about the authors' code). Here, while
+    the latency at the maximum widths is under the target, the stage whose searched depth
+    distribution puts the most mass beyond its current depth gets its next layer (taken from
+    `full`, the seed network at every stage's maximum depth); while the latency at the minimum
+    widths is over it, the stage with the most mass below its depth loses its last layer."""
+    space = model.space
+    depths, changes = list(depths), []
+
+    def at(ds):
+        return Arch(full.space, full.width_mult, tuple(st[:d] for st, d in zip(full.stages, ds)))
+
+    while True:
+        arch = at(depths)
+        g_lo, g_hi = _gamma_range(space, arch, 0)
+        if model.predict(scale_widths(space, arch, 0, g_hi, align)) < target_ms:
+            step = 1
+        elif model.predict(scale_widths(space, arch, 0, g_lo, align)) > target_ms:
+            step = -1
+        else:
+            return arch, changes
+        candidates = []
+        for i, (shape, probs) in enumerate(zip(space.stages, depth_probs)):
+            d = depths[i] + step
+            if shape.min_depth <= d <= shape.max_depth:
+                k = depths[i] - shape.min_depth  # index of the current depth in probs
+                candidates.append((sum(probs[k + 1:]) if step > 0 else sum(probs[:k]), i))
+        if not candidates:
+            return arch, changes
+        _, i = max(candidates, key=lambda c: c[0])  # ties: the earliest stage
+        depths[i] += step
+        changes.append(f"stage {i + 1} depth {depths[i] - step} -> {depths[i]}")
+
+
+def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e-6,
+                     full: Arch | None = None, depth_probs: list[list[float]] | None = None, align: int = 1) -> ScaleResult:
     """Algorithm 1: for stages 1-6, then 2-6, ..., then 6, the largest gamma whose predicted
-    latency is within the target (bisection; latency is taken to grow with width)."""
+    latency is within the target (bisection; latency is taken to grow with width, which holds
+    on widths that are multiples of the backend's `align`). With `full` and `depth_probs`, depths
+    are first fitted so the width bound cannot stop it (`fit_depth`)."""
     space = model.space
     arch = space.validate(arch)
     seed_ms = float(model.predict(arch))
+    changes: list[str] = []
+    if full is not None:
+        arch, changes = fit_depth(model, space.validate(full), list(arch.depths), depth_probs, target_ms, align)
     gammas, bound, message = [], None, ""
     for s in range(len(space.stages)):
-        mids = [(c.mid, *space.width_range(c.op, space.layer_c_in(i, j)))
-                for i in range(s, len(space.stages)) for j, c in enumerate(arch.stages[i])]
-        g_lo = min(lo / mid for mid, lo, _ in mids)  # every width at its lower bound
-        g_hi = max(hi / mid for mid, _, hi in mids)  # every width at its upper bound
+        g_lo, g_hi = _gamma_range(space, arch, s)
 
         def fits(g: float) -> bool:
-            return model.predict(scale_widths(space, arch, s, g)) <= target_ms
+            return model.predict(scale_widths(space, arch, s, g, align)) <= target_ms
 
         if fits(g_hi):
             g = g_hi
             if s == 0:
                 bound = "max"
                 message = (f"at the maximum widths the predicted latency "
-                           f"{model.predict(scale_widths(space, arch, 0, g_hi)):.4g} ms is still under the target {target_ms:.4g} ms")
+                           f"{model.predict(scale_widths(space, arch, 0, g_hi, align)):.4g} ms is still under the target {target_ms:.4g} ms")
         elif not fits(g_lo):
             g = g_lo
             if s == 0:
                 bound = "min"
                 message = (f"the width bound e_min*C_in stops the latency at "
-                           f"{model.predict(scale_widths(space, arch, 0, g_lo)):.4g} ms, above the target {target_ms:.4g} ms")
+                           f"{model.predict(scale_widths(space, arch, 0, g_lo, align)):.4g} ms, above the target {target_ms:.4g} ms")
         else:
             lo, hi = g_lo, g_hi  # fits(lo), not fits(hi)
             while hi - lo > tol * hi:
                 mid = 0.5 * (lo + hi)
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid)
             g = lo
-        arch = scale_widths(space, arch, s, g)
+        arch = scale_widths(space, arch, s, g, align)
         gammas.append(g)
-    return ScaleResult(arch, float(model.predict(arch)), gammas, bound, message, seed_ms)
+    if bound and changes:
+        message += f" (after depth changes: {', '.join(changes)})"
+    elif bound and full is not None:
+        message += " at every depth the space allows"
+    return ScaleResult(arch, float(model.predict(arch)), gammas, bound, message, seed_ms, changes)
 
 
 # --- the search ----------------------------------------------------------------------------------
@@ -273,7 +330,9 @@ def search(
             run.append_log(record)
             run.save_checkpoint(state.checkpoint())
             echo(f"epoch {state.epoch}/{config.epochs}: train acc {record['train_acc']:.3f}, "
-                 f"val acc {record.get('val_acc', float('nan')):.3f}, predicted {latency:.4g} ms (target {config.target_ms:.4g})")
+                 f"val acc {record.get('val_acc', float('nan')):.3f}, predicted {latency:.4g} ms (target {config.target_ms:.4g})"
+                 + "".join(f"; {c}" for c in state.scale.get("depth_changes", []))
+                 + (f"; width bound: {state.scale['width_bound_note']}" if state.scale.get("width_bound") else ""))
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
                 return None
         if state.arch is None:  # resumed a finished run: its widths are already scaled
@@ -376,11 +435,14 @@ def _after_epoch(state: _State, cfg: TFNASConfig, model, rescale: bool = True) -
     """Derive the seed network; past the warm-up, elasticity-scale it and put it back."""
     arch = model.space.validate(state.net.derive().to_json())
     if rescale and state.epoch > cfg.warmup_epochs:
-        result = elasticity_scale(model, arch, cfg.target_ms)
+        depth = {"full": model.space.validate(state.net.derive(full=True).to_json()),
+                 "depth_probs": state.net.depth_probs()} if cfg.elastic_depth else {}
+        result = elasticity_scale(model, arch, cfg.target_ms, align=cfg.width_align, **depth)
         state.net.apply_arch(result.arch)
         arch = result.arch
         state.scale = {"seed_predicted_ms": result.seed_latency_ms, "gammas": result.gammas,
-                       "width_bound": result.bound, "width_bound_note": result.message}
+                       "width_bound": result.bound, "width_bound_note": result.message,
+                       "depth_changes": result.depth_changes}
     state.arch = arch
     return arch, float(model.predict(arch))
 

@@ -71,15 +71,16 @@ class ArchDistribution(nn.Module):
         s = relax.sample(self.logits, tau, self.mask, generator)
         return ArchSample(self.to_arch(s.z), s)
 
-    def to_arch(self, z: torch.Tensor) -> Arch:
-        """The discrete architecture of choice indices z (ops at their default widths)."""
+    def to_arch(self, z: torch.Tensor, full: bool = False) -> Arch:
+        """The discrete architecture of choice indices z (ops at their default widths; full:
+        every stage at its maximum depth)."""
         space = self.space
         ops: dict[tuple[int, int], int] = {}
-        depth = {i: shape.min_depth for i, shape in enumerate(space.stages)}
+        depth = {i: shape.max_depth if full else shape.min_depth for i, shape in enumerate(space.stages)}
         for (kind, i, j), k in zip(self.rows, z.tolist()):
             if kind == "op":
                 ops[(i, j)] = k
-            else:
+            elif not full:
                 depth[i] = space.stages[i].min_depth + k
         doc = {
             "space": space.name,
@@ -90,9 +91,18 @@ class ArchDistribution(nn.Module):
         }
         return space.validate(doc)
 
-    def derive(self) -> Arch:
-        """The most likely architecture."""
-        return self.to_arch(self.logits.detach().masked_fill(~self.mask, float("-inf")).argmax(-1))
+    def derive(self, full: bool = False) -> Arch:
+        """The most likely architecture (full: every stage at its maximum depth)."""
+        return self.to_arch(self.logits.detach().masked_fill(~self.mask, float("-inf")).argmax(-1), full)
+
+    def depth_probs(self) -> list[list[float]]:
+        """The depth distribution of every stage ([1.0] where its depth is fixed)."""
+        probs = [[1.0] for _ in self.space.stages]
+        p = relax.masked_log_softmax(self.logits.detach(), self.mask).exp()
+        for r, ((kind, i, _), n) in enumerate(zip(self.rows, self.sizes)):
+            if kind == "depth":
+                probs[i] = p[r, :n].tolist()
+        return probs
 
     def weights(self, w: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
         """Relaxed weights [rows, K] as the latency models take them: op weights per layer,
@@ -159,6 +169,7 @@ class UNASConfig:
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
     calibrate_tol: float = 2e-3
+    width_align: int = 4  # calibrated widths are multiples of this (see `tfnas.elasticity_scale`)
     measure_every: int = 1
     seed: int = 0
     train_threads: int = 1  # leave a core to the measurement worker
@@ -166,7 +177,7 @@ class UNASConfig:
     def __post_init__(self):
         if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
             raise HwnasError(f"target latency must be a positive number of ms, got {self.target_ms!r}")
-        for name in ("epochs", "batch_size", "train_resolution", "train_threads"):
+        for name in ("epochs", "batch_size", "train_resolution", "train_threads", "width_align"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HwnasError(f"{name} must be a positive integer, got {v!r}")
@@ -478,10 +489,14 @@ def _unas_finish(run: RunDir, state: _UState, cfg: UNASConfig, surrogate, lut, m
         # Fit the widths to the target on the measured latency itself (Algorithm 1 with the
         # hardware as the model): what a lookup-free search needs to land on its target.
         echo("calibrating widths on the measured latency")
-        result = elasticity_scale(MeasuredLatency(deploy, measurer, batch), arch, cfg.target_ms, tol=cfg.calibrate_tol)
+        result = elasticity_scale(MeasuredLatency(deploy, measurer, batch), arch, cfg.target_ms, tol=cfg.calibrate_tol,
+                                  full=state.dist.derive(full=True), depth_probs=state.dist.depth_probs(),
+                                  align=cfg.width_align)
         arch = result.arch
         calibration = {"gammas": result.gammas, "width_bound": result.bound, "width_bound_note": result.message,
-                       "seed_measured_ms": result.seed_latency_ms}
+                       "seed_measured_ms": result.seed_latency_ms, "depth_changes": result.depth_changes}
+        for change in result.depth_changes:
+            echo(f"  {change} (the widths alone could not reach the target)")
     measured = MeasuredLatency(deploy, measurer, batch).predict(arch) if measurer is not None else None
     lookup = float(lut.predict(arch)) if lut is not None else None
     summary = {

@@ -90,3 +90,15 @@ def one_hot_weights(space: Space, arch: Arch) -> tuple[list[list[torch.Tensor]],
         depth_w.append(d)
         mids.append(layer_mids)
     return op_w, depth_w, mids
+
+
+def uniform_latency(model: DifferentiableLatencyModel) -> float:
+    """E[LAT] with every op and every depth equally likely, at the ops' default widths: the
+    expected latency of an untrained supernet (or of UNAS's uniform initial distribution)."""
+    space = model.space
+    op_w = [[torch.full((len(space.op_names(i, j)),), 1.0 / len(space.op_names(i, j))) for j in range(shape.max_depth)]
+            for i, shape in enumerate(space.stages)]
+    n_depths = [shape.max_depth - shape.min_depth + 1 for shape in space.stages]
+    depth_w = [torch.full((n,), 1.0 / n) for n in n_depths]
+    with torch.no_grad():
+        return float(model.soft(op_w, depth_w))

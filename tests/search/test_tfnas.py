@@ -95,6 +95,19 @@ def test_elasticity_scaling_meets_target_with_the_largest_gamma(deploy):
         assert max(fitting) >= r.gammas[0] - (grid[1] - grid[0])
 
 
+def test_elasticity_scaling_keeps_widths_on_the_alignment(deploy):
+    model = SyntheticTable(deploy, seed=4)
+    arch = deploy.random_archs(1, seed=7)[0]
+    lo_arch, hi_arch = _extremes(deploy, arch)
+    target = 0.5 * (model.predict(lo_arch) + model.predict(hi_arch))
+    r = elasticity_scale(model, arch, target, align=4)
+    assert r.bound is None and r.latency_ms <= target and (target - r.latency_ms) / target < 0.01
+    for i, stage in enumerate(r.arch.stages):
+        for j, c in enumerate(stage):
+            lo, hi = deploy.width_range(c.op, deploy.layer_c_in(i, j))
+            assert c.mid % 4 == 0 or c.mid in (lo, hi)
+
+
 def test_elasticity_scaling_reports_the_width_bound(deploy):
     model = SyntheticTable(deploy, seed=2)
     arch = deploy.random_archs(1, seed=0)[0]
@@ -107,6 +120,45 @@ def test_elasticity_scaling_reports_the_width_bound(deploy):
             assert c.mid == deploy.width_range(c.op, deploy.layer_c_in(i, j))[0]
     r = elasticity_scale(model, arch, 2 * model.predict(hi_arch))
     assert r.bound == "max" and r.arch == hi_arch and "under the target" in r.message
+
+
+def _shallow_and_full(space, seed):
+    """An architecture at every stage's minimum depth, and the same ops at maximum depth
+    (default widths)."""
+    rng = np.random.default_rng(seed)
+    ops = [[str(rng.choice(space.op_names(i, j))) for j in range(shape.max_depth)] for i, shape in enumerate(space.stages)]
+
+    def at(depths):
+        return space.validate({"space": space.name, "width_mult": space.width_mult,
+                               "stages": [{"layers": o[:d]} for o, d in zip(ops, depths)]})
+
+    return at([s.min_depth for s in space.stages]), at([s.max_depth for s in space.stages])
+
+
+def test_elastic_depth_reaches_a_target_the_width_bound_stops(deploy):
+    model = SyntheticTable(deploy, seed=3)
+    shallow, full = _shallow_and_full(deploy, seed=1)
+    target = 0.5 * (model.predict(_extremes(deploy, shallow)[1]) + model.predict(_extremes(deploy, full)[1]))
+    # Widths only (the paper): stuck at the maximum widths, under the target.
+    assert elasticity_scale(model, shallow, target).bound == "max"
+    # Depth preferences: stage 3 (index 2) most wants to be deeper, then stage 5.
+    probs = [[1.0 / (s.max_depth - s.min_depth + 1)] * (s.max_depth - s.min_depth + 1) for s in deploy.stages]
+    probs[2] = [0.1, 0.1, 0.1, 0.7]
+    probs[4] = [0.2, 0.2, 0.2, 0.4]
+    r = elasticity_scale(model, shallow, target, full=full, depth_probs=probs)
+    assert r.bound is None and r.latency_ms <= target and (target - r.latency_ms) / target < 0.01
+    assert r.depth_changes and r.depth_changes[0] == "stage 3 depth 1 -> 2"
+    assert r.arch.depths[2] > 1
+    for i, stage in enumerate(r.arch.stages):  # layers come from `full`, in order
+        assert [c.op for c in stage] == [c.op for c in full.stages[i][:len(stage)]]
+    # And down: a target below the minimum widths of the full network removes layers.
+    low = 0.5 * (model.predict(_extremes(deploy, shallow)[0]) + model.predict(_extremes(deploy, full)[0]))
+    r = elasticity_scale(model, full, low, full=full, depth_probs=probs)
+    assert r.bound is None and r.latency_ms <= low and (low - r.latency_ms) / low < 0.01
+    assert sum(r.arch.depths) < sum(full.depths)
+    # An impossible target still says so, after trying every depth.
+    r = elasticity_scale(model, shallow, 10 * target, full=full, depth_probs=probs)
+    assert r.bound == "max" and r.arch.depths == full.depths and "depth" in r.message
 
 
 def test_latency_cost_forms():

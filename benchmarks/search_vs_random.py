@@ -1,0 +1,86 @@
+"""Is a searched architecture more accurate than random ones of the same latency?
+
+Takes a finished search run (its final architecture, target, latency model and data), draws
+random architectures of the space, elasticity-scales each to the same target under the same
+latency model (widths on the same alignment; an architecture whose width bound stops it
+short of the target is replaced by the next draw), and trains every one from scratch with the
+same recipe (`hwnas.search.train.train_arch`). Prints the found architecture's test accuracy
+beside the mean and spread of the random ones, and writes every result as JSON.
+
+    .venv/bin/python benchmarks/search_vs_random.py --run runs/demo/tfnas --random 8 --epochs 10 \\
+        --out runs/demo/search_vs_random.json
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="a finished search run directory")
+    p.add_argument("--random", type=int, default=8, help="random architectures of the same latency")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs for every architecture")
+    p.add_argument("--seed", type=int, default=0, help="random architectures' seed (training uses the run's seed)")
+    p.add_argument("--out", type=Path, default=None, help="write all results here (JSON)")
+    args = p.parse_args(argv)
+
+    from hwnas.data import load_dataset
+    from hwnas.errors import HwnasError
+    from hwnas.jsonutil import read_json, write_json
+    from hwnas.search.tfnas import elasticity_scale
+    from hwnas.search.train import train_arch
+    from hwnas.space import Space
+    from hwnas.surrogates.models import load_model
+
+    try:
+        config = read_json(args.run / "config.json")
+        found = read_json(args.run / "final_arch.json")
+        model = load_model(config["latency_model_file"])
+        data = load_dataset(config["data"], seed=config["seed"], limit=config.get("limit"))
+    except (HwnasError, KeyError, OSError) as e:
+        sys.exit(f"search_vs_random: error: {args.run} is not a finished search run: {e}")
+    deploy, target = model.space, config["target_ms"]
+    align = config.get("width_align", 1)
+    train_space = Space(deploy.name, config["train_resolution"], deploy.width_mult, deploy.num_classes)
+
+    candidates, draws = [], 0
+    for arch in deploy.random_archs(50 * args.random, seed=args.seed):
+        if len(candidates) == args.random:
+            break
+        draws += 1
+        r = elasticity_scale(model, arch, target, align=align)
+        if r.bound is None:
+            candidates.append(r)
+    print(f"target {target:.4g} ms under {config['latency_model']}: {len(candidates)} random architectures "
+          f"scaled to it ({draws - len(candidates)} of {draws} draws stopped by the width bound)", file=sys.stderr)
+
+    def train(arch):
+        return train_arch(train_space, arch, data, epochs=args.epochs, seed=config["seed"], show_progress=False)
+
+    rows = [{"kind": "found", "predicted_ms": model.predict(deploy.validate(found)), **train(found)}]
+    for k, r in enumerate(candidates):
+        rows.append({"kind": "random", "predicted_ms": r.latency_ms, **train(r.arch.to_json())})
+        print(f"random {k + 1}/{len(candidates)}: test acc {rows[-1]['test_acc']:.4f}", file=sys.stderr)
+
+    found_acc = rows[0]["test_acc"]
+    rand = [r["test_acc"] for r in rows[1:]]
+    print(f"{'kind':8} {'predicted_ms':>12} {'depths':>20} {'params_m':>9} {'test_acc':>9}")
+    for r in rows:
+        depths = str(deploy.validate(r["arch"]).depths)
+        print(f"{r['kind']:8} {r['predicted_ms']:12.4f} {depths:>20} {r['params_m']:9.3f} {r['test_acc']:9.4f}")
+    mean, sd = statistics.mean(rand), statistics.stdev(rand) if len(rand) > 1 else 0.0
+    better = sum(a < found_acc for a in rand)
+    print(f"found {found_acc:.4f} vs random mean {mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); "
+          f"found beats {better} of {len(rand)}; difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd")
+    if args.out:
+        write_json(args.out, {"run": str(args.run), "target_ms": target, "epochs": args.epochs, "rows": rows,
+                              "found_test_acc": found_acc, "random_mean": mean, "random_sd": sd})
+
+
+if __name__ == "__main__":
+    main()
