@@ -152,3 +152,29 @@ def test_bad_inputs(tmp_path, tiny_data):
         config(target_ms=1.0, ce_estimator="reinforce")
     with pytest.raises(HwnasError, match="target latency"):
         config(target_ms=-1.0)
+
+
+def test_calibration_lands_on_a_measured_target_the_surrogate_mispredicts():
+    from hwnas.search.unas import calibrate
+
+    space = Space("tfnas", resolution=32, width_mult=0.5, num_classes=10)
+    table = Table(space, seed=3)
+
+    class Hardware:  # the "measured" latency: off the table by a factor and a per-layer cost
+        def __init__(self):
+            self.space, self.calls = space, 0
+
+        def predict(self, arch):
+            self.calls += 1
+            a = space.validate(arch)
+            return 1.3 * table.predict(a) + 0.05 * sum(a.depths)
+
+    hw = Hardware()
+    arch = space.default_arch()
+    target = 0.9 * hw.predict(arch)
+    hw.calls = 0
+    found, info = calibrate(table, hw, arch, target, tol=0.01, align=4)
+    assert 1 <= len(info["rounds"]) <= 4 and hw.calls == 1 + len(info["rounds"])  # the seed, then one a round
+    assert abs(hw.predict(found) / target - 1) <= 0.01
+    assert info["measured_ms"] == pytest.approx(hw.predict(found))
+    assert abs(table.predict(found) / target - 1) > 0.05  # the table alone would have missed it

@@ -174,3 +174,19 @@ def test_load_refuses_other_configurations_and_bad_files(lab, tmp_path):
         LookupTable.load(path)
     with pytest.raises(HwnasError, match="cannot read lookup table"):
         LookupTable.load(tmp_path / "nope.json")
+
+
+def test_uniform_latency_is_the_mean_over_uniformly_drawn_architectures(lab):
+    import numpy as np
+
+    from hwnas.surrogates.base import uniform_latency
+
+    space, rng = lab.space, np.random.default_rng(0)
+    total, n = 0.0, 3000
+    for _ in range(n):  # ops and depths uniform and independent, default widths
+        stages = []
+        for i, shape in enumerate(space.stages):
+            depth = int(rng.integers(shape.min_depth, shape.max_depth + 1))
+            stages.append({"layers": [str(rng.choice(space.op_names(i, j))) for j in range(depth)]})
+        total += lab.lut.predict({"space": space.name, "width_mult": space.width_mult, "stages": stages})
+    assert uniform_latency(lab.lut) == pytest.approx(total / n, rel=0.01)
