@@ -5,10 +5,12 @@ random architectures of the space, elasticity-scales each to the same target und
 latency model (widths on the same alignment; an architecture whose width bound stops it
 short of the target is replaced by the next draw), and trains every one from scratch with the
 same recipe (`hwnas.search.train.train_arch`). Prints the found architecture's test accuracy
-beside the mean and spread of the random ones, and writes every result as JSON.
+beside the mean and spread of the random ones. With --out DIR, every result is written as
+`hwnas train --out` writes it (found.json, random_1.json, ...: `hwnas report --trained` plots
+them) and the comparison as summary.json.
 
     .venv/bin/python benchmarks/search_vs_random.py --run runs/demo/tfnas --random 8 --epochs 10 \\
-        --out runs/demo/search_vs_random.json
+        --out runs/demo/trained
 """
 
 import argparse
@@ -26,7 +28,7 @@ def main(argv=None):
     p.add_argument("--random", type=int, default=8, help="random architectures of the same latency")
     p.add_argument("--epochs", type=int, default=10, help="training epochs for every architecture")
     p.add_argument("--seed", type=int, default=0, help="random architectures' seed (training uses the run's seed)")
-    p.add_argument("--out", type=Path, default=None, help="write all results here (JSON)")
+    p.add_argument("--out", type=Path, default=None, help="directory for every result (JSON)")
     args = p.parse_args(argv)
 
     from hwnas.data import load_dataset
@@ -78,8 +80,12 @@ def main(argv=None):
     print(f"found {found_acc:.4f} vs random mean {mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); "
           f"found beats {better} of {len(rand)}; difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd")
     if args.out:
-        write_json(args.out, {"run": str(args.run), "target_ms": target, "epochs": args.epochs, "rows": rows,
-                              "found_test_acc": found_acc, "random_mean": mean, "random_sd": sd})
+        args.out.mkdir(parents=True, exist_ok=True)
+        for k, r in enumerate(rows):
+            write_json(args.out / ("found.json" if k == 0 else f"random_{k}.json"), {**r, "target_ms": target})
+        write_json(args.out / "summary.json", {"run": str(args.run), "target_ms": target, "epochs": args.epochs,
+                                               "found_test_acc": found_acc, "random_test_acc": rand,
+                                               "random_mean": mean, "random_sd": sd, "found_beats": better})
 
 
 if __name__ == "__main__":
