@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from hwnas.errors import HwnasError
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
+from hwnas.search.train import deterministic_training
 from hwnas.space import Arch, LayerChoice, Space
 
 COSTS = ("hinge", "abs")
@@ -297,11 +298,7 @@ def search(
     }
     resume = run.start(full_config)
 
-    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(config.train_threads)
-    try:
-        torch.manual_seed(config.seed)  # weight initialisation
+    with deterministic_training(config.train_threads, config.seed):  # the seed: weight initialisation
         net = Supernet(train_space, share_ops=config.share_ops)
         state = _State(
             net=net,
@@ -339,9 +336,6 @@ def search(
             _after_epoch(state, config, model, rescale=False)
             last = run.read_log()[-1] if run.read_log() else {}
             state.scale = {k: last[k] for k in ("width_bound", "width_bound_note") if k in last}
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_num_threads(was_threads)
     return _finish(run, state, config, model, deploy, train_space, measurer, measure_batch)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -44,6 +45,21 @@ def recalibrate_bn(net: torch.nn.Module, data, resolution: int, batch_size: int 
         bn.momentum = 0.1
 
 
+@contextmanager
+def deterministic_training(threads: int, seed: int):
+    """Deterministic torch algorithms, `threads` intra-op threads (one: no spin-wait collapse on
+    shared cores) and the seed set, for the block; the caller's settings come back after it."""
+    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
+
+
 def train_arch(
     space: Space,
     arch: Arch | dict,
@@ -73,11 +89,7 @@ def train_arch(
     arch = space.validate(arch)
     from tqdm import tqdm
 
-    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)  # one thread: no spin-wait collapse on shared cores
-    try:
-        torch.manual_seed(seed)
+    with deterministic_training(threads, seed):
         net = build(space, arch)
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
@@ -108,9 +120,6 @@ def train_arch(
             bar.set_postfix(val_acc=f"{val_acc:.3f}")
         bar.close()
         test_loss, test_acc = evaluate(net, data, "test", space.resolution)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_num_threads(was_threads)
     return {
         "arch": arch.to_json(),
         "arch_hash": arch.hash,

@@ -24,6 +24,7 @@ from hwnas.search import relax
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.tfnas import elasticity_scale
+from hwnas.search.train import deterministic_training
 from hwnas.space import SKIP, Arch, LayerChoice, Space
 from hwnas.surrogates.base import DifferentiableLatencyModel
 
@@ -97,12 +98,8 @@ class ArchDistribution(nn.Module):
 
     def depth_probs(self) -> list[list[float]]:
         """The depth distribution of every stage ([1.0] where its depth is fixed)."""
-        probs = [[1.0] for _ in self.space.stages]
-        p = relax.masked_log_softmax(self.logits.detach(), self.mask).exp()
-        for r, ((kind, i, _), n) in enumerate(zip(self.rows, self.sizes)):
-            if kind == "depth":
-                probs[i] = p[r, :n].tolist()
-        return probs
+        _, depth_w = self.weights(relax.masked_log_softmax(self.logits.detach(), self.mask).exp())
+        return [d.tolist() for d in depth_w]
 
     def weights(self, w: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
         """Relaxed weights [rows, K] as the latency models take them: op weights per layer,
@@ -231,7 +228,8 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
     One measurement a round, and no decision rests on comparing two noisy measurements (a
     bisection on the measured latency itself stalls wherever noise makes a wider net look slower).
     Returns the round whose measurement came closest to the target, and every round."""
-    factor = measured.predict(arch) / float(surrogate.predict(arch))
+    seed_ms = measured.predict(arch)
+    factor = seed_ms / float(surrogate.predict(arch))
     rounds_log, best = [], None
     for _ in range(rounds):
         r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
@@ -244,7 +242,7 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
             break
         factor = ms / float(surrogate.predict(r.arch))
     r, ms = best
-    return r.arch, {"rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
+    return r.arch, {"seed_measured_ms": seed_ms, "rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
                     "depth_changes": r.depth_changes, "gammas": r.gammas}
 
 
@@ -349,11 +347,7 @@ def search(
                          f"{'measures' if config.true_latency else 'looks up at'} {floor_ms:.4g} ms")
     samples_path = run.path / "samples.jsonl"
 
-    was_det, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(config.train_threads)
-    try:
-        torch.manual_seed(config.seed)
+    with deterministic_training(config.train_threads, config.seed):
         net = Supernet(train_space)
         dist = ArchDistribution(deploy)
         state = _UState(
@@ -385,9 +379,6 @@ def search(
                  f"derived {record.get('measured_ms', record['surrogate_ms']):.4g} ms (target {config.target_ms:.4g})")
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
                 return None
-    finally:
-        torch.use_deterministic_algorithms(was_det)
-        torch.set_num_threads(was_threads)
     return _unas_finish(run, state, config, surrogate, lut, measurer, deploy, train_space, measure_batch, echo)
 
 
@@ -525,12 +516,9 @@ def _unas_finish(run: RunDir, state: _UState, cfg: UNASConfig, surrogate, lut, m
         # Fit the widths to the target on the measured latency itself (Algorithm 1 with the
         # hardware as the model): what a lookup-free search needs to land on its target.
         echo("calibrating widths on the measured latency")
-        measured_model = MeasuredLatency(deploy, measurer, batch)
-        seed_ms = measured_model.predict(arch)
-        arch, calibration = calibrate(surrogate, measured_model, arch, cfg.target_ms, tol=cfg.calibrate_tol,
-                                      full=state.dist.derive(full=True), depth_probs=state.dist.depth_probs(),
-                                      align=cfg.width_align)
-        calibration["seed_measured_ms"] = seed_ms
+        arch, calibration = calibrate(surrogate, MeasuredLatency(deploy, measurer, batch), arch, cfg.target_ms,
+                                      tol=cfg.calibrate_tol, full=state.dist.derive(full=True),
+                                      depth_probs=state.dist.depth_probs(), align=cfg.width_align)
         for k, rnd in enumerate(calibration["rounds"]):
             echo(f"  round {k + 1}: predicted x {rnd['factor']:.3f} = {rnd['predicted_ms']:.4g} ms, measured {rnd['measured_ms']:.4g} ms"
                  + "".join(f"; {c}" for c in rnd["depth_changes"]))
