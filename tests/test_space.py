@@ -116,6 +116,22 @@ def test_random_archs_are_reproducible_and_cover_the_space():
         s.validate(arch)
 
 
+def test_aligned_random_archs_round_the_same_draws_onto_the_alignment():
+    s = Space("tfnas", width_mult=0.5)
+    plain, aligned = s.random_archs(30, seed=5), s.random_archs(30, seed=5, align=4)
+    assert s.random_archs(30, seed=5, align=1) == plain  # the same draws: stores stay reproducible
+    assert [a.depths for a in aligned] == [a.depths for a in plain]
+    for p, a in zip(plain, aligned):
+        for i, (ps, as_) in enumerate(zip(p.stages, a.stages)):
+            for j, (pl, al) in enumerate(zip(ps, as_)):
+                lo, hi = s.width_range(al.op, s.layer_c_in(i, j))
+                assert al.op == pl.op and abs(al.mid - pl.mid) <= 2
+                assert al.mid % 4 == 0 or al.mid in (lo, hi)
+    assert any(layer.mid % 4 for arch in plain for stage in arch.stages for layer in stage)
+    with pytest.raises(HwnasError, match="width alignment"):
+        s.random_archs(1, align=0)
+
+
 def test_small_variants_scale_channels():
     s = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     assert s.stem_channels == 8 and all(st.c_out % 8 == 0 for st in s.stages)

@@ -128,8 +128,7 @@ def scale_widths(space: Space, arch: Arch, first_stage: int, gamma: float, align
     for i in range(first_stage, len(stages)):
         layers = []
         for j, c in enumerate(stages[i]):
-            lo, hi = space.width_range(c.op, space.layer_c_in(i, j))
-            layers.append(LayerChoice(c.op, min(hi, max(lo, align * math.floor(gamma * c.mid / align + 0.5))), c.se))
+            layers.append(LayerChoice(c.op, space.aligned_width(c.op, space.layer_c_in(i, j), gamma * c.mid, align), c.se))
         stages[i] = tuple(layers)
     return Arch(arch.space, arch.width_mult, tuple(stages))
 

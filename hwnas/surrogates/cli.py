@@ -100,9 +100,11 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 @backend_options
 @click.option("--n", "n", type=int, required=True, help="Number of random subnets.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
+@click.option("--width-align", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Round every width to a multiple of this (what `hwnas search --width-align` produces).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table (.csv, .parquet or .json).")
 def sample(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup, min_runs,
-           min_time, db, n, seed, out):
+           min_time, db, n, seed, width_align, out):
     """Measure N random subnets end to end into the store: the ground truth surrogates fit on."""
     import pandas as pd
 
@@ -110,7 +112,7 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
 
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-    rows = sample_subnets(space, measurer, n, seed, batch)
+    rows = sample_subnets(space, measurer, n, seed, batch, align=width_align)
     measurer.store.close()
     write_table(pd.DataFrame(rows), out)
 

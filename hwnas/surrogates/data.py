@@ -28,14 +28,16 @@ class Subnets:
         return Subnets([self.archs[i] for i in index], self.latency_ms[np.asarray(index, dtype=int)])
 
 
-def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True) -> list[dict]:
-    """Measure `n` random subnets (reproducible by seed) end to end into the store."""
+def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True,
+           align: int = 1) -> list[dict]:
+    """Measure `n` random subnets (reproducible by seed; widths on multiples of `align`, the
+    distribution a search with that alignment ends in) end to end into the store."""
     from tqdm import tqdm
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
         raise HwnasError(f"number of subnets must be in [1, 100000], got {n!r}")
     rows = []
-    for arch in tqdm(space.random_archs(n, seed), desc="subnets", unit="subnet", file=sys.stderr,
+    for arch in tqdm(space.random_archs(n, seed, align), desc="subnets", unit="subnet", file=sys.stderr,
                      disable=not show_progress, dynamic_ncols=True):
         m = measurer.arch(space, arch, batch)
         rows.append({"arch": arch.hash, "depths": "-".join(map(str, arch.depths)), "macs_m": space.macs(arch) / 1e6,
