@@ -4,13 +4,19 @@ Takes a finished search run (its final architecture, target, latency model and d
 random architectures of the space, elasticity-scales each to the same target under the same
 latency model (widths on the same alignment; an architecture whose width bound stops it
 short of the target is replaced by the next draw), and trains every one from scratch with the
-same recipe (`hwnas.search.train.train_arch`). Prints the found architecture's test accuracy
-beside the mean and spread of the random ones. With --out DIR, every result is written as
-`hwnas train --out` writes it (found.json, random_1.json, ...: `hwnas report --trained` plots
-them) and the comparison as summary.json.
+same recipe (`hwnas.search.train.train_arch`) and the same data split, once per training seed
+(--seeds K: seeds run seed .. run seed + K - 1; weights' initialisation and batch order change,
+the split does not). Prints each architecture's mean test accuracy, the found one's beside the
+mean and spread of the random ones, and the difference in standard errors:
+SE = sqrt(var(found's seeds) / K + var(random architectures' means) / N), so a difference
+above 2 SE is one that neither the training noise nor the choice of random architectures
+explains. With --out DIR, every architecture's result is written as `hwnas train --out`
+writes it (found.json, random_1.json, ...; test_acc is the mean over the seeds and
+test_acc_seeds lists them; `hwnas report --trained` plots them) and the comparison as
+summary.json.
 
     .venv/bin/python benchmarks/search_vs_random.py --run runs/demo/tfnas --random 8 --epochs 10 \\
-        --out runs/demo/trained
+        --seeds 3 --out runs/demo/trained
 """
 
 import argparse
@@ -27,9 +33,12 @@ def main(argv=None):
     p.add_argument("--run", type=Path, required=True, help="a finished search run directory")
     p.add_argument("--random", type=int, default=8, help="random architectures of the same latency")
     p.add_argument("--epochs", type=int, default=10, help="training epochs for every architecture")
-    p.add_argument("--seed", type=int, default=0, help="random architectures' seed (training uses the run's seed)")
+    p.add_argument("--seeds", type=int, default=1, help="trainings per architecture (training seeds from the run's seed on)")
+    p.add_argument("--seed", type=int, default=0, help="random architectures' seed")
     p.add_argument("--out", type=Path, default=None, help="directory for every result (JSON)")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.random < 2:
+        p.error("--seeds must be at least 1 and --random at least 2")
 
     from hwnas.data import load_dataset
     from hwnas.errors import HwnasError
@@ -62,30 +71,41 @@ def main(argv=None):
           f"scaled to it ({draws - len(candidates)} of {draws} draws stopped by the width bound)", file=sys.stderr)
 
     def train(arch):
-        return train_arch(train_space, arch, data, epochs=args.epochs, seed=config["seed"], show_progress=False)
+        """The first seed's result, its test accuracy replaced by the mean over the seeds."""
+        runs = [train_arch(train_space, arch, data, epochs=args.epochs, seed=config["seed"] + k, show_progress=False)
+                for k in range(args.seeds)]
+        accs = [r["test_acc"] for r in runs]
+        return {**runs[0], "test_acc": statistics.mean(accs), "test_acc_seeds": accs,
+                "seconds": sum(r["seconds"] for r in runs)}
 
     rows = [{"kind": "found", "predicted_ms": model.predict(deploy.validate(found)), **train(found)}]
     for k, r in enumerate(candidates):
         rows.append({"kind": "random", "predicted_ms": r.latency_ms, **train(r.arch.to_json())})
         print(f"random {k + 1}/{len(candidates)}: test acc {rows[-1]['test_acc']:.4f}", file=sys.stderr)
 
-    found_acc = rows[0]["test_acc"]
+    found_acc, found_seeds = rows[0]["test_acc"], rows[0]["test_acc_seeds"]
     rand = [r["test_acc"] for r in rows[1:]]
     print(f"{'kind':8} {'predicted_ms':>12} {'depths':>20} {'params_m':>9} {'test_acc':>9}")
     for r in rows:
         depths = str(deploy.validate(r["arch"]).depths)
         print(f"{r['kind']:8} {r['predicted_ms']:12.4f} {depths:>20} {r['params_m']:9.3f} {r['test_acc']:9.4f}")
-    mean, sd = statistics.mean(rand), statistics.stdev(rand) if len(rand) > 1 else 0.0
+    mean, sd = statistics.mean(rand), statistics.stdev(rand)
+    seed_var = statistics.variance(found_seeds) if args.seeds > 1 else 0.0
+    se = (seed_var / args.seeds + sd**2 / len(rand)) ** 0.5
     better = sum(a < found_acc for a in rand)
-    print(f"found {found_acc:.4f} vs random mean {mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); "
-          f"found beats {better} of {len(rand)}; difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd")
+    print(f"found {found_acc:.4f} (over {args.seeds} seeds: {', '.join(f'{a:.4f}' for a in found_seeds)}) vs random mean "
+          f"{mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); found beats {better} of {len(rand)}; "
+          f"difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd "
+          f"= {(found_acc - mean) / se if se else float('nan'):+.2f} SE")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for k, r in enumerate(rows):
             write_json(args.out / ("found.json" if k == 0 else f"random_{k}.json"), {**r, "target_ms": target})
         write_json(args.out / "summary.json", {"run": str(args.run), "target_ms": target, "epochs": args.epochs,
-                                               "found_test_acc": found_acc, "random_test_acc": rand,
-                                               "random_mean": mean, "random_sd": sd, "found_beats": better})
+                                               "seeds": args.seeds, "found_test_acc": found_acc,
+                                               "found_test_acc_seeds": found_seeds, "random_test_acc": rand,
+                                               "random_mean": mean, "random_sd": sd, "found_beats": better,
+                                               "difference_se": (found_acc - mean) / se if se else None})
 
 
 if __name__ == "__main__":
