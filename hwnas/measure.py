@@ -63,13 +63,14 @@ class Measurer:
     def _key(self, kind: str, spec: dict[str, Any], batch: int) -> str:
         return measurement_key(kind, spec, self.backend.fingerprint(batch), self.protocol.to_json())
 
-    def _cached(self, key: str) -> Measured | None:
-        found = None if self.force else self.store.get(key)
+    def _cached(self, key: str, force: bool = False) -> Measured | None:
+        found = None if self.force or force else self.store.get(key)
         return Measured(found, cached=True) if found is not None else None
 
-    def _measure(self, kind: str, spec: dict[str, Any], batch: int, load: Callable[[], Any]) -> Measured:
+    def _measure(self, kind: str, spec: dict[str, Any], batch: int, load: Callable[[], Any],
+                 force: bool = False) -> Measured:
         key = self._key(kind, spec, batch)
-        found = self._cached(key)
+        found = self._cached(key, force)
         if found is not None:
             return found
         if self.worker is not None:
@@ -100,9 +101,10 @@ class Measurer:
     def layer(self, spec: LayerSpec) -> Measured:
         return self.layers([spec])
 
-    def arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Measured:
+    def arch(self, space: Space, arch: Arch | dict, batch: int = 1, force: bool = False) -> Measured:
+        """`arch` end to end; force: a fresh session even when the store has it (it replaces the stored one)."""
         arch = space.validate(arch)
-        return self._measure("arch", arch_spec(space, arch, batch), batch, self._model(space.layers(arch, batch)))
+        return self._measure("arch", arch_spec(space, arch, batch), batch, self._model(space.layers(arch, batch)), force)
 
     def submit_arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Pending:
         """Start measuring `arch` in the worker and return at once (export happens here, in

@@ -24,7 +24,7 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
         weight_decay=opts["weight_decay"], arch_weight_decay=opts["arch_weight_decay"],
         lam=opts["lam"], cost=opts["cost"], seed=opts["seed"], **_given(opts, "arch_lr", "tau", "tau_decay"),
-        measure_every=opts["measure_every"], train_threads=opts["train_threads"], share_ops=opts["share_ops"],
+        measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"], share_ops=opts["share_ops"],
         elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
@@ -136,6 +136,8 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
 @click.option("--measure-every", type=int, default=4, show_default=True,
               help="Measure the derived architecture every K epochs (0: only the final one).")
+@click.option("--final-sessions", type=int, default=3, show_default=True,
+              help="tfnas: the final architecture's measured latency is the median over this many fresh sessions.")
 @click.option("--train-threads", type=int, default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
 @click.option("--width-align", type=int, default=4, show_default=True,
