@@ -335,9 +335,10 @@ def search(
                  + (f"; width bound: {state.scale['width_bound_note']}" if state.scale.get("width_bound") else ""))
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
                 return None
-        if state.arch is None:  # resumed a finished run: its widths are already scaled
-            _after_epoch(state, config, model, rescale=False)
-            last = run.read_log()[-1] if run.read_log() else {}
+        if state.arch is None:  # resumed a finished run: its architecture is the last epoch's, as logged
+            # (not re-derived from the supernet: depth changes by elasticity-scaling live only in the log)
+            last = run.read_log()[-1]
+            state.arch = deploy.validate(last["arch"])
             state.scale = {k: last[k] for k in ("width_bound", "width_bound_note") if k in last}
     return _finish(run, state, config, model, deploy, train_space, measurer, measure_batch)
 
@@ -428,10 +429,10 @@ def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, s
     return record
 
 
-def _after_epoch(state: _State, cfg: TFNASConfig, model, rescale: bool = True) -> tuple[Arch, float]:
+def _after_epoch(state: _State, cfg: TFNASConfig, model) -> tuple[Arch, float]:
     """Derive the seed network; past the warm-up, elasticity-scale it and put it back."""
     arch = model.space.validate(state.net.derive().to_json())
-    if rescale and state.epoch > cfg.warmup_epochs:
+    if state.epoch > cfg.warmup_epochs:
         depth = {"full": model.space.validate(state.net.derive(full=True).to_json()),
                  "depth_probs": state.net.depth_probs()} if cfg.elastic_depth else {}
         result = elasticity_scale(model, arch, cfg.target_ms, align=cfg.width_align, **depth)

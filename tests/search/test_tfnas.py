@@ -242,6 +242,18 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(deploy, digits, tm
     assert search(cfg, digits, model, tmp_path / "whole", show_progress=False) == whole
 
 
+def test_a_finished_run_keeps_the_depth_elasticity_scaling_gave_it(deploy, digits, tmp_path):
+    model = SyntheticTable(deploy)
+    _, widest_shallow = _extremes(deploy, _shallow(deploy))
+    # beyond the shallow network's widest: elasticity-scaling adds layers the supernet's beta does not hold
+    cfg = TFNASConfig(target_ms=round(1.3 * model.predict(widest_shallow), 3), epochs=2, warmup_epochs=1,
+                      batch_size=32, train_resolution=16)
+    first = search(cfg, digits, model, tmp_path / "run", show_progress=False)
+    assert RunDir(tmp_path / "run").read_log()[-1]["depth_changes"]
+    again = search(cfg, digits, model, tmp_path / "run", show_progress=False)
+    assert again == first
+
+
 def test_bad_search_inputs(deploy, digits, tmp_path):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(HwnasError, match="target latency"):
