@@ -102,9 +102,13 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
 @click.option("--width-align", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Round every width to a multiple of this (what `hwnas search --width-align` produces).")
+@click.option("--scale-to", metavar="LO:HI",
+              help="Elasticity-scale each subnet under --lut to a latency drawn uniformly in LO..HI ms: subnets like "
+                   "those a search ends with, to fit a correction of the table where the search uses it.")
+@click.option("--lut", "lut_path", type=click.Path(path_type=Path), help="Lookup table for --scale-to.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table (.csv, .parquet or .json).")
 def sample(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup, min_runs,
-           min_time, db, n, seed, width_align, out):
+           min_time, db, n, seed, width_align, scale_to, lut_path, out):
     """Measure N random subnets end to end into the store: the ground truth surrogates fit on."""
     import pandas as pd
 
@@ -112,7 +116,18 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
 
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-    rows = sample_subnets(space, measurer, n, seed, batch, align=width_align)
+    scaling = None
+    if scale_to is not None:
+        if lut_path is None:
+            fail("--scale-to needs --lut: the lookup table the subnets are scaled under")
+        try:
+            lo, hi = (float(v) for v in scale_to.split(":"))
+        except ValueError:
+            fail(f"--scale-to takes LO:HI in ms, e.g. 1.8:3.2, got {scale_to!r}")
+        scaling = (_table(space, measurer, batch, lut_path, None), lo, hi)
+    elif lut_path is not None:
+        fail("--lut is used only with --scale-to")
+    rows = sample_subnets(space, measurer, n, seed, batch, align=width_align, scale_to=scaling)
     measurer.store.close()
     write_table(pd.DataFrame(rows), out)
 

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,20 +30,46 @@ class Subnets:
 
 
 def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True,
-           align: int = 1) -> list[dict]:
+           align: int = 1, scale_to: tuple[Any, float, float] | None = None) -> list[dict]:
     """Measure `n` random subnets (reproducible by seed; widths on multiples of `align`, the
-    distribution a search with that alignment ends in) end to end into the store."""
+    distribution a search with that alignment ends in) end to end into the store. scale_to:
+    (latency model, lo_ms, hi_ms): the subnets of `scaled_random_archs` instead."""
     from tqdm import tqdm
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
         raise HwnasError(f"number of subnets must be in [1, 100000], got {n!r}")
+    archs = space.random_archs(n, seed, align) if scale_to is None else scaled_random_archs(*scale_to, n, seed, align)
     rows = []
-    for arch in tqdm(space.random_archs(n, seed, align), desc="subnets", unit="subnet", file=sys.stderr,
-                     disable=not show_progress, dynamic_ncols=True):
+    for arch in tqdm(archs, desc="subnets", unit="subnet", file=sys.stderr, disable=not show_progress,
+                     dynamic_ncols=True):
         m = measurer.arch(space, arch, batch)
         rows.append({"arch": arch.hash, "depths": "-".join(map(str, arch.depths)), "macs_m": space.macs(arch) / 1e6,
                      "median_ms": m.measurement.stats["median_ms"], "cached": m.cached})
     return rows
+
+
+def scaled_random_archs(model, lo_ms: float, hi_ms: float, n: int, seed: int = 0, align: int = 1) -> list[Arch]:
+    """`n` random subnets of `model.space`, each elasticity-scaled under `model` to a target drawn
+    uniformly in [lo_ms, hi_ms]: architectures of the kind a search ends with (a seed network's
+    widths scaled stage by stage), where a model that corrects the search's table is used and
+    should be fitted. A draw the width bound stops short of its target is replaced by the next."""
+    from hwnas.search.tfnas import elasticity_scale
+
+    if not model.space.definition.elastic:
+        raise HwnasError(f"scaling subnets to a latency needs elastic widths; {model.space.name} has none")
+    if not (np.isfinite([lo_ms, hi_ms]).all() and 0 < lo_ms <= hi_ms):
+        raise HwnasError(f"latency range must satisfy 0 < lo <= hi, got {lo_ms}:{hi_ms} ms")
+    rng = np.random.default_rng(seed)
+    archs, draws = [], 0
+    while len(archs) < n:
+        if draws == 100 * n:
+            raise HwnasError(f"only {len(archs)} of {draws} random subnets could be scaled into {lo_ms:g}-{hi_ms:g} ms "
+                             "under the latency model; give a range nearer the space's typical latency")
+        draws += 1
+        result = elasticity_scale(model, model.space.random_arch(rng, align), rng.uniform(lo_ms, hi_ms), align=align)
+        if result.bound is None:
+            archs.append(result.arch)
+    return archs
 
 
 def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:

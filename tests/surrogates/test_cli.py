@@ -130,5 +130,11 @@ def test_bad_inputs_are_one_line(hwnas, measured, tmp_path):
     rc, _, err = hwnas("surrogate", "eval", *SPACE, "--csv", bad_csv, "--model", "linear", ok=False)
     _one_error_line(rc, err, "line 2: architecture.stages must be a list")
 
+    rc, _, err = hwnas("sample", *SPACE, "--db", db, "--n", 2, "--scale-to", "1:2", ok=False)
+    _one_error_line(rc, err, "--scale-to needs --lut")
+    rc, _, err = hwnas("sample", *SPACE, "--db", db, "--n", 2, "--scale-to", "1-2", "--lut", lut, ok=False)
+    _one_error_line(rc, err, "--scale-to takes LO:HI in ms")
+    rc, _, err = hwnas("sample", *SPACE, *FAST, "--db", db, "--n", 2, "--scale-to", "1:2", "--lut", lut, ok=False)
+    _one_error_line(rc, err, "needs elastic widths; proxyless has none")
     rc, _, err = hwnas("surrogate", "eval", *SPACE, "--db", db, "--model", "lut,mlpp", ok=False)
     _one_error_line(rc, err, "unknown model 'mlpp'")

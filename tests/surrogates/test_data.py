@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.surrogates.data import Subnets, read_csv, split
+from hwnas.surrogates.data import Subnets, read_csv, scaled_random_archs, split
 
 
 def _write(path, rows, header=("arch", "latency_ms")):
@@ -58,3 +58,24 @@ def test_split_is_disjoint_and_reproducible(tiny_space):
     assert again.latency_ms.tolist() == train.latency_ms.tolist()
     other, _ = split(data, 8, seed=4)
     assert other.latency_ms.tolist() != train.latency_ms.tolist()
+
+
+def test_scaled_random_archs_land_in_the_latency_range_on_aligned_widths(lab):
+    aligned = lab.space.random_archs(30, seed=0, align=4)  # unaligned widths are slower: not this range
+    lo, hi = np.quantile([lab.lut.predict(a) for a in aligned], [0.3, 0.6])
+    archs = scaled_random_archs(lab.lut, lo, hi, 12, seed=3, align=4)
+    assert archs == scaled_random_archs(lab.lut, lo, hi, 12, seed=3, align=4)
+    predicted = np.array([lab.lut.predict(a) for a in archs])
+    # at or just under a target in [lo, hi] (aligned widths step the latency a little)
+    assert (predicted <= hi + 1e-9).all() and (predicted >= 0.95 * lo).all()
+    assert len({round(p, 6) for p in predicted}) > 6  # targets spread over the range, not one value
+    for arch in archs:
+        for i, stage in enumerate(arch.stages):
+            for j, layer in enumerate(stage):
+                w_lo, w_hi = lab.space.width_range(layer.op, lab.space.layer_c_in(i, j))
+                assert layer.mid % 4 == 0 or layer.mid in (w_lo, w_hi)
+    fastest = min(lab.lut.predict(a) for a in aligned)
+    with pytest.raises(HwnasError, match="could be scaled into"):
+        scaled_random_archs(lab.lut, 0.1 * fastest, 0.2 * fastest, 2)
+    with pytest.raises(HwnasError, match="0 < lo <= hi"):
+        scaled_random_archs(lab.lut, hi, lo, 2)
