@@ -52,11 +52,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
         if target is None:
             target = round(0.8 * uniform_latency(lut), 3)
         echo(f"2/4 TF-NAS search on the lookup table, target {target:.4g} ms")
+        measurer.worker = MeasurementWorker(backend_name)  # searches measure in another process (`hwnas search`)
         info = {"latency_model_file": str(lut_path.resolve()), "width_step": width_step}
         t_cfg = tfnas.TFNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)
         echo(f"3/4 UNAS search on the true latency measured on {backend_name}, target {target:.4g} ms")
-        measurer.worker = MeasurementWorker(backend_name)
         u_cfg = unas.UNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut, run_info=info, echo=echo)
     finally:

@@ -90,6 +90,11 @@ class MeasurementWorker:
         self._pool.shutdown(wait=True)
         self._stop()
 
+    def restart(self) -> None:
+        """Between measurements: the next one runs in a new process, so repeated measurements of
+        one model sample process state too (its memory layout moves a latency by 1-2%)."""
+        self._stop()
+
     def _start(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc

@@ -24,6 +24,17 @@ def test_worker_process_measures_for_real(model, fast_protocol):
     assert again.median_ms > 0 and worker.failures == 0
 
 
+def test_restart_measures_the_next_model_in_a_new_process(model, fast_protocol):
+    with MeasurementWorker("ort-cpu") as worker:
+        worker.measure(model, fast_protocol)
+        first = worker._proc.pid
+        worker.measure(model, fast_protocol)
+        assert worker._proc.pid == first  # one process serves request after request
+        worker.restart()
+        assert worker.measure(model, fast_protocol).median_ms > 0
+        assert worker._proc.pid != first and worker.failures == 0
+
+
 def test_a_bad_model_is_an_error_reply_and_the_worker_goes_on(model, fast_protocol, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")

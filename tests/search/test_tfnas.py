@@ -209,9 +209,9 @@ def test_tiny_search_end_to_end_with_real_measurements(deploy, digits, tmp_path,
     assert summary == json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["predicted_ms"] == pytest.approx(model.predict(final))
     assert summary["predicted_ms"] <= target and abs(summary["distance_to_target_pct"]) < 1.0
-    # the final architecture was measured at epoch 2 (a store hit), then in two fresh sessions
+    # the final architecture, measured at epoch 2, is measured again in three fresh sessions
     sessions = summary["measured_sessions_ms"]
-    assert len(sessions) == 3 and sessions[0] == log[1]["measured_ms"] and len(set(sessions)) == 3
+    assert len(sessions) == 3 and len(set(sessions)) == 3 and log[1]["measured_ms"] not in sessions
     assert summary["measured_ms"] == statistics.median(sessions)
     assert summary["lookup_error_pct"] == pytest.approx(100 * (summary["predicted_ms"] / summary["measured_ms"] - 1))
     assert summary["train_resolution"] == 16 and summary["deploy_resolution"] == 32
