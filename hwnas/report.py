@@ -651,6 +651,8 @@ def accuracy_section(rep: Report, inp: Inputs) -> None:
         if t["arch_hash"] in finals:
             continue
         lat, lat_src = _store_latency(inp, t["arch_hash"], spaces)
+        if lat is None and t.get("predicted_ms") is not None:  # under the model it was scaled with
+            lat, lat_src = t["predicted_ms"], "predicted"
         if lat is None:
             for lut in inp.luts.values():
                 sp = t.get("space") or {}
@@ -661,8 +663,6 @@ def accuracy_section(rep: Report, inp: Inputs) -> None:
                         break
                     except HwnasError:
                         pass
-        if lat is None and t.get("predicted_ms") is not None:
-            lat, lat_src = t["predicted_ms"], "predicted"
         if lat is None:
             sec.notes.append(f"trained architecture {t['arch_hash']} ({Path(t['_file']).name}) has no latency "
                              "(not in the store, no matching lookup table); left out")

@@ -78,6 +78,11 @@ def inputs(tmp_path_factory):
         result = train_arch(train_space, arch, data, epochs=1, batch_size=32, show_progress=False)
         (root / f"{name}.json").write_text(json.dumps(result))
     measurer.arch(space, space.random_archs(1, 3)[0])  # the random architecture's latency, as `hwnas measure` would
+    # not measured, scaled to 1.234 ms under some other latency model (as benchmarks/search_vs_random.py writes)
+    scaled = space.random_archs(1, 4)[0]
+    result = {**json.loads((root / "trained_random.json").read_text()), "arch": scaled.to_json(),
+              "arch_hash": scaled.hash, "predicted_ms": 1.234}
+    (root / "trained_scaled.json").write_text(json.dumps(result))
     store.close()
     return root
 
@@ -86,7 +91,7 @@ def inputs(tmp_path_factory):
 def full_report(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "full"
     args = [inputs / "unas", inputs / "tfnas", "--store", inputs / "m.sqlite", "--trained", inputs / "trained_final.json",
-            "--trained", inputs / "trained_random.json", "--out", out]
+            "--trained", inputs / "trained_random.json", "--trained", inputs / "trained_scaled.json", "--out", out]
     if "hwnas.report_cli" not in hwnas.cli.COMMAND_MODULES:
         hwnas.cli.COMMAND_MODULES.append("hwnas.report_cli")
     assert hwnas.cli.main(["report", *map(str, args)]) == 0
@@ -195,6 +200,8 @@ def test_contents_of_the_sections(full_report, inputs):
     assert acc.loc["unas", "accuracy"] == pytest.approx(trained["test_acc"], rel=1e-3)
     assert acc.loc["tfnas", "accuracy_source"].startswith("supernet val_acc")
     assert acc.loc["trained_random", "kind"] == "random" and acc.loc["trained_random", "latency_source"].startswith("measured")
+    # its own model's latency, not the report's table: it was scaled to a target under that model
+    assert acc.loc["trained_scaled", "latency_source"] == "predicted" and acc.loc["trained_scaled", "latency_ms"] == 1.234
     assert acc["pareto"].any()
     summary = json.loads((inputs / "unas" / "summary.json").read_text())
     target = pd.read_csv(full_report / "target_precision.csv").set_index("run")
