@@ -20,7 +20,6 @@ summary.json.
 """
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
