@@ -92,7 +92,7 @@ class MeasurementWorker:
 
     def restart(self) -> None:
         """Between measurements: the next one runs in a new process, so repeated measurements of
-        one model sample process state too (its memory layout moves a latency by 1-2%)."""
+        one model sample process state too (one process to the next moved a latency by up to 2%)."""
         self._stop()
 
     def _start(self) -> subprocess.Popen:

@@ -24,8 +24,8 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
         batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
         weight_decay=opts["weight_decay"], arch_weight_decay=opts["arch_weight_decay"],
         lam=opts["lam"], cost=opts["cost"], seed=opts["seed"], **_given(opts, "arch_lr", "tau", "tau_decay"),
-        measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"], share_ops=opts["share_ops"],
-        elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
+        measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"],
+        share_ops=opts["share_ops"], elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
     )
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
     measurer = _search_measurer(opts)
@@ -63,8 +63,8 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
 
 def _search_measurer(opts: dict[str, Any]):
     """A measurer whose ONNX measurements run in a worker process: beside the training (UNAS),
-    and away from the heap a training leaves behind, which slowed ONNX Runtime sessions in the
-    same process by up to 6% (TF-NAS's final architecture, 2.85 ms in-process, 2.67 ms fresh)."""
+    and out of the training process, where ONNX Runtime read up to 6% slow (TF-NAS's final
+    architecture: 2.85 ms there, 2.67 ms in a fresh process)."""
     from hwnas.profilers.worker import MeasurementWorker
 
     measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],

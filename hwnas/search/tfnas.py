@@ -56,7 +56,7 @@ class TFNASConfig:
     grad_clip: float = 5.0
     seed: int = 0
     measure_every: int = 0  # measure the derived architecture every K epochs (0: only at the end)
-    final_sessions: int = 3  # the final architecture's latency: median over this many fresh sessions (with a worker, fresh processes)
+    final_sessions: int = 3  # the final architecture's latency: the median of this many fresh sessions
     train_threads: int = 1  # torch intra-op threads; 1 avoids spin-wait collapse on shared cores
     share_ops: bool = True  # ops of a layer share conv weights (Once-for-All style, not TF-NAS's per-op weights)
     elastic_depth: bool = True  # elasticity-scaling may change depth where the width bound stops it (not in the paper)
@@ -453,11 +453,12 @@ def _finish(run: RunDir, state: _State, cfg: TFNASConfig, model, deploy: Space, 
             measurer, measure_batch: int) -> dict[str, Any]:
     arch = state.arch
     predicted = float(model.predict(arch))
-    sessions = []
-    for _ in range(cfg.final_sessions if measurer is not None else 0):
-        if measurer.worker is not None:
-            measurer.worker.restart()
-        sessions.append(_measure(measurer, deploy, arch, measure_batch, force=True))
+    sessions = []  # each fresh; with a worker, each in a new process
+    if measurer is not None:
+        for _ in range(cfg.final_sessions):
+            if measurer.worker is not None:
+                measurer.worker.restart()
+            sessions.append(_measure(measurer, deploy, arch, measure_batch, force=True))
     measured = statistics.median(sessions) if sessions else None
     summary = {
         "method": "tfnas",
