@@ -57,6 +57,25 @@ def test_digits_splits_are_disjoint():
     assert sorted(used) == list(range(1797))
 
 
+def test_translated_digits_place_each_digit_of_the_split_somewhere_on_a_canvas(digits):
+    translated = load_dataset("digits-translated", seed=0)
+    assert translated.name == "digits-translated" and translated.num_classes == 10
+    places = set()
+    for split in ("train", "val", "test"):
+        plain = getattr(digits, f"{split}_images").numpy()
+        canvas = getattr(translated, f"{split}_images").numpy()
+        assert canvas.shape == (plain.shape[0], 3, 16, 16) and canvas.dtype == np.uint8
+        assert torch.equal(getattr(translated, f"{split}_labels"), getattr(digits, f"{split}_labels"))
+        for image, digit in zip(canvas, plain):
+            # The digit is there, whole, and nothing else is: the canvas outside it is black.
+            windows = np.lib.stride_tricks.sliding_window_view(image, (3, 8, 8))[0]
+            hits = np.argwhere((windows == digit).all(axis=(2, 3, 4)))
+            assert len(hits) > 0 and image.sum() == digit.sum()
+            places.add(tuple(hits[0]))
+    assert len(places) > 60  # most of the 81 places are used
+    assert torch.equal(load_dataset("digits-translated", seed=0).test_images, translated.test_images)
+
+
 def test_digits_batches_shapes_and_normalisation(digits):
     batches = list(digits.batches("train", batch_size=64, resolution=32))
     assert sum(x.shape[0] for x, _ in batches) == digits.size("train")

@@ -120,7 +120,7 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 @click.option("--target", type=float, required=True, help="Target latency in ms (at the deployment resolution).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run directory; a run there with a checkpoint is resumed.")
-@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images (search-train + search-val).")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
 @click.option("--width-mult", type=float, default=0.5, show_default=True, help="Channel width multiplier.")
@@ -191,7 +191,7 @@ def search(**opts):
 
 @click.command()
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
-@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
 @click.option("--width-mult", type=float, default=None, help="Width multiplier (default: the architecture's).")
