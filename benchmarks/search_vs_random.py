@@ -6,14 +6,16 @@ latency model (widths on the same alignment; an architecture whose width bound s
 short of the target is replaced by the next draw), and trains every one from scratch with the
 same recipe (`hwnas.search.train.train_arch`) and the same data split, once per training seed
 (--seeds K: seeds run seed .. run seed + K - 1; weights' initialisation and batch order change,
-the split does not). Prints each architecture's mean test accuracy, the found one's beside the
-mean and spread of the random ones, and the difference in standard errors:
-SE = sqrt(var(found's seeds) / K + var(random architectures' means) / N), so a difference
-above 2 SE is one that neither the training noise nor the choice of random architectures
-explains. With --out DIR, every architecture's result is written as `hwnas train --out`
-writes it (found.json, random_1.json, ...; test_acc is the mean over the seeds and
-test_acc_seeds lists them; `hwnas report --trained` plots them) and the comparison as
-summary.json.
+the split does not; --found-seeds trains the found one more often). Prints each architecture's
+mean test accuracy, the found one's beside the mean and spread of the random ones, and the
+difference in standard errors: SE = sqrt(var(found's seeds) / K_found + var(random
+architectures' means) / N), so a difference above 2 SE is one that neither the training noise
+nor the choice of random architectures explains. With --out DIR, every architecture's result is
+written as `hwnas train --out` writes it, after each seed (found.json, random_1.json, ...;
+test_acc is the mean over the seeds and test_acc_seeds lists them; `hwnas report --trained`
+plots them), and the comparison as summary.json; a rerun into the same DIR trains only the seeds
+its results lack (same architecture, data, epochs and first seed), so it resumes, and more seeds
+cost only the new ones.
 
     .venv/bin/python benchmarks/search_vs_random.py --run runs/demo/tfnas --random 8 --epochs 10 \\
         --seeds 3 --out runs/demo/trained
@@ -33,11 +35,13 @@ def main(argv=None):
     p.add_argument("--random", type=int, default=8, help="random architectures of the same latency")
     p.add_argument("--epochs", type=int, default=10, help="training epochs for every architecture")
     p.add_argument("--seeds", type=int, default=1, help="trainings per architecture (training seeds from the run's seed on)")
+    p.add_argument("--found-seeds", type=int, default=None, help="trainings of the found architecture (default: --seeds)")
     p.add_argument("--seed", type=int, default=0, help="random architectures' seed")
     p.add_argument("--out", type=Path, default=None, help="directory for every result (JSON)")
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.random < 2:
-        p.error("--seeds must be at least 1 and --random at least 2")
+    found_seeds = args.seeds if args.found_seeds is None else args.found_seeds
+    if min(args.seeds, found_seeds) < 1 or args.random < 2:
+        p.error("--seeds and --found-seeds must be at least 1 and --random at least 2")
 
     from hwnas.data import load_dataset
     from hwnas.errors import HwnasError
@@ -69,17 +73,33 @@ def main(argv=None):
     print(f"target {target:.4g} ms under {config['latency_model']}: {len(candidates)} random architectures "
           f"scaled to it ({draws - len(candidates)} of {draws} draws stopped by the width bound)", file=sys.stderr)
 
-    def train(arch):
-        """The first seed's result, its test accuracy replaced by the mean over the seeds."""
-        runs = [train_arch(train_space, arch, data, epochs=args.epochs, seed=config["seed"] + k, show_progress=False)
-                for k in range(args.seeds)]
-        accs = [r["test_acc"] for r in runs]
-        return {**runs[0], "test_acc": statistics.mean(accs), "test_acc_seeds": accs,
-                "seconds": sum(r["seconds"] for r in runs)}
+    def train(row, seeds, name):
+        """`row` with the first seed's result, its test accuracy replaced by the mean over `seeds`
+        training seeds; written to --out after each seed, and seeds already there are reused."""
+        path = args.out / name if args.out else None
+        key = (deploy.validate(row["arch"]).hash, config["data"], args.epochs, config["seed"])
+        done = read_json(path) if path and path.exists() else None
+        if done and (done.get("arch_hash"), done.get("data"), done.get("epochs"), done.get("seed")) != key:
+            done = None  # another architecture or recipe: train afresh
+        accs = list(done["test_acc_seeds"]) if done else []
+        for k in range(len(accs), seeds):
+            r = train_arch(train_space, row["arch"], data, epochs=args.epochs, seed=config["seed"] + k,
+                           show_progress=False)
+            accs.append(r["test_acc"])
+            seconds = (done["seconds"] if done else 0.0) + r["seconds"]
+            done = {**(done or r), **row, "test_acc": statistics.mean(accs), "test_acc_seeds": accs,
+                    "seconds": seconds, "target_ms": target}
+            if path:
+                write_json(path, done)
+        return {**done, "test_acc": statistics.mean(accs[:seeds]), "test_acc_seeds": accs[:seeds]}
 
-    rows = [{"kind": "found", "predicted_ms": model.predict(deploy.validate(found)), **train(found)}]
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    rows = [train({"kind": "found", "predicted_ms": model.predict(deploy.validate(found)), "arch": found},
+                  found_seeds, "found.json")]
     for k, r in enumerate(candidates):
-        rows.append({"kind": "random", "predicted_ms": r.latency_ms, **train(r.arch.to_json())})
+        rows.append(train({"kind": "random", "predicted_ms": r.latency_ms, "arch": r.arch.to_json()},
+                          args.seeds, f"random_{k + 1}.json"))
         print(f"random {k + 1}/{len(candidates)}: test acc {rows[-1]['test_acc']:.4f}", file=sys.stderr)
 
     found_acc, found_seeds = rows[0]["test_acc"], rows[0]["test_acc_seeds"]
@@ -89,22 +109,19 @@ def main(argv=None):
         depths = str(deploy.validate(r["arch"]).depths)
         print(f"{r['kind']:8} {r['predicted_ms']:12.4f} {depths:>20} {r['params_m']:9.3f} {r['test_acc']:9.4f}")
     mean, sd = statistics.mean(rand), statistics.stdev(rand)
-    seed_var = statistics.variance(found_seeds) if args.seeds > 1 else 0.0
-    se = (seed_var / args.seeds + sd**2 / len(rand)) ** 0.5
+    seed_var = statistics.variance(found_seeds) if len(found_seeds) > 1 else 0.0
+    se = (seed_var / len(found_seeds) + sd**2 / len(rand)) ** 0.5
     better = sum(a < found_acc for a in rand)
-    print(f"found {found_acc:.4f} (over {args.seeds} seeds: {', '.join(f'{a:.4f}' for a in found_seeds)}) vs random mean "
+    print(f"found {found_acc:.4f} (over {len(found_seeds)} seeds: {', '.join(f'{a:.4f}' for a in found_seeds)}) vs random mean "
           f"{mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); found beats {better} of {len(rand)}; "
           f"difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd "
           f"= {(found_acc - mean) / se if se else float('nan'):+.2f} SE")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        for k, r in enumerate(rows):
-            write_json(args.out / ("found.json" if k == 0 else f"random_{k}.json"), {**r, "target_ms": target})
-        write_json(args.out / "summary.json", {"run": str(args.run), "target_ms": target, "epochs": args.epochs,
-                                               "seeds": args.seeds, "found_test_acc": found_acc,
-                                               "found_test_acc_seeds": found_seeds, "random_test_acc": rand,
-                                               "random_mean": mean, "random_sd": sd, "found_beats": better,
-                                               "difference_se": (found_acc - mean) / se if se else None})
+        write_json(args.out / "summary.json", {
+            "run": str(args.run), "target_ms": target, "epochs": args.epochs, "seeds": args.seeds,
+            "found_seeds": len(found_seeds), "found_test_acc": found_acc, "found_test_acc_seeds": found_seeds,
+            "random_test_acc": rand, "random_mean": mean, "random_sd": sd, "found_beats": better,
+            "difference_se": (found_acc - mean) / se if se else None})
 
 
 if __name__ == "__main__":
