@@ -39,8 +39,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="random architectures' seed")
     p.add_argument("--out", type=Path, default=None, help="directory for every result (JSON)")
     args = p.parse_args(argv)
-    found_seeds = args.seeds if args.found_seeds is None else args.found_seeds
-    if min(args.seeds, found_seeds) < 1 or args.random < 2:
+    found_trainings = args.seeds if args.found_seeds is None else args.found_seeds
+    if min(args.seeds, found_trainings) < 1 or args.random < 2:
         p.error("--seeds and --found-seeds must be at least 1 and --random at least 2")
 
     from hwnas.data import load_dataset
@@ -96,7 +96,7 @@ def main(argv=None):
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     rows = [train({"kind": "found", "predicted_ms": model.predict(deploy.validate(found)), "arch": found},
-                  found_seeds, "found.json")]
+                  found_trainings, "found.json")]
     for k, r in enumerate(candidates):
         rows.append(train({"kind": "random", "predicted_ms": r.latency_ms, "arch": r.arch.to_json()},
                           args.seeds, f"random_{k + 1}.json"))

@@ -224,7 +224,8 @@ def _translate(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     at a random place on a black TRANSLATED_CANVAS square. On plain digits every network of the
     space lands within about a point of 97%, too close to rank them; with the same training
     images, a network that has to find the digit first lands near 70% (README, "Accuracy at
-    latency"). Larger canvases and clutter of other digits' pieces left it near chance."""
+    latency"). On 24-32 px canvases 10 epochs reach only 20-49%; clutter of other digits' pieces
+    left it near chance."""
     n, channels, size, _ = images.shape
     canvas = np.zeros((n, channels, TRANSLATED_CANVAS, TRANSLATED_CANVAS), dtype=np.uint8)
     for i, (y, x) in enumerate(rng.integers(0, TRANSLATED_CANVAS - size + 1, size=(n, 2))):
