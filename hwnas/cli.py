@@ -10,7 +10,7 @@ import click
 
 from hwnas import __version__
 from hwnas.cliutil import (
-    backend_options, fail, load_arch, make_measurer, make_space, progress, result_row, space_options, write_table,
+    backend_options, fail, load_arch, make_measurer, make_space, result_row, space_options, write_table,
 )
 from hwnas.errors import HwnasError
 
@@ -48,20 +48,24 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
         space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force)
     rows = []
-    if onnx_path is not None:
-        rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path)))
-    elif all_layers:
-        from hwnas.space import distinct_layers
+    try:
+        if onnx_path is not None:
+            rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path, batch), batch=batch))
+        elif all_layers:
+            from hwnas.space import distinct_layers
 
-        specs = distinct_layers(space, batch)
-        for spec in progress(specs, "layers"):
-            rows.append(result_row(spec.position, measurer.layer(spec), kind=spec.kind, c_in=spec.c_in, mid=spec.mid,
-                                   se=spec.se, c_out=spec.c_out, k=spec.kernel, s=spec.stride, hw=spec.h))
-    else:
-        archs = [load_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
-        for arch in progress(archs, "subnets"):
-            rows.append(result_row(arch.hash, measurer.arch(space, arch, batch), macs_m=space.macs(arch) / 1e6))
-    measurer.store.close()
+            specs = distinct_layers(space, batch)
+            done = measurer.many([measurer.layers_item([s]) for s in specs], "layers")
+            for spec, measured in zip(specs, done):
+                rows.append(result_row(spec.position, measured, batch=batch, kind=spec.kind, c_in=spec.c_in, mid=spec.mid,
+                                       se=spec.se, c_out=spec.c_out, k=spec.kernel, s=spec.stride, hw=spec.h))
+        else:
+            archs = [load_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
+            done = measurer.many([measurer.arch_item(space, a, batch) for a in archs], "subnets")
+            for arch, measured in zip(archs, done):
+                rows.append(result_row(arch.hash, measured, batch=batch, macs_m=space.macs(arch) / 1e6))
+    finally:
+        measurer.close()
     write_table(pd.DataFrame(rows), out)
 
 
@@ -100,6 +104,44 @@ def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
         write_json(out, a.to_json())
     else:
         click.echo(json.dumps(a.to_json(), indent=2))
+
+
+@cli.group()
+def system():
+    """The measuring machine: its settings and load, and the reference model's baseline."""
+
+
+@system.command("check")
+@backend_options
+def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_time, db):
+    """CPU, governor, turbo, load, busy processes, isolated CPUs and the worker's affinity, each
+    with one line of advice; then the reference model now against its stored baseline."""
+    import pandas as pd
+
+    from hwnas.profilers.system import check
+    from hwnas.profilers.protocol import MeasureProtocol
+
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))  # before make_measurer pins this process
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    try:
+        rows = check(measurer.worker.cpus if measurer.worker is not None else None, allowed)
+        if measurer.uses_reference:
+            found = measurer.store.reference_baseline(measurer.target_hash())
+            baseline = measurer.baseline_ms()
+            from hwnas.profilers.reference import reference_path
+
+            now = measurer.worker.measure(reference_path(), MeasureProtocol(reference=False, min_time_s=0.5), 1)
+            ratio = now.stats["median_ms"] / baseline
+            rows.append({"fact": "reference model", "value": f"{now.stats['median_ms']:.4g} ms now, baseline "
+                         f"{baseline:.4g} ms ({'stored ' + found['created_at'] if found else 'measured now'}): x{ratio:.3f}",
+                         "advice": "ok" if ratio <= measurer.protocol.drift_limit else
+                         f"the machine runs {ratio:.2f}x slower than its baseline: measurements now will be retried or flagged"})
+    finally:
+        measurer.close()
+    with pd.option_context("display.max_colwidth", 120, "display.width", 250):
+        click.echo(pd.DataFrame(rows).to_string(index=False))
 
 
 def _register_commands() -> None:

@@ -27,7 +27,32 @@ def space_options(f):
     return f
 
 
+ISOLATIONS = ("pin", "pause", "none")
+
+
+def _measurement_option(name: str):
+    """Measurement settings every backend command shares, kept in the click context for
+    `make_measurer` (so the commands' own signatures need not carry them)."""
+    def store(ctx, param, value):
+        ctx.meta.setdefault("hwnas.measure", {})[name] = value
+        return value
+    return store
+
+
 def backend_options(f):
+    f = click.option("--measure-cpus", default=None, expose_value=False, callback=_measurement_option("cpus"),
+                     help="Cores the measurement worker runs on, e.g. 1 or 2,3 (with --isolation pin; "
+                          "default: the last core this process may use).")(f)
+    f = click.option("--isolation", type=click.Choice(ISOLATIONS), default="pin", show_default=True, expose_value=False,
+                     callback=_measurement_option("isolation"),
+                     help="Keep hwnas's own work off the timed core: pin = the worker on its own core(s), export "
+                          "and training on the others (refused with fewer than 2 cores); pause = nothing else "
+                          "of hwnas runs while a model is timed; none = no care (flagged in each measurement).")(f)
+    f = click.option("--processes", "-k", type=int, default=3, show_default=True, expose_value=False,
+                     callback=_measurement_option("processes"),
+                     help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
+    f = click.option("--no-reference", is_flag=True, expose_value=False, callback=_measurement_option("no_reference"),
+                     help="Do not time the reference model beside each measurement (no drift check or normalisation).")(f)
     f = click.option("--db", type=click.Path(path_type=Path), default=None,
                      help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory.")(f)
     f = click.option("--min-time", type=float, default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
@@ -47,6 +72,51 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
     return Space(space_name, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
 
 
+def measurement_settings() -> dict:
+    """--processes, --isolation, --measure-cpus, --no-reference of the running command (defaults elsewhere)."""
+    ctx = click.get_current_context(silent=True)
+    given = dict(ctx.meta.get("hwnas.measure", {})) if ctx is not None else {}
+    return {"processes": 3, "isolation": "pin", "cpus": None, "no_reference": False,
+            **{k: v for k, v in given.items() if v is not None}}
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    """'1' or '2,3' or '0-3' as a list of cores this process may use; an unknown core is refused."""
+    if text is None:
+        return None
+    import os
+
+    cores: set[int] = set()
+    try:
+        for part in str(text).split(","):
+            lo, _, hi = part.strip().partition("-")
+            cores.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        fail(f"--measure-cpus must be core numbers like 1 or 2,3 or 0-3, got {text!r}")
+    allowed = os.sched_getaffinity(0)
+    unknown = sorted(cores - allowed)
+    if unknown or not cores:
+        fail(f"--measure-cpus names core(s) {unknown or text} that this machine does not let hwnas use "
+             f"(available: {','.join(map(str, sorted(allowed)))})")
+    return sorted(cores)
+
+
+def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[list[int] | None, list[int] | None]:
+    """(the worker's cores, the cores left for this process) for an isolation mode: with pin the
+    worker gets `cpus` (default: the last `threads` cores) and this process the rest."""
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if isolation != "pin":
+        return None, None
+    worker = cpus or allowed[-max(1, backend.threads):]
+    rest = [c for c in allowed if c not in worker]
+    if not rest:
+        fail(f"--isolation pin needs a core for the measurement worker ({len(worker)}) and one for hwnas's own work, "
+             f"but only {len(allowed)} core(s) are available; use --isolation pause")
+    return worker, rest
+
+
 def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force=False):
     from hwnas.measure import Measurer
     from hwnas.profilers import MeasureProtocol, get_backend
@@ -54,9 +124,18 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
 
     if isinstance(batch, bool) or not 1 <= batch <= 4096:
         fail(f"batch must be an integer in [1, 4096], got {batch}")
+    settings = measurement_settings()
+    if not 1 <= settings["processes"] <= 100:
+        fail(f"--processes must be in [1, 100], got {settings['processes']}")
     backend = get_backend(backend_name, threads=threads, precision=precision)
-    protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time)
-    return Measurer(backend, Store(db), protocol, force=force)
+    protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
+                               processes=settings["processes"], reference=not settings["no_reference"])
+    worker_cores, own_cores = isolation_cores(settings["isolation"], parse_cpus(settings["cpus"]), backend)
+    if own_cores is not None:
+        import os
+
+        os.sched_setaffinity(0, own_cores)  # export and training stay off the measured core
+    return Measurer(backend, Store(db), protocol, force=force, cpus=worker_cores, isolation=settings["isolation"])
 
 
 def load_arch(space, path: Path):
@@ -98,8 +177,11 @@ def progress(items, desc: str):
 def result_row(name: str, measured, **extra) -> dict:
     m = measured.measurement
     s = m.stats
+    ci = m.ci95_ms or [float("nan"), float("nan")]
     return {
         "name": name, **extra,
-        "median_ms": s["median_ms"], "p90_ms": s["p90_ms"], "iqr_ms": s["iqr_ms"], "cov": s["cov"], "n": s["n"],
-        "noisy": m.noisy, "session_ms": m.session_ms, "first_run_ms": m.first_run_ms, "cached": measured.cached,
+        "median_ms": s["median_ms"], "ci_low_ms": ci[0], "ci_high_ms": ci[1], "raw_ms": s.get("raw_median_ms", s["median_ms"]),
+        "k": max(len(m.processes), 1), "ref_ratio": m.reference_ratio if m.reference_ratio is not None else float("nan"),
+        "p90_ms": s["p90_ms"], "iqr_ms": s["iqr_ms"], "n": s["n"], "flags": ",".join(m.flags) or "-",
+        "session_ms": m.session_ms, "cached": measured.cached,
     }

@@ -30,7 +30,6 @@ from hwnas.cliutil import make_measurer
 def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, epochs, warmup_epochs, target, limit, seed):
     """Lookup table, TF-NAS and UNAS searches side by side on digits, and their report."""
     from hwnas.data import load_dataset
-    from hwnas.profilers.worker import MeasurementWorker
     from hwnas.search import tfnas, unas
     from hwnas.space import Space
     from hwnas.surrogates.base import uniform_latency
@@ -52,7 +51,6 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
         if target is None:
             target = round(0.8 * uniform_latency(lut), 3)
         echo(f"2/4 TF-NAS search on the lookup table, target {target:.4g} ms")
-        measurer.worker = MeasurementWorker(backend_name)  # searches measure in another process (`hwnas search`)
         info = {"latency_model_file": str(lut_path.resolve()), "width_step": width_step}
         t_cfg = tfnas.TFNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)
@@ -60,9 +58,7 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
         u_cfg = unas.UNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut, run_info=info, echo=echo)
     finally:
-        if measurer.worker is not None:
-            measurer.worker.close()
-        measurer.store.close()
+        measurer.close()
     echo(f"4/4 report in {report_dir}")
     from hwnas.report import build, write
     from hwnas.store import default_db_path

@@ -1,18 +1,39 @@
 """Measure layers, subnets and ONNX files on a backend, through the store: each thing is
-measured once per target and protocol, and committed as soon as it is measured."""
+measured once per target and protocol, and committed as soon as it is measured.
+
+A measurement of an ONNX model is k processes (`MeasureProtocol.processes`), each a fresh
+worker process with its own warm-up and timed runs, combined by `protocol.combine`. Each
+process's result is committed to the store as it completes (an interrupted build resumes
+per process). Many models are measured interleaved: round r measures every model once in
+one fresh process, A B C, A B C, ..., so a slow minute is spread over all of them.
+
+Every process times the reference model beside the measured one; its reading against the
+target's baseline (stored per target; measured once when the store has none) normalises the
+latency and flags a process the machine slowed (`drift_limit`), which is then re-measured.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import content_hash
 from hwnas.profilers import Backend, MeasureProtocol, Measurement
+from hwnas.profilers.protocol import combine
 from hwnas.profilers.worker import MeasurementWorker
 from hwnas.space import Arch, LayerSpec, Space
 from hwnas.store import Store, measurement_key
+
+RETRY_PAUSE_S = 0.5  # wait before re-measuring a process the machine slowed
+BASELINE_QUANTILE = 25  # the reference's baseline: this percentile of its samples (its quiet speed)
 
 
 @dataclass
@@ -21,18 +42,31 @@ class Measured:
     cached: bool  # True where the store already held it
 
 
-class Pending:
-    """A measurement under way in a worker process; `result()` waits for it and stores it."""
+@dataclass
+class Item:
+    """One thing to measure: what it is stored as, and how to get the model the backend loads."""
 
-    def __init__(self, measurer: "Measurer", key: str, kind: str, spec: dict[str, Any], future=None, done: Measured | None = None):
-        self.measurer, self.key, self.kind, self.spec = measurer, key, kind, spec
-        self.future, self._done = future, done
+    kind: str
+    spec: dict[str, Any]
+    batch: int
+    load: Callable[[], Any]
+    key: str = ""
+
+
+class Pending:
+    """A measurement under way in the background; `result()` waits for it and stores it."""
+
+    def __init__(self, measurer: "Measurer", item: Item | None = None, future: Future | None = None,
+                 done: Measured | None = None):
+        self.measurer, self.item, self.future, self._done = measurer, item, future, done
 
     def result(self) -> Measured:
         if self._done is None:
-            m = self.future.result()
-            self.measurer.store.put(self.key, self.kind, self.spec, m)
-            self._done = Measured(m, cached=False)
+            store = self.measurer.store
+            for m, retried in self.future.result():
+                store.put_replicate(self.item.key, len(store.replicates(self.item.key)), m, retried)
+            self._done = self.measurer._finish(self.item, store.replicates(self.item.key),
+                                               store.replicate_retries(self.item.key))
         return self._done
 
 
@@ -50,15 +84,38 @@ class Measurer:
         cache_dir: Path | None = None,
         force: bool = False,
         worker: MeasurementWorker | None = None,
+        cpus: list[int] | None = None,
+        isolation: str = "",
+        echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     ):
         self.backend = backend
         self.store = store
         self.protocol = protocol or MeasureProtocol()
         self.cache_dir = cache_dir
         self.force = force
+        self.isolation = isolation
+        self.echo = echo
         if worker is not None and backend.input != "onnx":
             raise HwnasError(f"backend {backend.name} measures in-process PyTorch modules; it cannot use a worker")
-        self.worker = worker  # measure in a separate process: a crash or hang costs one measurement
+        if worker is None and backend.input == "onnx":
+            worker = MeasurementWorker(backend.name, backend.threads, backend.precision, cpus=cpus)
+        # Each process in a worker: a crash or hang costs one measurement, and processes are fresh.
+        self.worker = worker
+        self._baseline: float | None = None
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwnas-measurer")
+
+    @property
+    def overlap(self) -> bool:
+        """Export the next model while one is timed only where the worker has cores of its own."""
+        return self.worker is not None and self.worker.cpus is not None
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True)
+        if self.worker is not None:
+            self.worker.close()
+        self.store.close()
+
+    # --- keys and the store ---------------------------------------------------------------------
 
     def _key(self, kind: str, spec: dict[str, Any], batch: int) -> str:
         return measurement_key(kind, spec, self.backend.fingerprint(batch), self.protocol.to_json())
@@ -67,18 +124,145 @@ class Measurer:
         found = None if self.force or force else self.store.get(key)
         return Measured(found, cached=True) if found is not None else None
 
-    def _measure(self, kind: str, spec: dict[str, Any], batch: int, load: Callable[[], Any],
-                 force: bool = False) -> Measured:
-        key = self._key(kind, spec, batch)
-        found = self._cached(key, force)
+    @property
+    def uses_reference(self) -> bool:
+        return self.protocol.reference and self.backend.input == "onnx"
+
+    def target_hash(self) -> str:
+        """The target the reference baseline belongs to: the fingerprint at batch 1 (the reference's)."""
+        return content_hash(self.backend.fingerprint(1), length=24)
+
+    def baseline_ms(self) -> float | None:
+        """The reference's baseline on this target, from the store; measured now where it has none."""
+        if not self.uses_reference:
+            return None
+        if self._baseline is None:
+            found = self.store.reference_baseline(self.target_hash())
+            self._baseline = found["baseline_ms"] if found else self.measure_baseline()["baseline_ms"]
+        return self._baseline
+
+    def measure_baseline(self) -> dict[str, Any]:
+        """Time the reference alone in k fresh processes; its baseline is the 25th percentile of
+        every sample (the speed of the machine's quiet moments), stored for this target."""
+        from hwnas.jsonutil import cache_root
+        from hwnas.profilers.reference import reference_path
+
+        self.echo(f"measuring the reference model's baseline for this target ({self.backend.name}); "
+                  "it is stored and used by every later measurement")
+        path = reference_path(self.cache_dir or cache_root() / "onnx")
+        proto = replace(self.protocol, reference=False, min_time_s=max(self.protocol.min_time_s, 0.5),
+                        min_runs=max(self.protocol.min_runs, 50))
+        samples, medians = [], []
+        for _ in range(max(self.protocol.processes, 3)):
+            self.worker.restart()
+            m = self.worker.measure(path, proto, 1)
+            samples += m.samples_ms
+            medians.append(m.stats["median_ms"])
+        row = {"baseline_ms": float(np.percentile(samples, BASELINE_QUANTILE)), "process_medians_ms": medians,
+               "n": len(samples), "fingerprint": self.backend.fingerprint(1)}
+        self.store.put_reference_baseline(self.target_hash(), row)
+        self._baseline = row["baseline_ms"]
+        return row
+
+    # --- measuring --------------------------------------------------------------------------------
+
+    def _process(self, path: Any, batch: int, fresh: bool) -> tuple[Measurement, int]:
+        """One process's measurement, re-measured (up to `retries`) while the reference reads the
+        machine slower than `drift_limit` of its baseline. Returns it and the retries it took."""
+        baseline = self.baseline_ms()
+        for attempt in range(self.protocol.retries + 1):
+            if fresh and self.worker is not None:
+                self.worker.restart()
+            if self.worker is not None:
+                m = self.worker.measure(path, self.protocol, batch)
+            else:
+                m = self.backend.measure(path, self.protocol, batch=batch)
+            ref = m.stats.get("ref_median_ms")
+            if baseline is None or ref is None or ref / baseline <= self.protocol.drift_limit:
+                return m, attempt
+            if attempt < self.protocol.retries:
+                time.sleep(RETRY_PAUSE_S)
+        return m, self.protocol.retries
+
+    def _processes_of(self, path: Any, batch: int, n: int) -> list[tuple[Measurement, int]]:
+        """`n` fresh processes of one model (no store access: this may run in the background thread)."""
+        return [self._process(path, batch, fresh=True) for _ in range(n)]
+
+    def _processes(self) -> int:
+        # A torch backend runs in this process: one process is all there is to time.
+        return self.protocol.processes if self.worker is not None else 1
+
+    def _finish(self, item: Item, replicates: list[Measurement], retried: int) -> Measured:
+        m = combine(replicates, self.protocol, self.baseline_ms(), retried)
+        m.isolation = self.isolation
+        if self.baseline_ms() is not None:
+            m.stats["baseline_ms"] = self.baseline_ms()
+        self.store.put(item.key, item.kind, item.spec, m)
+        self.store.drop_replicates(item.key)
+        return Measured(m, cached=False)
+
+    def _measure_item(self, item: Item, force: bool = False) -> Measured:
+        item.key = item.key or self._key(item.kind, item.spec, item.batch)
+        found = self._cached(item.key, force)
         if found is not None:
             return found
-        if self.worker is not None:
-            m = self.worker.measure(load(), self.protocol, batch)
-        else:
-            m = self.backend.measure(load(), self.protocol, batch=batch)
-        self.store.put(key, kind, spec, m)
-        return Measured(m, cached=False)
+        path = item.load()
+        reps = [] if (self.force or force) else self.store.replicates(item.key)
+        while len(reps) < self._processes():
+            m, r = self._process(path, item.batch, fresh=True)
+            self.store.put_replicate(item.key, len(reps), m, r)
+            reps.append(m)
+        return self._finish(item, reps, self.store.replicate_retries(item.key))
+
+    def many(self, items: list[Item], desc: str = "models", show_progress: bool = True) -> list[Measured]:
+        """Measure every item, interleaved: round r times each unfinished item once, all in one fresh
+        process, so k rounds give each item k processes and spread drift over all of them. The
+        next model is exported while the worker times the current one. Order of results = items."""
+        from tqdm import tqdm
+
+        results: list[Measured | None] = []
+        for it in items:
+            it.key = it.key or self._key(it.kind, it.spec, it.batch)
+            results.append(self._cached(it.key))
+        todo = [i for i, r in enumerate(results) if r is None]
+        have = {i: len(self.store.replicates(items[i].key)) if not self.force else 0 for i in todo}
+        if self.force:
+            for i in todo:
+                self.store.drop_replicates(items[i].key)
+        k = self._processes()
+        total = sum(k - have[i] for i in todo)
+        paths: dict[int, Any] = {}
+        bar = tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True,
+                   disable=not show_progress or total < 2)
+        if todo:
+            self.baseline_ms()
+        for r in range(k):
+            need = [i for i in todo if have[i] <= r]
+            if not need:
+                continue
+            if self.worker is not None:
+                self.worker.restart()  # one fresh process per round
+            future, current = None, None
+            for i in need + [None]:
+                if i is not None and i not in paths and self.overlap:
+                    paths[i] = items[i].load()  # exported on the other cores while the previous item is timed
+                if future is not None:
+                    m, retried = future.result()
+                    self.store.put_replicate(items[current].key, have[current], m, retried)
+                    have[current] += 1
+                    bar.update(1)
+                    if have[current] >= k:
+                        results[current] = self._finish(items[current], self.store.replicates(items[current].key),
+                                                        self.store.replicate_retries(items[current].key))
+                if i is not None:
+                    if i not in paths:
+                        paths[i] = items[i].load()
+                    future = self._background.submit(self._process, paths[i], items[i].batch, False)
+                    current = i
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    # --- what there is to measure -----------------------------------------------------------------
 
     def _model(self, specs: list[LayerSpec]) -> Callable[[], Any]:
         """What the backend loads for these consecutive layers: an ONNX file, or a torch module."""
@@ -92,37 +276,47 @@ class Measurer:
 
         return lambda: export_layers(specs, self.cache_dir).path
 
-    def layers(self, specs: list[LayerSpec]) -> Measured:
-        """Consecutive layers as one model: one layer, an adjacent pair, or a whole subnet."""
+    def layers_item(self, specs: list[LayerSpec]) -> Item:
         kind = "layer" if len(specs) == 1 else "layers"
         spec = {"layer": specs[0].key()} if len(specs) == 1 else {"layers": [s.key() for s in specs]}
-        return self._measure(kind, spec, specs[0].batch, self._model(specs))
+        return Item(kind, spec, specs[0].batch, self._model(specs))
+
+    def arch_item(self, space: Space, arch: Arch | dict, batch: int = 1) -> Item:
+        arch = space.validate(arch)
+        return Item("arch", arch_spec(space, arch, batch), batch, self._model(space.layers(arch, batch)))
+
+    def layers(self, specs: list[LayerSpec]) -> Measured:
+        """Consecutive layers as one model: one layer, an adjacent pair, or a whole subnet."""
+        return self._measure_item(self.layers_item(specs))
 
     def layer(self, spec: LayerSpec) -> Measured:
         return self.layers([spec])
 
-    def arch(self, space: Space, arch: Arch | dict, batch: int = 1, force: bool = False) -> Measured:
-        """`arch` end to end; force: a fresh session even when the store has it (it replaces the stored one)."""
-        arch = space.validate(arch)
-        return self._measure("arch", arch_spec(space, arch, batch), batch, self._model(space.layers(arch, batch)), force)
+    def arch(self, space: Space, arch: Arch | dict, batch: int = 1, force: bool = False,
+             processes: int | None = None) -> Measured:
+        """`arch` end to end; force: fresh processes even when the store has it (it replaces the
+        stored one); processes: at least this many processes for this one measurement."""
+        if processes is not None and processes > self.protocol.processes and self.worker is not None:
+            wider = Measurer.__new__(Measurer)
+            wider.__dict__.update(self.__dict__, protocol=replace(self.protocol, processes=processes))
+            return wider.arch(space, arch, batch, force)
+        return self._measure_item(self.arch_item(space, arch, batch), force)
 
     def submit_arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Pending:
-        """Start measuring `arch` in the worker and return at once (export happens here, in
-        the caller's process); `.result()` gives the Measured. Without a worker (torch
-        backends measure in-process) it measures now."""
-        if self.worker is None:
-            return Pending(self, "", "arch", {}, done=self.arch(space, arch, batch))
-        arch = space.validate(arch)
-        spec = arch_spec(space, arch, batch)
-        key = self._key("arch", spec, batch)
-        found = self._cached(key)
+        """Start measuring `arch` in the background and return at once (export happens here, in
+        the caller's process); `.result()` gives the Measured and stores it."""
+        item = self.arch_item(space, arch, batch)
+        item.key = self._key(item.kind, item.spec, item.batch)
+        found = self._cached(item.key)
         if found is not None:
-            return Pending(self, key, "arch", spec, done=found)
-        path = self._model(space.layers(arch, batch))()
-        return Pending(self, key, "arch", spec, future=self.worker.submit(path, self.protocol, batch))
+            return Pending(self, done=found)
+        path = item.load()
+        self.baseline_ms()  # measured here, once, not in the background thread
+        n = self._processes() - len(self.store.replicates(item.key))
+        return Pending(self, item, future=self._background.submit(self._processes_of, path, item.batch, n))
 
-    def onnx(self, path: str | Path) -> Measured:
-        """Any ONNX file a user brings, keyed by its content."""
+    def onnx(self, path: str | Path, batch: int = 1) -> Measured:
+        """Any ONNX file a user brings, keyed by its content and the batch it is run at."""
         if self.backend.input != "onnx":
             raise HwnasError(f"backend {self.backend.name} measures PyTorch modules, not ONNX files")
         path = Path(path)
@@ -130,4 +324,7 @@ class Measurer:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as e:
             raise HwnasError(f"cannot read ONNX file {path}: {e.strerror or e}") from None
-        return self._measure("onnx", {"onnx_sha256": digest}, 0, lambda: path)
+        from hwnas.profilers.ort import check_batch
+
+        check_batch(path, batch)
+        return self._measure_item(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))

@@ -362,7 +362,9 @@ def lookup_section(rep: Report, inp: Inputs) -> None:
                 skipped += 1
                 continue
             best[arch.hash] = {"source": "store", "run": "", "arch_hash": arch.hash, "measured_ms": float(r["median_ms"]),
-                               "lookup_ms": pred, "lut": Path(key).name, "_arch": arch, "_lut": lut}
+                               "lookup_ms": pred, "lut": Path(key).name, "_arch": arch, "_lut": lut,
+                               "ci_low_ms": r.get("ci_low_ms"), "ci_high_ms": r.get("ci_high_ms"),
+                               "flags": ",".join(r.get("flags") or [])}
             inp.use_fingerprint(r["fingerprint"], "subnets against the lookup table")
         if skipped:
             sec.notes.append(f"{skipped} stored subnets of {lut.space} fall outside lookup table {Path(key).name}")
@@ -373,15 +375,19 @@ def lookup_section(rep: Report, inp: Inputs) -> None:
             if s.get("source") == "measured" and s.get("lookup_ms") is not None and s.get("latency_ms") \
                     and s.get("arch_hash") not in seen:
                 seen.add(s.get("arch_hash"))
+                ci = s.get("ci95_ms") or [None, None]
                 points.append({"source": "unas samples", "run": r.name, "arch_hash": s.get("arch_hash"),
-                               "measured_ms": float(s["latency_ms"]), "lookup_ms": float(s["lookup_ms"]), "lut": ""})
+                               "measured_ms": float(s["latency_ms"]), "lookup_ms": float(s["lookup_ms"]), "lut": "",
+                               "ci_low_ms": ci[0], "ci_high_ms": ci[1], "flags": ",".join(s.get("flags") or [])})
         if r.summary and r.summary.get("measured_ms"):
             lookup = r.summary.get("lookup_ms")
             if lookup is None and r.method == "tfnas" and r.config.get("latency_model") == "lut":
                 lookup = r.summary.get("predicted_ms")
             if lookup is not None:
+                ci = r.summary.get("measured_ci95_ms") or [None, None]
                 p = {"source": "final", "run": r.name, "arch_hash": r.summary.get("arch_hash"),
-                     "measured_ms": float(r.summary["measured_ms"]), "lookup_ms": float(lookup), "lut": ""}
+                     "measured_ms": float(r.summary["measured_ms"]), "lookup_ms": float(lookup), "lut": "",
+                     "ci_low_ms": ci[0], "ci_high_ms": ci[1], "flags": ",".join(r.summary.get("measured_flags") or [])}
                 lut = inp.luts.get(inp.run_lut.get(r.name, ""))
                 if lut is not None and r.final_arch is not None:
                     try:
@@ -396,12 +402,35 @@ def lookup_section(rep: Report, inp: Inputs) -> None:
         additivity_part(sec, inp)
         return
     df = pd.DataFrame(points)
+    for col in ("ci_low_ms", "ci_high_ms"):
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    df["flags"] = df.get("flags", pd.Series("", index=df.index)).fillna("")
     df["error_pct"] = 100.0 * (df["lookup_ms"] - df["measured_ms"]) / df["measured_ms"]
-    public = df[["source", "run", "arch_hash", "lut", "measured_ms", "lookup_ms", "error_pct"]]
+    public = df[["source", "run", "arch_hash", "lut", "measured_ms", "ci_low_ms", "ci_high_ms", "flags", "lookup_ms",
+                 "error_pct"]]
     sec.items.append(Plot("lookup_scatter", "Lookup-table against measured latency", public,
                           lambda: figs.lookup_scatter(public),
                           "Points: the store's measured subnets (store), UNAS samples measured during the search, "
-                          "and the final architectures; bands at ±5 % and ±10 %."))
+                          "and the final architectures, with their measurements' 95% confidence intervals; "
+                          "hollow points were flagged noisy or disturbed; bands at ±5 % and ±10 %."))
+    quality = []
+    for source, g in df.groupby("source", sort=False):
+        flags = g["flags"].str.split(",")
+        quality.append({"source": source, "n": len(g),
+                        **{f: int(flags.map(lambda fs, f=f: f in fs).sum()) for f in ("noisy", "disturbed", "retried", "single-process")},
+                        "median_ci_halfwidth_pct": float((100 * (g["ci_high_ms"] - g["ci_low_ms"]) / 2 / g["measured_ms"]).median())
+                        if g["ci_high_ms"].notna().any() else float("nan")})
+    sec.items.append(Table("measurement_quality", "Measurement quality", pd.DataFrame(quality),
+                           "Counts of flagged measurements. The rule: measurements flagged noisy (95% CI wider than "
+                           "±2%) or disturbed (the reference model read the machine >15% slow, after retries) are "
+                           "left out of every statistic below; single-process: measured by the old protocol."))
+    from hwnas.profilers.protocol import usable
+
+    df = df[df["flags"].str.split(",").map(usable)]
+    if df.empty:
+        sec.notes.append("every measurement against the table was flagged: no lookup-error statistics")
+        additivity_part(sec, inp)
+        return
     stats = []
     for source, g in [("all", df), *df.groupby("source", sort=False)]:
         e = g["error_pct"].abs()

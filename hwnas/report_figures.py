@@ -32,8 +32,16 @@ def lookup_scatter(df: pd.DataFrame) -> bytes:
     ax.fill_between(x, 0.95 * x, 1.05 * x, color="0.8", label="±5 %")
     ax.plot(x, x, "k-", lw=1, label="y = x")
     for source, g in df.groupby("source", sort=False):
-        ax.scatter(g["measured_ms"], g["lookup_ms"], s=28 if source == "final" else 14,
-                   marker="*" if source == "final" else "o", color=COLORS.get(source), label=source, zorder=3)
+        flagged = g["flags"].fillna("").str.contains("noisy|disturbed") if "flags" in g else pd.Series(False, index=g.index)
+        color = COLORS.get(source)
+        if "ci_low_ms" in g and g["ci_low_ms"].notna().any():
+            err = np.vstack([(g["measured_ms"] - g["ci_low_ms"]).fillna(0), (g["ci_high_ms"] - g["measured_ms"]).fillna(0)])
+            ax.errorbar(g["measured_ms"], g["lookup_ms"], xerr=np.clip(err, 0, None), fmt="none", ecolor=color,
+                        alpha=0.5, lw=0.8, zorder=2)
+        for bad, h in g.groupby(flagged):
+            ax.scatter(h["measured_ms"], h["lookup_ms"], s=28 if source == "final" else 14,
+                       marker="*" if source == "final" else "o", facecolors="none" if bad else color,
+                       edgecolors=color, label=f"{source} (flagged)" if bad else source, zorder=3)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured latency (ms)", ylabel="lookup-table latency (ms)")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)

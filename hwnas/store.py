@@ -1,7 +1,10 @@
 """The measurement store: SQLite, one row per (what was measured, target, protocol).
 
-Each measurement is committed as it completes (WAL journal), so a crash loses at most the
-one in flight, and the same spec on the same target is measured once.
+Each measurement is committed as it completes (WAL journal), and each of its k processes
+before that (`replicates`), so a crash loses at most the process in flight, and the same spec
+on the same target is measured once. `reference_baselines` holds the reference model's baseline per
+target. A version-1 store (one process per measurement, no reference) is upgraded in place
+on open: its rows are kept and marked single-process.
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash
 from hwnas.profilers.protocol import Measurement
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Added in version 2, with what a version-1 row reads as: one process, no reference.
+V2_COLUMNS = (
+    ("processes", "INTEGER NOT NULL DEFAULT 1"),
+    ("raw_median_ms", "REAL"),
+    ("ci_low_ms", "REAL"),
+    ("ci_high_ms", "REAL"),
+    ("reference_ratio", "REAL"),
+    ("flags", "TEXT NOT NULL DEFAULT '[\"single-process\"]'"),
+    ("isolation", "TEXT NOT NULL DEFAULT ''"),
+    ("detail", "TEXT NOT NULL DEFAULT '{}'"),  # JSON: stats beyond the columns, blocks, per-process results
+)
 STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "cov", "n")
 
 _SCHEMA = f"""
@@ -37,9 +51,17 @@ CREATE TABLE IF NOT EXISTS measurements (
     session_ms REAL NOT NULL,
     first_run_ms REAL NOT NULL,
     samples TEXT NOT NULL,       -- JSON list of every timed sample, ms
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    {", ".join(f"{c} {t}" for c, t in V2_COLUMNS)}
 );
 CREATE INDEX IF NOT EXISTS measurements_spec ON measurements (kind, spec_hash);
+CREATE TABLE IF NOT EXISTS replicates (
+    key TEXT NOT NULL, idx INTEGER NOT NULL, retries INTEGER NOT NULL,
+    measurement TEXT NOT NULL,   -- JSON of one process's Measurement
+    created_at TEXT NOT NULL, PRIMARY KEY (key, idx)
+);
+CREATE TABLE IF NOT EXISTS reference_baselines (target TEXT PRIMARY KEY, baseline_ms REAL NOT NULL, info TEXT NOT NULL,
+                                       created_at TEXT NOT NULL);
 """
 
 
@@ -72,7 +94,10 @@ class Store:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            found = int(row[0]) if row else None
+            found = int(row[0]) if row and str(row[0]).isdigit() else None
+            if found == 1:
+                self._upgrade_from_1()
+                found = SCHEMA_VERSION
             if found != SCHEMA_VERSION:
                 raise HwnasError(
                     f"measurement store {self.path} has schema version {found}; this hwnas reads version "
@@ -83,6 +108,15 @@ class Store:
         with self.conn:
             self.conn.executescript(_SCHEMA)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _upgrade_from_1(self) -> None:
+        """Version 1 to 2 in one transaction: new columns with defaults that mark every old row
+        single-process; nothing is rewritten or lost."""
+        with self.conn:
+            for column, decl in V2_COLUMNS:
+                self.conn.execute(f"ALTER TABLE measurements ADD COLUMN {column} {decl}")
+            self.conn.execute("UPDATE measurements SET raw_median_ms = median_ms")
+            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -95,32 +129,73 @@ class Store:
 
     def get(self, key: str) -> Measurement | None:
         row = self.conn.execute(
-            f"SELECT samples, {', '.join(STAT_COLUMNS)}, noisy, session_ms, first_run_ms, fingerprint, protocol "
-            "FROM measurements WHERE key=?",
+            f"SELECT samples, {', '.join(STAT_COLUMNS)}, noisy, session_ms, first_run_ms, fingerprint, protocol, "
+            "processes, ci_low_ms, ci_high_ms, reference_ratio, flags, isolation, detail FROM measurements WHERE key=?",
             (key,),
         ).fetchone()
         if row is None:
             return None
         samples, *rest = row
         stats = dict(zip(STAT_COLUMNS, rest[: len(STAT_COLUMNS)]))
-        noisy, session_ms, first_run_ms, fingerprint, protocol = rest[len(STAT_COLUMNS):]
+        (noisy, session_ms, first_run_ms, fingerprint, protocol, _, ci_low, ci_high, ratio, flags, isolation,
+         detail) = rest[len(STAT_COLUMNS):]
+        detail = json.loads(detail)
+        stats.update(detail.get("stats", {}))
         return Measurement(
-            json.loads(samples), stats, bool(noisy), session_ms, first_run_ms, json.loads(fingerprint), json.loads(protocol)
+            json.loads(samples), stats, bool(noisy), session_ms, first_run_ms, json.loads(fingerprint), json.loads(protocol),
+            blocks=detail.get("blocks", []), processes=detail.get("processes", []),
+            ci95_ms=[ci_low, ci_high] if ci_low is not None else [], reference_ratio=ratio, flags=json.loads(flags),
+            isolation=isolation,
         )
 
     def put(self, key: str, kind: str, spec: dict[str, Any], m: Measurement) -> None:
+        detail = {"stats": {k: v for k, v in m.stats.items() if k not in STAT_COLUMNS}, "blocks": m.blocks,
+                  "processes": m.processes}
         values = (
             key, kind, content_hash(spec), canonical_json(spec), m.fingerprint.get("backend", ""),
             canonical_json(m.fingerprint), canonical_json(m.protocol),
             *(m.stats[c] for c in STAT_COLUMNS),
-            int(m.noisy), m.session_ms, m.first_run_ms, json.dumps(m.samples_ms),
-            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            int(m.noisy), m.session_ms, m.first_run_ms, json.dumps(m.samples_ms), _now(),
+            max(len(m.processes), 1), m.stats.get("raw_median_ms", m.stats["median_ms"]),
+            m.ci95_ms[0] if m.ci95_ms else None, m.ci95_ms[1] if m.ci95_ms else None, m.reference_ratio,
+            json.dumps(m.flags), m.isolation, json.dumps(detail),
         )
+        self._write(f"INSERT OR REPLACE INTO measurements VALUES ({', '.join('?' * len(values))})", values)
+
+    def _write(self, sql: str, values: tuple) -> None:
         try:
-            with self.conn:  # one transaction per measurement: committed as soon as it is measured
-                self.conn.execute(f"INSERT OR REPLACE INTO measurements VALUES ({', '.join('?' * len(values))})", values)
+            with self.conn:  # one transaction per write: committed as soon as it is measured
+                self.conn.execute(sql, values)
         except sqlite3.Error as e:
             raise HwnasError(f"cannot write to measurement store {self.path}: {e}") from None
+
+    # --- one process of a measurement, committed before the measurement is complete ---------------
+
+    def put_replicate(self, key: str, idx: int, m: Measurement, retries: int = 0) -> None:
+        self._write("INSERT OR REPLACE INTO replicates VALUES (?, ?, ?, ?, ?)",
+                    (key, idx, retries, json.dumps(m.to_json()), _now()))
+
+    def replicates(self, key: str) -> list[Measurement]:
+        rows = self.conn.execute("SELECT measurement FROM replicates WHERE key=? ORDER BY idx", (key,)).fetchall()
+        return [Measurement.from_json(json.loads(r[0])) for r in rows]
+
+    def replicate_retries(self, key: str) -> int:
+        return int(self.conn.execute("SELECT COALESCE(SUM(retries), 0) FROM replicates WHERE key=?", (key,)).fetchone()[0])
+
+    def drop_replicates(self, key: str) -> None:
+        self._write("DELETE FROM replicates WHERE key=?", (key,))
+
+    # --- the reference model's baseline per target ---------------------------------------------------
+
+    def reference_baseline(self, target: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT baseline_ms, info, created_at FROM reference_baselines WHERE target=?", (target,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[1]), "baseline_ms": row[0], "created_at": row[2]}
+
+    def put_reference_baseline(self, target: str, info: dict[str, Any]) -> None:
+        self._write("INSERT OR REPLACE INTO reference_baselines VALUES (?, ?, ?, ?)",
+                    (target, float(info["baseline_ms"]), json.dumps(info), _now()))
 
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
@@ -138,4 +213,10 @@ class Store:
         for col in ("spec", "fingerprint", "protocol", "samples"):
             df[col] = df[col].map(json.loads)
         df["noisy"] = df["noisy"].astype(bool)
+        df["flags"] = df["flags"].map(json.loads)
+        df["detail"] = df["detail"].map(json.loads)
         return df
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

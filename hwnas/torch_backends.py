@@ -41,7 +41,7 @@ class TorchCpuBackend(Backend):
     def provider(self) -> str:
         return "eager"
 
-    def load(self, model: Any) -> TorchCpuRunner:
+    def load(self, model: Any, batch: int = 1) -> TorchCpuRunner:
         module, input_shape = model
         torch.set_num_threads(self.threads)
         return TorchCpuRunner(module.eval(), torch.randn(*input_shape))
@@ -106,7 +106,7 @@ class TorchCudaBackend(Backend):
         fp["gpu"] = torch.cuda.get_device_name(0)  # torch's own view, where nvidia-smi is absent
         return fp
 
-    def load(self, model: Any) -> TorchCudaRunner:
+    def load(self, model: Any, batch: int = 1) -> TorchCudaRunner:
         module, input_shape = model
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
         module = module.eval().to("cuda", dtype)

@@ -49,18 +49,29 @@ class Backend:
             self.name, self.version(), self.provider(), self.threads, batch, self.precision, gpu=self.needs_gpu
         )
 
-    def load(self, model: Any) -> Runner:
+    def load(self, model: Any, batch: int = 1) -> Runner:
         raise NotImplementedError
 
-    def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter) -> Measurement:
-        """Load `model` (an ONNX path, or a torch module for torch backends), then run the protocol."""
+    def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter,
+                reference: Any = None) -> Measurement:
+        """Load `model` (an ONNX path, or a torch module for torch backends), then run the protocol;
+        ONNX backends time the reference model (`reference`, its ONNX path, made here if not
+        given) beside it when the protocol asks."""
         t0 = time.perf_counter()
-        runner = self.load(model)
+        runner = self.load(model, batch)
         session_ms = (time.perf_counter() - t0) * 1e3
+        ref_runner = None
         try:
-            return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock)
+            if protocol.reference and self.input == "onnx":
+                from hwnas.profilers.reference import reference_path
+
+                ref_runner = self.load(reference or reference_path(), 1)
+            return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock,
+                                reference=ref_runner)
         finally:
             runner.close()
+            if ref_runner is not None:
+                ref_runner.close()
 
 
 def onnx_path(model: Any) -> Path:

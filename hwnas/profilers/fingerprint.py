@@ -41,6 +41,13 @@ def nvidia_gpu() -> dict[str, str] | None:
     return {"gpu": name.strip(), "driver": driver.strip()}
 
 
+@functools.cache
+def system_facts() -> dict[str, Any]:
+    from hwnas.profilers.system import static_facts
+
+    return static_facts()
+
+
 def target_fingerprint(
     backend: str, backend_version: str, provider: str, threads: int, batch: int, precision: str, gpu: bool = False
 ) -> dict[str, Any]:
@@ -55,6 +62,7 @@ def target_fingerprint(
         "cpu_count": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "system": system_facts(),
     }
     if gpu:
         fp.update(nvidia_gpu() or {"gpu": "unknown", "driver": "unknown"})

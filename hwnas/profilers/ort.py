@@ -33,13 +33,17 @@ def _ort():
 
 
 def random_inputs(session, batch: int | None = None) -> dict[str, np.ndarray]:
-    """A random tensor for every graph input; a symbolic first dimension takes `batch`."""
+    """A random tensor for every graph input; a symbolic first dimension takes `batch`, and a
+    fixed one that differs from a given `batch` is refused (it would silently time another batch)."""
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
         shape = []
         for i, d in enumerate(inp.shape):
             if isinstance(d, int) and d > 0:
+                if i == 0 and batch is not None and d != batch:
+                    raise HwnasError(f"input {inp.name!r} has a fixed batch of {d}, so batch {batch} cannot be measured; "
+                                     "export the model with a dynamic batch axis")
                 shape.append(d)
             elif i == 0:
                 shape.append(batch or 1)
@@ -50,6 +54,24 @@ def random_inputs(session, batch: int | None = None) -> dict[str, np.ndarray]:
             raise HwnasError(f"input {inp.name!r} has type {inp.type}, which hwnas cannot make random data for")
         feeds[inp.name] = (rng.standard_normal(shape) if np.issubdtype(dtype, np.floating) else np.zeros(shape)).astype(dtype)
     return feeds
+
+
+def check_batch(path: Path, batch: int) -> None:
+    """Refuse, before anything is timed, a batch the model's first input cannot take."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
+        raise HwnasError(f"{path} is not a valid ONNX file: {type(e).__name__}") from None
+    inputs = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inputs:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value not in (0, batch):
+            raise HwnasError(f"{path.name}: input {inp.name!r} has a fixed batch of {dims[0].dim_value}, so --batch {batch} "
+                             "cannot be measured; export it with a dynamic batch axis")
 
 
 class OrtRunner:
@@ -121,9 +143,9 @@ class OrtBackend(Backend):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise HwnasError(f"onnxruntime cannot load {path}: {first}") from None
 
-    def load(self, model: Any) -> OrtRunner:
+    def load(self, model: Any, batch: int | None = None) -> OrtRunner:
         session = self.create_session(onnx_path(model))
-        feeds = random_inputs(session)
+        feeds = random_inputs(session, batch)
         return OrtRunner(session, feeds, self.bind(session, feeds))
 
     def bind(self, session, feeds):

@@ -292,15 +292,16 @@ class TensorrtBackend(Backend):
             onnx_path(model), self.build_config(), cache_dir=self.cache_dir, timeout_s=self.build_timeout_s
         )
 
-    def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter) -> Measurement:
+    def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter,
+                reference: Any = None) -> Measurement:
         # Build (or find) the engine first, so session_ms is deserialisation, not a build.
         self.batch = max(int(batch or 1), 1)
         self.engine(model)
-        return super().measure(model, protocol, batch=batch, clock=clock)
+        return super().measure(model, protocol, batch=batch, clock=clock, reference=reference)
 
-    def load(self, model: Any) -> TensorrtRunner:
+    def load(self, model: Any, batch: int | None = None) -> TensorrtRunner:
         plan = self.engine(model).path.read_bytes()
-        return TensorrtRunner(plan, cuda_graph=self.cuda_graph, h2d=self.h2d, batch=self.batch)
+        return TensorrtRunner(plan, cuda_graph=self.cuda_graph, h2d=self.h2d, batch=batch or self.batch)
 
     def layer_report(self, model: Any, runs: int = 50, warmup: int = 5) -> dict[str, Any]:
         """Per-layer GPU times over `runs` profiled executions, and the ONNX nodes fused into

@@ -43,7 +43,7 @@ def serve(stdin: IO[str], stdout: IO[str]) -> None:
             if key not in backends:
                 backends[key] = get_backend(*key)
             protocol = MeasureProtocol(**req.get("protocol", {}))
-            m = backends[key].measure(req["onnx"], protocol, batch=req.get("batch", 1))
+            m = backends[key].measure(req["onnx"], protocol, batch=req.get("batch", 1), reference=req.get("reference"))
             reply = {"id": req.get("id"), "ok": True, "measurement": m.to_json()}
         except HwnasError as e:
             reply = {"id": req.get("id"), "ok": False, "error": str(e)}
@@ -61,8 +61,10 @@ class MeasurementWorker:
         precision: str = "fp32",
         timeout_s: float | None = None,
         command: list[str] | None = None,
+        cpus: list[int] | None = None,
     ):
         self.backend, self.threads, self.precision = backend, threads, precision
+        self.cpus = sorted(set(cpus)) if cpus is not None else None  # the worker's processes run only here
         # A TensorRT measurement may include the engine build (up to 600 s in its own worker).
         self.timeout_s = timeout_s or (900.0 if backend.startswith("tensorrt") else 300.0)
         self.command = command or [sys.executable, "-m", "hwnas.profilers.worker"]
@@ -101,8 +103,10 @@ class MeasurementWorker:
         self._stop()
         self._log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cpus = self.cpus
         self._proc = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None,
         )
         self._lines = queue.Queue()
         threading.Thread(target=self._read, args=(self._proc.stdout, self._lines), daemon=True).start()
@@ -134,6 +138,10 @@ class MeasurementWorker:
             "id": self._next_id, "onnx": onnx_path, "backend": self.backend, "threads": self.threads,
             "precision": self.precision, "batch": batch, "protocol": protocol.to_json(),
         }
+        if protocol.reference:
+            from hwnas.profilers.reference import reference_path
+
+            req["reference"] = str(reference_path())
         proc = self._start()
         try:
             proc.stdin.write(json.dumps(req) + "\n")

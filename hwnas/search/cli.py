@@ -62,22 +62,15 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _search_measurer(opts: dict[str, Any]):
-    """A measurer whose ONNX measurements run in a worker process: beside the training (UNAS),
-    and out of the training process, where ONNX Runtime read up to 6% slow (TF-NAS's final
-    architecture: 2.85 ms there, 2.67 ms in a fresh process)."""
-    from hwnas.profilers.worker import MeasurementWorker
-
-    measurer = make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
-                             opts["min_runs"], opts["min_time"], opts["db"])
-    if measurer.backend.input == "onnx":
-        measurer.worker = MeasurementWorker(opts["backend_name"], opts["threads"], opts["precision"])
-    return measurer
+    """A measurer whose ONNX measurements run in worker processes, out of the training process,
+    where ONNX Runtime read up to 6% slow (TF-NAS's final architecture: 2.85 ms there, 2.67 ms
+    in a fresh process), and isolated from the training by --isolation."""
+    return make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
+                         opts["min_runs"], opts["min_time"], opts["db"])
 
 
 def _close(measurer) -> None:
-    if measurer.worker is not None:
-        measurer.worker.close()
-    measurer.store.close()
+    measurer.close()
 
 
 # Search methods by name; each takes the parsed options and returns the run's summary.

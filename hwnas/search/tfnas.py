@@ -19,7 +19,6 @@ noise in its cross-entropy term. share_ops=False gives the paper's supernet.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -453,19 +452,20 @@ def _finish(run: RunDir, state: _State, cfg: TFNASConfig, model, deploy: Space, 
             measurer, measure_batch: int) -> dict[str, Any]:
     arch = state.arch
     predicted = float(model.predict(arch))
-    sessions = []  # each fresh; with a worker, each in a new process
+    sessions, final = [], None  # one measurement of max(final_sessions, k) fresh processes
     if measurer is not None:
-        for _ in range(cfg.final_sessions):
-            if measurer.worker is not None:
-                measurer.worker.restart()
-            sessions.append(_measure(measurer, deploy, arch, measure_batch, force=True))
-    measured = statistics.median(sessions) if sessions else None
+        final = measurer.arch(deploy, arch, measure_batch, force=True, processes=cfg.final_sessions).measurement
+        sessions = [p["latency_ms"] for p in final.processes] or [final.stats["median_ms"]]
+    measured = final.stats["median_ms"] if final is not None else None
     summary = {
         "method": "tfnas",
         "target_ms": cfg.target_ms,
         "predicted_ms": predicted,
         "measured_ms": measured,
         "measured_sessions_ms": sessions,
+        "measured_ci95_ms": final.ci95_ms if final is not None else None,
+        "measured_flags": final.flags if final is not None else None,
+        "measured_reference_ratio": final.reference_ratio if final is not None else None,
         "lookup_error_pct": None if measured is None else 100.0 * (predicted - measured) / measured,
         "distance_to_target_pct": 100.0 * (predicted - cfg.target_ms) / cfg.target_ms,
         "measured_distance_to_target_pct": None if measured is None else 100.0 * (measured - cfg.target_ms) / cfg.target_ms,

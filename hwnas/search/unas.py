@@ -331,7 +331,13 @@ def search(
         raise HwnasError("--true-latency needs a backend to measure on")
     if not config.true_latency and lut is None:
         raise HwnasError("a search without --true-latency takes latency from a lookup table; none was given")
-    latency_of = (lambda a: measurer.submit_arch(deploy, a, measure_batch)) if config.true_latency else None
+    latency_of = None
+    if config.true_latency:
+        # pin and none: measured in the worker while the supernet trains; pause (and a measurer
+        # without a mode): the training waits until the sample is timed, so nothing of ours competes.
+        overlap = measurer.isolation in ("pin", "none")
+        latency_of = (lambda a: measurer.submit_arch(deploy, a, measure_batch)) if overlap else \
+            (lambda a: _waited(measurer.submit_arch(deploy, a, measure_batch)))
     train_space = Space(deploy.name, config.train_resolution, deploy.width_mult, deploy.num_classes)
     run = RunDir(out)
     resume = run.start({
@@ -380,6 +386,11 @@ def search(
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
                 return None
     return _unas_finish(run, state, config, surrogate, lut, measurer, deploy, train_space, measure_batch, echo)
+
+
+def _waited(pending):
+    pending.result()
+    return pending
 
 
 def _truncate_jsonl(path, epochs_done: int) -> None:
@@ -457,8 +468,11 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
         if pending is not None:
             measured = pending.result()
             latency_ms, cached = measured.measurement.stats["median_ms"], measured.cached
+            m = measured.measurement
+            quality = {"flags": m.flags, "ci95_ms": m.ci95_ms, "reference_ratio": m.reference_ratio,
+                       "isolation": m.isolation}
         else:
-            latency_ms, cached = lookup_ms, True
+            latency_ms, cached, quality = lookup_ms, True, {}
         lam = cfg.lam_at(epoch + step / steps)
         lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
         state.opt_a.zero_grad(set_to_none=True)
@@ -467,7 +481,7 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
         _append_jsonl(samples_path, {
             "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
             "source": "measured" if pending is not None else "lookup", "cached": cached, "lookup_ms": lookup_ms,
-            "surrogate_ms": float(surrogate.predict(s.arch)),
+            "surrogate_ms": float(surrogate.predict(s.arch)), **quality,
         })
         n = yv.numel()
         sums["val_loss"] += ce_val.item() * n

@@ -83,7 +83,7 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
     before = len(measurer.store)
     table = LookupTable.build(space, measurer, batch, width_step)
     measured = len(measurer.store) - before
-    measurer.store.close()
+    measurer.close()
     table.save(out)
     points = sum(len(m) for m, _ in table.entries.values())
     click.echo(f"lookup table for {space}: {len(table.entries)} entries over {points} layer specs "
@@ -128,7 +128,7 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
     elif lut_path is not None:
         fail("--lut is used only with --scale-to")
     rows = sample_subnets(space, measurer, n, seed, batch, align=width_align, scale_to=scaling)
-    measurer.store.close()
+    measurer.close()
     write_table(pd.DataFrame(rows), out)
 
 
@@ -181,7 +181,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     if name in NEEDS_LUT and table is None:
         table = _table(space, measurer, batch, None, width_step)
     model = fit_model(name, space, data, table, _target(measurer, batch, csv_path), seed, hint)
-    measurer.store.close()
+    measurer.close()
     save_model(model, out)
     fit = latency_metrics(data.latency_ms, predict_all(model, data.archs)) if len(data) >= 2 else None
     summary = f", training MAPE {fit['mape_pct']:.3g} %" if fit else ""
@@ -234,7 +234,7 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     if wants_table and table is None:
         table = _table(space, measurer, batch, None, width_step)
     df = evaluate(names, train, test, table, space, _target(measurer, batch, csv_path), seed, not no_curve, hint)
-    measurer.store.close()
+    measurer.close()
     write_table(df, out)
 
 
@@ -260,7 +260,7 @@ def additivity(space_name, resolution, width_mult, num_classes, backend_name, ba
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     pairs = run(space, measurer, n_pairs, seed, batch, alpha)
-    measurer.store.close()
+    measurer.close()
     write_table(summarize(pairs), None)
     click.echo(f"{int(pairs['fused'].sum())} of {len(pairs)} pairs fused (alpha {alpha:g}); non-additive share "
                f"mean {pairs['nonadditive_share'].mean():.3g}, max {pairs['nonadditive_share'].max():.3g}")

@@ -34,17 +34,15 @@ def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_p
     """Measure `n` random subnets (reproducible by seed; widths on multiples of `align`, the
     distribution a search with that alignment ends in) end to end into the store. scale_to:
     (latency model, lo_ms, hi_ms): the subnets of `scaled_random_archs` instead."""
-    from tqdm import tqdm
-
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
         raise HwnasError(f"number of subnets must be in [1, 100000], got {n!r}")
     archs = space.random_archs(n, seed, align) if scale_to is None else scaled_random_archs(*scale_to, n, seed, align)
     rows = []
-    for arch in tqdm(archs, desc="subnets", unit="subnet", file=sys.stderr, disable=not show_progress,
-                     dynamic_ncols=True):
-        m = measurer.arch(space, arch, batch)
+    done = measurer.many([measurer.arch_item(space, a, batch) for a in archs], "subnets", show_progress)
+    for arch, m in zip(archs, done):
         rows.append({"arch": arch.hash, "depths": "-".join(map(str, arch.depths)), "macs_m": space.macs(arch) / 1e6,
-                     "median_ms": m.measurement.stats["median_ms"], "cached": m.cached})
+                     "median_ms": m.measurement.stats["median_ms"], "cached": m.cached,
+                     "flags": ",".join(m.measurement.flags)})
     return rows
 
 
@@ -74,13 +72,19 @@ def scaled_random_archs(model, lo_ms: float, hi_ms: float, n: int, seed: int = 0
 
 def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
     """Every subnet of `space` the store holds for this target (fingerprint) and protocol,
-    one per architecture, in the order they were first measured."""
+    one per architecture, in the order they were first measured. Measurements flagged noisy or
+    disturbed are left out (`protocol.usable`), and how many is said on stderr."""
+    from hwnas.profilers.protocol import usable
+
     fingerprint = measurer.backend.fingerprint(batch)
     protocol = measurer.protocol.to_json()
     df = measurer.store.dataframe(kind="arch", backend=measurer.backend.name)
-    archs, lat, seen = [], [], set()
-    for spec, fp, proto, ms in zip(df["spec"], df["fingerprint"], df["protocol"], df["median_ms"]):
+    archs, lat, seen, flagged = [], [], set(), 0
+    for spec, fp, proto, ms, flags in zip(df["spec"], df["fingerprint"], df["protocol"], df["median_ms"], df["flags"]):
         if spec.get("space") != space.config or spec.get("batch") != batch or fp != fingerprint or proto != protocol:
+            continue
+        if not usable(flags):
+            flagged += 1
             continue
         arch = space.validate(spec["arch"])
         if arch.hash in seen:
@@ -88,6 +92,8 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
         seen.add(arch.hash)
         archs.append(arch)
         lat.append(float(ms))
+    if flagged:
+        print(f"hwnas: left out {flagged} stored subnet measurement(s) flagged noisy or disturbed", file=sys.stderr)
     return Subnets(archs, np.asarray(lat, dtype=float))
 
 

@@ -16,7 +16,6 @@ within the class of the asked width (`align`, default 4; 1 turns this off).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,19 +177,12 @@ class LookupTable:
     def build(cls, space: Space, measurer, batch: int = 1, width_step: int | None = DEFAULT_WIDTH_STEP,
               show_progress: bool = True) -> "LookupTable":
         """Measure every distinct layer through the store: a rebuild or a resumed build re-measures nothing."""
-        from tqdm import tqdm
-
         if width_step is not None and (isinstance(width_step, bool) or not isinstance(width_step, int) or width_step < 1):
             raise HwnasError(f"width step must be a positive integer, got {width_step!r}")
         specs = with_unaligned(space, distinct_layers(space, batch, width_step), DEFAULT_ALIGN)
         points: dict[str, dict[int, float]] = {}
-        bar = tqdm(specs, desc="lookup table", unit="layer", file=sys.stderr, disable=not show_progress,
-                   dynamic_ncols=True)
-        fresh = 0
-        for done, spec in enumerate(bar, 1):
-            measured = measurer.layer(spec)
-            fresh += not measured.cached
-            bar.set_postfix(measured=fresh, cached=done - fresh, refresh=False)
+        done = measurer.many([measurer.layers_item([s]) for s in specs], "lookup table", show_progress)
+        for spec, measured in zip(specs, done):
             points.setdefault(entry_key(spec), {})[spec.mid] = measured.measurement.stats["median_ms"]
         entries = {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()}
         return cls(space, batch, measurer.backend.name, measurer.backend.fingerprint(batch),
