@@ -27,7 +27,7 @@ def space_options(f):
     return f
 
 
-ISOLATIONS = ("pin", "pause", "none")
+ISOLATIONS = ("auto", "pin", "pause", "none")
 
 
 def _measurement_option(name: str):
@@ -43,11 +43,12 @@ def backend_options(f):
     f = click.option("--measure-cpus", default=None, expose_value=False, callback=_measurement_option("cpus"),
                      help="Cores the measurement worker runs on, e.g. 1 or 2,3 (with --isolation pin; "
                           "default: the last core this process may use).")(f)
-    f = click.option("--isolation", type=click.Choice(ISOLATIONS), default="pin", show_default=True, expose_value=False,
+    f = click.option("--isolation", type=click.Choice(ISOLATIONS), default="auto", show_default=True, expose_value=False,
                      callback=_measurement_option("isolation"),
                      help="Keep hwnas's own work off the timed core: pin = the worker on its own core(s), export "
                           "and training on the others (refused with fewer than 2 cores); pause = nothing else "
-                          "of hwnas runs while a model is timed; none = no care (flagged in each measurement).")(f)
+                          "of hwnas runs while a model is timed; none = no care (recorded in each measurement); "
+                          "auto = pin where there are 2 or more cores, else pause.")(f)
     f = click.option("--processes", "-k", type=int, default=3, show_default=True, expose_value=False,
                      callback=_measurement_option("processes"),
                      help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
@@ -76,7 +77,7 @@ def measurement_settings() -> dict:
     """--processes, --isolation, --measure-cpus, --no-reference of the running command (defaults elsewhere)."""
     ctx = click.get_current_context(silent=True)
     given = dict(ctx.meta.get("hwnas.measure", {})) if ctx is not None else {}
-    return {"processes": 3, "isolation": "pin", "cpus": None, "no_reference": False,
+    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False,
             **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -101,20 +102,23 @@ def parse_cpus(text: str | None) -> list[int] | None:
     return sorted(cores)
 
 
-def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[list[int] | None, list[int] | None]:
-    """(the worker's cores, the cores left for this process) for an isolation mode: with pin the
-    worker gets `cpus` (default: the last `threads` cores) and this process the rest."""
+def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[str, list[int] | None, list[int] | None]:
+    """(the mode, the worker's cores, the cores left for this process): with pin the worker gets
+    `cpus` (default: the last `threads` cores) and this process the rest; auto is pin where that
+    leaves this process a core, else pause."""
     import os
 
     allowed = sorted(os.sched_getaffinity(0))
-    if isolation != "pin":
-        return None, None
+    if isolation not in ("pin", "auto"):
+        return isolation, None, None
     worker = cpus or allowed[-max(1, backend.threads):]
     rest = [c for c in allowed if c not in worker]
     if not rest:
+        if isolation == "auto":
+            return "pause", None, None
         fail(f"--isolation pin needs a core for the measurement worker ({len(worker)}) and one for hwnas's own work, "
              f"but only {len(allowed)} core(s) are available; use --isolation pause")
-    return worker, rest
+    return "pin", worker, rest
 
 
 def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force=False):
@@ -130,12 +134,8 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
     backend = get_backend(backend_name, threads=threads, precision=precision)
     protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
                                processes=settings["processes"], reference=not settings["no_reference"])
-    worker_cores, own_cores = isolation_cores(settings["isolation"], parse_cpus(settings["cpus"]), backend)
-    if own_cores is not None:
-        import os
-
-        os.sched_setaffinity(0, own_cores)  # export and training stay off the measured core
-    return Measurer(backend, Store(db), protocol, force=force, cpus=worker_cores, isolation=settings["isolation"])
+    mode, worker_cores, own_cores = isolation_cores(settings["isolation"], parse_cpus(settings["cpus"]), backend)
+    return Measurer(backend, Store(db), protocol, force=force, cpus=worker_cores, own_cpus=own_cores, isolation=mode)
 
 
 def load_arch(space, path: Path):

@@ -15,6 +15,7 @@ latency and flags a process the machine slowed (`drift_limit`), which is then re
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,6 +86,7 @@ class Measurer:
         force: bool = False,
         worker: MeasurementWorker | None = None,
         cpus: list[int] | None = None,
+        own_cpus: list[int] | None = None,
         isolation: str = "",
         echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     ):
@@ -102,6 +104,11 @@ class Measurer:
         # Each process in a worker: a crash or hang costs one measurement, and processes are fresh.
         self.worker = worker
         self._baseline: float | None = None
+        # pin: this process (export, training) keeps off the worker's cores until close().
+        self._restore_cpus = None
+        if own_cpus is not None:
+            self._restore_cpus = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, own_cpus)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwnas-measurer")
 
     @property
@@ -113,6 +120,9 @@ class Measurer:
         self._background.shutdown(wait=True)
         if self.worker is not None:
             self.worker.close()
+        if self._restore_cpus is not None:
+            os.sched_setaffinity(0, self._restore_cpus)
+            self._restore_cpus = None
         self.store.close()
 
     # --- keys and the store ---------------------------------------------------------------------
@@ -185,8 +195,9 @@ class Measurer:
         return m, self.protocol.retries
 
     def _processes_of(self, path: Any, batch: int, n: int) -> list[tuple[Measurement, int]]:
-        """`n` fresh processes of one model (no store access: this may run in the background thread)."""
-        return [self._process(path, batch, fresh=True) for _ in range(n)]
+        """`n` processes of one model, fresh where there are several (no store access: this runs
+        in the background thread)."""
+        return [self._process(path, batch, fresh=self.protocol.processes > 1) for _ in range(n)]
 
     def _processes(self) -> int:
         # A torch backend runs in this process: one process is all there is to time.
@@ -297,14 +308,22 @@ class Measurer:
         """`arch` end to end; force: fresh processes even when the store has it (it replaces the
         stored one); processes: at least this many processes for this one measurement."""
         if processes is not None and processes > self.protocol.processes and self.worker is not None:
-            wider = Measurer.__new__(Measurer)
-            wider.__dict__.update(self.__dict__, protocol=replace(self.protocol, processes=processes))
-            return wider.arch(space, arch, batch, force)
+            return self._with_processes(processes).arch(space, arch, batch, force)
         return self._measure_item(self.arch_item(space, arch, batch), force)
 
-    def submit_arch(self, space: Space, arch: Arch | dict, batch: int = 1) -> Pending:
+    def _with_processes(self, processes: int) -> "Measurer":
+        """This measurer (same worker, store and baseline) with another process count."""
+        other = Measurer.__new__(Measurer)
+        other.__dict__.update(self.__dict__, protocol=replace(self.protocol, processes=processes))
+        return other
+
+    def submit_arch(self, space: Space, arch: Arch | dict, batch: int = 1, processes: int | None = None) -> Pending:
         """Start measuring `arch` in the background and return at once (export happens here, in
-        the caller's process); `.result()` gives the Measured and stores it."""
+        the caller's process); `.result()` gives the Measured and stores it. processes: this many
+        instead of the protocol's; 1 keeps the worker's process between calls (a search's many
+        samples: a fresh process each would cost more than the training they run beside)."""
+        if processes is not None and processes != self.protocol.processes and self.worker is not None:
+            return self._with_processes(processes).submit_arch(space, arch, batch)
         item = self.arch_item(space, arch, batch)
         item.key = self._key(item.kind, item.spec, item.batch)
         found = self._cached(item.key)

@@ -26,4 +26,4 @@ def tiny_space() -> Space:
 
 @pytest.fixture
 def fast_protocol() -> MeasureProtocol:
-    return MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0)
+    return MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1)

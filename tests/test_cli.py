@@ -23,7 +23,7 @@ def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
     r = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(out), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
-    assert len(df) == 3 and {"median_ms", "p90_ms", "cov", "n"} <= set(df.columns)
+    assert len(df) == 3 and {"median_ms", "ci_low_ms", "ci_high_ms", "k", "ref_ratio", "flags", "p90_ms", "n"} <= set(df.columns)
     assert (df["median_ms"] > 0).all() and (~df["cached"]).all()
     r2 = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(tmp_path / "r.json"), db=tmp_path / "m.sqlite")
     assert r2.returncode == 0

@@ -169,6 +169,9 @@ def run_protocol(
     def ref_block() -> list[float]:
         return [reference.time_once(clock) * 1e3 for _ in range(protocol.ref_runs)]
 
+    # A block is block_s long, but never longer than a third of the minimum time: a protocol
+    # asking for little time (a test's 0 s) gets one-run blocks, not seconds of them.
+    block_s = min(protocol.block_s, protocol.min_time_s / MIN_BLOCKS)
     samples: list[float] = []
     blocks: list[list[float]] = []
     timed = 0.0
@@ -188,7 +191,7 @@ def run_protocol(
         if reference is not None:
             enough = enough and len(blocks) + 1 >= MIN_BLOCKS
             done = enough or len(samples) >= protocol.max_runs or elapsed >= protocol.max_time_s
-            if block_t >= protocol.block_s or done:
+            if block_t >= block_s or done:
                 after = ref_block()
                 blocks.append([float(np.median(block)), float(np.median(before + after))])
                 before, block, block_t = after, [], 0.0

@@ -336,8 +336,10 @@ def search(
         # pin and none: measured in the worker while the supernet trains; pause (and a measurer
         # without a mode): the training waits until the sample is timed, so nothing of ours competes.
         overlap = measurer.isolation in ("pin", "none")
-        latency_of = (lambda a: measurer.submit_arch(deploy, a, measure_batch)) if overlap else \
-            (lambda a: _waited(measurer.submit_arch(deploy, a, measure_batch)))
+        # Each sample is one process's measurement in a long-lived worker; the final architecture
+        # and the calibration take the protocol's k fresh processes.
+        latency_of = (lambda a: measurer.submit_arch(deploy, a, measure_batch, processes=1)) if overlap else \
+            (lambda a: _waited(measurer.submit_arch(deploy, a, measure_batch, processes=1)))
     train_space = Space(deploy.name, config.train_resolution, deploy.width_mult, deploy.num_classes)
     run = RunDir(out)
     resume = run.start({

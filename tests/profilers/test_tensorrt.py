@@ -345,7 +345,7 @@ def test_backend_options_are_validated_when_created():
 
 
 gpu = pytest.mark.skipif(not HAS_TRT_AND_GPU, reason="needs TensorRT and an NVIDIA GPU")
-FAST = MeasureProtocol(warmup_runs=3, warmup_s=0.0, min_runs=20, min_time_s=0.0, max_time_s=20)
+FAST = MeasureProtocol(warmup_runs=3, warmup_s=0.0, min_runs=20, min_time_s=0.0, max_time_s=20, reference=False, processes=1)
 
 
 @gpu
