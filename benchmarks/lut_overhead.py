@@ -27,12 +27,17 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=0.1)
     ap.add_argument("--min-runs", type=int, default=20)
     ap.add_argument("--torch-threads", type=int, default=1, help="torch threads for the exports")
+    ap.add_argument("--processes", type=int, default=3, help="k fresh processes per layer")
+    ap.add_argument("--isolation", default="auto", choices=["auto", "pin", "pause"],
+                    help="pin (auto on 2+ cores): export on the other cores while a layer is timed")
+    ap.add_argument("--no-reference", action="store_true", help="time no reference model beside each layer")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lut-overhead-"))
     os.environ["HWNAS_CACHE"] = str(tmp)  # a cold ONNX cache: every export counts
     import torch
 
+    from hwnas.cliutil import isolation_cores
     from hwnas.measure import Measurer
     from hwnas.profilers import MeasureProtocol, get_backend
     from hwnas.space import Space, distinct_layers
@@ -42,8 +47,12 @@ def main() -> None:
     torch.set_num_threads(args.torch_threads)
     space = Space(args.space, resolution=args.resolution, width_mult=args.width_mult)
     store = Store(tmp / "store.sqlite")
-    protocol = MeasureProtocol(min_runs=args.min_runs, min_time_s=args.min_time)
-    measurer = Measurer(get_backend("ort-cpu", threads=1), store, protocol)
+    protocol = MeasureProtocol(min_runs=args.min_runs, min_time_s=args.min_time, processes=args.processes,
+                               reference=not args.no_reference)
+    backend = get_backend("ort-cpu", threads=1)
+    mode, cpus, own = isolation_cores(args.isolation, None, backend)
+    measurer = Measurer(backend, store, protocol, cpus=cpus, own_cpus=own, isolation=mode)
+    measurer.baseline_ms()  # once per target; not part of a table's build
     n = len(distinct_layers(space, 1, args.width_step))
 
     t0 = time.perf_counter()
@@ -55,10 +64,11 @@ def main() -> None:
 
     df = store.dataframe(kind="layer")
     timed = df["samples"].map(sum).sum() / 1e3
-    session = df["session_ms"].sum() / 1e3
-    first = df["first_run_ms"].sum() / 1e3
+    session = (df["session_ms"] * df["processes"]).sum() / 1e3  # each process loads its own session
+    first = (df["first_run_ms"] * df["processes"]).sum() / 1e3
     print(f"{space}, width step {args.width_step}: {n} layer specs, {len(table.entries)} table entries")
-    print(f"protocol: {args.min_runs} runs and {args.min_time} s minimum per layer, 5 warm-up runs / 0.1 s")
+    print(f"protocol: {args.min_runs} runs and {args.min_time} s minimum per layer, 5 warm-up runs / 0.1 s, "
+          f"k={args.processes} processes, reference {'off' if args.no_reference else 'on'}, isolation {mode}")
     print(f"build wall time        {wall:8.1f} s  ({wall / n * 1e3:.0f} ms per layer)")
     print(f"  timed inference      {timed:8.1f} s  ({timed / wall:.1%})")
     print(f"  session creation     {session:8.1f} s  ({session / wall:.1%})")
@@ -67,6 +77,7 @@ def main() -> None:
     print(f"  export, warm-up, rest{rest:8.1f} s  ({rest / wall:.1%})")
     print(f"overhead ratio (wall / timed inference): {wall / timed:.2f}")
     print(f"rebuild through the store: {rebuild:.2f} s, nothing re-measured ({len(store)} rows)")
+    measurer.close()
 
 
 if __name__ == "__main__":

@@ -29,11 +29,15 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--warmup-epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--isolation", default="auto", choices=["auto", "pin", "pause", "none"],
+                   help="how the measurement is kept off the training's core (the CLI's default: auto)")
+    p.add_argument("--processes", type=int, default=3, help="k for the final measurement and calibration")
     args = p.parse_args(argv)
+
+    import click
 
     from hwnas.cliutil import make_measurer
     from hwnas.data import load_dataset
-    from hwnas.profilers.worker import MeasurementWorker
     from hwnas.search import unas
     from hwnas.surrogates.lut import LookupTable
 
@@ -44,16 +48,17 @@ def main(argv=None):
     args.out.mkdir(parents=True)
     results = {}
     for name, true_latency in (("lookup", False), ("measured", True)):
-        measurer = make_measurer(lut.backend, 1, 1, "fp32", 5, 20, 0.3, args.out / "store.sqlite")
-        measurer.worker = MeasurementWorker(lut.backend)
+        with click.Context(click.Command("bench")) as ctx:  # the CLI's measurement settings
+            ctx.meta["hwnas.measure"] = {"isolation": args.isolation, "processes": args.processes}
+            measurer = make_measurer(lut.backend, 1, 1, "fp32", 5, 20, 0.3, args.out / "store.sqlite")
+        print(f"{name}: isolation {measurer.isolation}, worker cores {measurer.worker.cpus}", file=sys.stderr)
         cfg = unas.UNASConfig(target_ms=args.target, true_latency=true_latency, epochs=args.epochs,
                               warmup_epochs=args.warmup_epochs, seed=args.seed, measure_every=0)
         started = time.monotonic()
         try:
             summary = unas.search(cfg, data, lut, args.out / name, measurer=measurer, lut=lut, show_progress=False)
         finally:
-            measurer.worker.close()
-            measurer.store.close()
+            measurer.close()
         total = time.monotonic() - started
         log = [json.loads(line) for line in (args.out / name / "log.jsonl").read_text().splitlines()]
         results[name] = {"loop_s": log[-1]["seconds"], "total_s": total, "measured_ms": summary["measured_ms"]}

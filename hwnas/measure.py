@@ -33,7 +33,7 @@ from hwnas.profilers.worker import MeasurementWorker
 from hwnas.space import Arch, LayerSpec, Space
 from hwnas.store import Store, measurement_key
 
-RETRY_PAUSE_S = 0.5  # wait before re-measuring a process the machine slowed
+RETRY_PAUSE_S = (0.01, 0.5)  # wait as long as the slowed measurement took, within these bounds, then retry
 BASELINE_QUANTILE = 25  # the reference's baseline: this percentile of its samples (its quiet speed)
 
 
@@ -160,7 +160,7 @@ class Measurer:
         self.echo(f"measuring the reference model's baseline for this target ({self.backend.name}); "
                   "it is stored and used by every later measurement")
         path = reference_path(self.cache_dir or cache_root() / "onnx")
-        proto = replace(self.protocol, reference=False, min_time_s=max(self.protocol.min_time_s, 0.5),
+        proto = replace(self.protocol, reference=False, min_time_s=max(self.protocol.min_time_s, 0.05),
                         min_runs=max(self.protocol.min_runs, 50))
         samples, medians = [], []
         for _ in range(max(self.protocol.processes, 3)):
@@ -181,6 +181,7 @@ class Measurer:
         machine slower than `drift_limit` of its baseline. Returns it and the retries it took."""
         baseline = self.baseline_ms()
         for attempt in range(self.protocol.retries + 1):
+            started = time.perf_counter()
             if fresh and self.worker is not None:
                 self.worker.restart()
             if self.worker is not None:
@@ -190,8 +191,8 @@ class Measurer:
             ref = m.stats.get("ref_median_ms")
             if baseline is None or ref is None or ref / baseline <= self.protocol.drift_limit:
                 return m, attempt
-            if attempt < self.protocol.retries:
-                time.sleep(RETRY_PAUSE_S)
+            if attempt < self.protocol.retries:  # so the retry samples another moment of the machine
+                time.sleep(min(max(time.perf_counter() - started, RETRY_PAUSE_S[0]), RETRY_PAUSE_S[1]))
         return m, self.protocol.retries
 
     def _processes_of(self, path: Any, batch: int, n: int) -> list[tuple[Measurement, int]]:

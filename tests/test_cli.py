@@ -80,7 +80,7 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--random", "1", "--batch", "0"], "batch must be an integer"),
         ([*m, *TINY, "--random", "1", "--threads", "0"], "threads must be an integer"),
         ([*m, *TINY, "--random", "1", "--batch", "two"], "'two' is not a valid integer"),
-        ([*m, "--onnx", str(bad_onnx)], "onnxruntime cannot load"),
+        ([*m, "--onnx", str(bad_onnx)], "is not a valid ONNX file"),
         ([*m, "--onnx", str(tmp_path / "missing.onnx")], "cannot read ONNX file"),
         ([*m, *TINY, "--random", "1", "--db", str(blocker / "m.sqlite")], "cannot create measurement store"),
         ([*m, *TINY, "--random", "1", "--backend", "tensorrt"], "tensorrt"),

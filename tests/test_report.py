@@ -55,7 +55,7 @@ def inputs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("report-inputs")
     space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
-    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1)
+    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=20, min_time_s=0.0, processes=1, reference=False)
     store = Store(root / "m.sqlite")
     measurer = Measurer(get_backend("ort-cpu"), store, protocol)
     lut = synthetic_lut(space, measurer, protocol)

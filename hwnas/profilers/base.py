@@ -53,7 +53,7 @@ class Backend:
         raise NotImplementedError
 
     def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter,
-                reference: Any = None) -> Measurement:
+                reference: Any = None, process_warm: bool = False) -> Measurement:
         """Load `model` (an ONNX path, or a torch module for torch backends), then run the protocol;
         ONNX backends time the reference model (`reference`, its ONNX path, made here if not
         given) beside it when the protocol asks."""
@@ -67,7 +67,7 @@ class Backend:
 
                 ref_runner = self.load(reference or reference_path(), 1)
             return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock,
-                                reference=ref_runner)
+                                reference=ref_runner, process_warm=process_warm)
         finally:
             runner.close()
             if ref_runner is not None:

@@ -151,16 +151,20 @@ def run_protocol(
     fingerprint: dict[str, Any] | None = None,
     clock: Clock = time.perf_counter,
     reference: Runner | None = None,
+    process_warm: bool = False,
 ) -> Measurement:
     """Warm up (count and time), then time runs until both the minimum count and time are
     reached, or a maximum is hit. Every timed sample is kept. With a `reference` runner the
     timed runs come in blocks of `block_s` seconds, each between two blocks of `ref_runs`
     reference runs; a block's reference reading is the median of the reference runs on both
-    of its sides."""
+    of its sides. process_warm: this process has already timed a model, so the warm-up time
+    (there for the CPU and the process to reach a steady state) is spent once per process, and
+    a later model warms up by `warmup_runs` alone (its own caches and allocations)."""
     first_run_ms = runner.time_once(clock) * 1e3
     start = clock()
     warm = 1
-    while warm < protocol.warmup_runs or clock() - start < protocol.warmup_s:
+    warmup_s = 0.0 if process_warm else protocol.warmup_s
+    while warm < protocol.warmup_runs or clock() - start < warmup_s:
         runner.time_once(clock)
         if reference is not None and warm < protocol.warmup_runs:
             reference.time_once(clock)
@@ -240,9 +244,10 @@ def process_latency(m: Measurement, baseline_ms: float | None) -> float:
 def combine(replicates: list[Measurement], protocol: MeasureProtocol, baseline_ms: float | None = None,
             retried: int = 0) -> Measurement:
     """k processes' measurements as one: the median of per-process latencies, a 95% CI from their
-    spread, every sample kept; flagged noisy when the CI is wider than `noisy_ci` of the latency
-    (or, with one process, when that process was noisy), disturbed when any process's reference
-    read over `drift_limit` of its baseline."""
+    spread, every sample kept; flagged noisy when the CI is wider than `noisy_ci` of the latency,
+    disturbed when any process's reference read over `drift_limit` of its baseline. The noisy flag
+    rests on the spread between processes, where most of the spread is; one process has none to
+    show, so it is flagged single-process instead (its own IQR verdict stays in `processes`)."""
     if not replicates:
         raise ValueError("no replicates")
     per = [process_latency(m, baseline_ms) for m in replicates]
@@ -256,7 +261,7 @@ def combine(replicates: list[Measurement], protocol: MeasureProtocol, baseline_m
     stats.update(median_ms=latency, raw_median_ms=float(np.median(raw)),
                  process_cov=float(np.std(per, ddof=1) / np.mean(per)) if len(per) > 1 else 0.0)
     flags = []
-    noisy = (max(hi - latency, latency - lo) > protocol.noisy_ci * latency) if len(per) > 1 else replicates[0].noisy
+    noisy = len(per) > 1 and max(hi - latency, latency - lo) > protocol.noisy_ci * latency
     if noisy:
         flags.append("noisy")
     ratio = float(np.median(ratios)) if ratios else None

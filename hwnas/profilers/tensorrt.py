@@ -293,11 +293,11 @@ class TensorrtBackend(Backend):
         )
 
     def measure(self, model: Any, protocol: MeasureProtocol, batch: int = 1, clock: Clock = time.perf_counter,
-                reference: Any = None) -> Measurement:
+                reference: Any = None, process_warm: bool = False) -> Measurement:
         # Build (or find) the engine first, so session_ms is deserialisation, not a build.
         self.batch = max(int(batch or 1), 1)
         self.engine(model)
-        return super().measure(model, protocol, batch=batch, clock=clock, reference=reference)
+        return super().measure(model, protocol, batch=batch, clock=clock, reference=reference, process_warm=process_warm)
 
     def load(self, model: Any, batch: int | None = None) -> TensorrtRunner:
         plan = self.engine(model).path.read_bytes()

@@ -33,6 +33,7 @@ def serve(stdin: IO[str], stdout: IO[str]) -> None:
     from hwnas.profilers import get_backend
 
     backends: dict[tuple, Any] = {}
+    warm = False  # the warm-up time is spent once per process (see run_protocol)
     for line in stdin:
         if not line.strip():
             continue
@@ -43,7 +44,9 @@ def serve(stdin: IO[str], stdout: IO[str]) -> None:
             if key not in backends:
                 backends[key] = get_backend(*key)
             protocol = MeasureProtocol(**req.get("protocol", {}))
-            m = backends[key].measure(req["onnx"], protocol, batch=req.get("batch", 1), reference=req.get("reference"))
+            m = backends[key].measure(req["onnx"], protocol, batch=req.get("batch", 1), reference=req.get("reference"),
+                                      process_warm=warm)
+            warm = True
             reply = {"id": req.get("id"), "ok": True, "measurement": m.to_json()}
         except HwnasError as e:
             reply = {"id": req.get("id"), "ok": False, "error": str(e)}

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.profilers.protocol import usable
 from hwnas.search import relax
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
@@ -204,9 +205,16 @@ class MeasuredLatency:
 
     def __init__(self, space: Space, measurer, batch: int = 1):
         self.space, self.measurer, self.batch = space, measurer, batch
+        self.flags: list[str] = []
 
     def predict(self, arch) -> float:
-        return float(self.measurer.arch(self.space, arch, self.batch).measurement.stats["median_ms"])
+        """The measured latency; a measurement flagged noisy or disturbed (`protocol.usable`) is
+        measured once more, fresh, and the flags of what was used are kept in `flags`."""
+        m = self.measurer.arch(self.space, arch, self.batch).measurement
+        if not usable(m.flags):
+            m = self.measurer.arch(self.space, arch, self.batch, force=True).measurement
+        self.flags = m.flags
+        return float(m.stats["median_ms"])
 
 
 class ScaledModel:
@@ -235,6 +243,7 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
         r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
         ms = measured.predict(r.arch)
         rounds_log.append({"factor": factor, "predicted_ms": r.latency_ms, "measured_ms": ms,
+                           "flags": list(getattr(measured, "flags", [])),
                            "width_bound": r.bound, "depth_changes": r.depth_changes})
         if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
             best = (r, ms)

@@ -79,8 +79,9 @@ def test_combine_takes_the_median_of_processes_and_a_t_interval():
 def test_combine_flags_a_wide_interval_noisy_and_one_process_single():
     wide = combine([one_process(v) for v in (1.0, 1.3, 0.8)], MeasureProtocol(noisy_ci=0.02))
     assert wide.noisy and "noisy" in wide.flags and not usable(wide.flags)
-    single = combine([one_process(1.0)], MeasureProtocol())
-    assert single.ci95_ms == [1.0, 1.0] and "single-process" in single.flags and usable(single.flags)
+    single = combine([one_process(1.0, noisy=True)], MeasureProtocol())
+    assert single.ci95_ms == [1.0, 1.0] and single.flags == ["single-process"] and usable(single.flags)
+    assert single.processes[0]["noisy"]  # its own IQR verdict, kept
 
 
 def test_reference_normalises_each_process_and_flags_drift():

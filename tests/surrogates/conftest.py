@@ -30,7 +30,7 @@ def one_torch_thread():
 def lab(tmp_path_factory):
     space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     store = Store(tmp_path_factory.mktemp("surrogates") / "store.sqlite")
-    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.0, processes=1)
+    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=20, min_time_s=0.0, processes=1, reference=False)
     measurer = Measurer(get_backend("ort-cpu"), store, protocol)
     lut = LookupTable.build(space, measurer, batch=1, width_step=WIDTH_STEP, show_progress=False)
     sample(space, measurer, 30, seed=0, show_progress=False)

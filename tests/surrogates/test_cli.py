@@ -12,7 +12,7 @@ from hwnas.surrogates.models import load_model
 
 MODULE = "hwnas.surrogates.cli"
 SPACE = ["--space", "proxyless", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
-FAST = ["--warmup", "1", "--min-runs", "3", "--min-time", "0"]
+FAST = ["--warmup", "1", "--min-runs", "20", "--min-time", "0", "--processes", "1", "--no-reference"]
 
 
 @pytest.fixture
