@@ -17,7 +17,8 @@ terms interpolate linearly between integer numbers of inputs or nodes. At one-ho
 every term is the hard one, so `soft` equals `predict` there (a tested property).
 
 Each standalone measurement includes one model's fixed overhead, which a network pays once:
-`fit_correction` fits measured ~ a + b * table + c * parts on whole measured networks.
+a built table subtracts it per part (`overhead_correction`), and `fit_correction` fits
+measured ~ a + b * table + c * parts on whole measured networks instead.
 """
 
 from __future__ import annotations
@@ -256,7 +257,16 @@ class CellLatencyTable:
             entries[key] = float(measured.measurement.stats["median_ms"])
         target = {"backend": measurer.backend.name, "fingerprint": measurer.backend.fingerprint(batch),
                   "protocol": measurer.protocol.to_json()}
-        return cls(space, batch, entries, target)
+        table = cls(space, batch, entries, target)
+        table.correction = table.overhead_correction()
+        return table
+
+    def overhead_correction(self) -> dict[str, float]:
+        """Without a fit: every part was measured as its own model and paid one model's fixed
+        overhead, which a network pays once. The overhead is taken as the cheapest identity edge
+        (skip_connect at stride 1: a model that does nothing); table - parts * o + o."""
+        o = min(v for k, v in self.entries.items() if '"op":"skip_connect"' in k and '"stride":1' in k)
+        return {"a": o, "b": 1.0, "c": -o, "n_fit": 0}
 
     def fit_correction(self, archs: list, measured_ms: list[float]) -> dict[str, float]:
         """Least squares of measured ~ a + b * table + c * parts over whole measured networks."""

@@ -81,9 +81,8 @@ def _run_snas(opts: dict[str, Any]) -> dict[str, Any]:
                         log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"],
                         **{"epochs": SNAS_DEFAULTS["epochs"], **chosen})
     data = _load_data(opts["data"], opts["seed"], opts["limit"])
-    resolution = opts["resolution"] if given_on_command_line("resolution") else SNAS_DEFAULTS["resolution"]
-    space = make_new_space("darts", resolution, data.num_classes, channels=SNAS_DEFAULTS["channels"],
-                           cells=SNAS_DEFAULTS["cells"])
+    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": SNAS_DEFAULTS["resolution"]},
+                           channels=SNAS_DEFAULTS["channels"], cells=SNAS_DEFAULTS["cells"])
     measurer = _search_measurer(opts)
     try:
         table, info = _cell_table(opts, space, measurer)

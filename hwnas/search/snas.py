@@ -233,7 +233,7 @@ class ResourceCost:
         c = self.full(weights)
         ratio = c / scale
         loss = penalty(ratio, cfg.penalty) if cfg.target is not None else ratio
-        return cfg.lam * loss.to(torch.float32), float(c)
+        return cfg.lam * loss.to(torch.float32), float(c.detach())
 
 
 # --- supernet ------------------------------------------------------------------------------------
@@ -388,6 +388,7 @@ def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measure
     cost = ResourceCost(config, space, table)
     run = RunDir(out)
     resume = run.start({"method": "snas", **config.to_json(), "space": space.config, "data": data.name,
+                        "target_ms": config.target if config.resource == "latency" else None,
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})})

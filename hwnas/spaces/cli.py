@@ -37,24 +37,23 @@ def is_new_space(name: str) -> bool:
 
 
 def _given(name: str) -> bool:
+    """Did the user give option `name`? (True where the command has no such option: the caller's value stands.)"""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return True
-    try:
-        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
-    except Exception:
-        return True
+    source = ctx.get_parameter_source(name)
+    return source is None or source != ParameterSource.DEFAULT
 
 
-def make_new_space(name: str, resolution: int, num_classes: int, **defaults: Any):
-    """The registered space, with --channels/--cells from the command line and the space's own
-    default resolution and classes where the user gave none."""
+def make_new_space(name: str, resolution: int, num_classes: int, own: dict[str, Any] | None = None, **defaults: Any):
+    """The registered space, with --channels/--cells from the command line (else `defaults`), and
+    the space's own default resolution and classes (or `own`'s) where the user gave none."""
     from hwnas.spaces import get_space
 
     ctx = click.get_current_context(silent=True)
     sizes = dict(ctx.meta.get("hwnas_space_options", {})) if ctx is not None else {}
-    options = {k: v for k, v in {**defaults, **{k: v for k, v in sizes.items() if v is not None}}.items()}
-    own = NEW_SPACE_DEFAULTS.get(name, {})
+    options = {**defaults, **{k: v for k, v in sizes.items() if v is not None}}
+    own = {**NEW_SPACE_DEFAULTS.get(name, {}), **(own or {})}
     options["resolution"] = resolution if _given("resolution") else own.get("resolution", resolution)
     options["num_classes"] = num_classes if _given("num_classes") else own.get("num_classes", num_classes)
     return get_space(name, **options)

@@ -69,7 +69,7 @@ def test_local_costs_sum_to_the_total_and_have_the_right_gradients(space):
     torch.manual_seed(0)
     alpha = {k: torch.randn(14, 8, requires_grad=True) for k in ("normal", "reduce")}
     z = {k: gumbel_softmax_sample(a, 0.5)[0] for k, a in alpha.items()}
-    local = local_costs(z, tables)
+    local = {k: v.detach() for k, v in local_costs(z, tables).items()}
     assert float(sum(v.sum() for v in local.values())) == pytest.approx(float(total_cost(z, tables).detach()))
     # none costs nothing; a sep conv costs its parameters summed over the cells of that kind
     assert float(tables["normal"][:, NONE].abs().sum()) == 0.0
