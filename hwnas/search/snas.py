@@ -476,7 +476,7 @@ def _epoch(state: _State, cfg: SNASConfig, space: DartsSpace, data, cost: Resour
             state.opt_a.step()  # one-level: theta and alpha from the same backward pass
         n = y.numel()
         sums["loss"] += ce.item() * n
-        sums["cost_term"] += float(term) * n
+        sums["cost_term"] += float(term.detach()) * n
         sums["cost_value"] += value * n
         sums["correct"] += int((logits.argmax(1) == y).sum())
         sums["n"] += n
