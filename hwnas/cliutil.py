@@ -52,6 +52,12 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
         if not new_spaces:
             fail(f"space {space_name} works with info, arch, measure and search --method snas, not this command")
         return make_new_space(space_name, resolution, num_classes)
+    from hwnas.space import SPACE_DEFS, closest
+    from hwnas.spaces import space_names
+
+    if space_name not in SPACE_DEFS:
+        known = [*SPACE_DEFS, *space_names()]
+        fail(f"unknown space {space_name!r}{closest(space_name, known)}; known: {', '.join(known)}")
     check_no_size_options(space_name)
     return Space(space_name, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
 

@@ -260,7 +260,8 @@ def search(**opts):
     click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
 
 @click.command()
-@click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
+@click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True,
+              help="Architecture JSON (darts: or darts-v1 / darts-v2).")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
@@ -272,6 +273,7 @@ def search(**opts):
 @click.option("--weight-decay", type=float, default=4e-5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits and the weights.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for training.")
+@size_options
 @click.option("--target", type=float, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -285,7 +287,9 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     from hwnas.search.train import train_arch
     from hwnas.space import Space
 
-    doc = read_json(arch_path, "architecture file")
+    from hwnas.spaces.cli import is_new_space as _is_new
+
+    doc = {} if _is_new(space_name) else read_json(arch_path, "architecture file")
     if width_mult is None:
         width_mult = doc.get("width_mult", 1.0) if isinstance(doc, dict) else 1.0
     if (target is None) != (model_path is None):
@@ -293,6 +297,16 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     if target is not None and not target > 0:
         fail(f"--target must be a positive number of ms, got {target}")
     dataset = _load_data(data, seed, limit)
+    from hwnas.spaces.cli import is_new_space, load_new_arch, make_new_space
+
+    if is_new_space(space_name):  # darts: --channels/--cells; --arch may name a reference (darts-v2)
+        if target is not None:
+            fail("--target scales widths of the MBConv spaces; it does not apply to darts")
+        space = make_new_space(space_name, resolution, dataset.num_classes, own={"resolution": resolution})
+        arch = load_new_arch(space, arch_path)
+        result = train_arch(space, arch, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, seed=seed, threads=threads)
+        return _report_training(result, arch_path, {}, out, dataset)
     space = Space(space_name, resolution, width_mult, dataset.num_classes)
     arch = space.validate(doc)
     scaled = {}
@@ -311,6 +325,12 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
                   "width_bound_note": r.message, "latency_model_file": str(model_path)}
     result = train_arch(space, arch, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, seed=seed, threads=threads)
+    _report_training(result, arch_path, scaled, out, dataset)
+
+
+def _report_training(result, arch_path, scaled, out, dataset) -> None:
+    from hwnas.jsonutil import write_json
+
     result["arch_file"] = str(arch_path)
     result.update(scaled)
     if out is not None:
