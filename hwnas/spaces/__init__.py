@@ -11,7 +11,8 @@ from hwnas.errors import HwnasError
 from hwnas.spaces.base import SearchSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
-_MODULES = ("hwnas.spaces.darts",)  # imported on first use, so `import hwnas.spaces` stays light
+# Where each space lives, imported when the space is first made: naming spaces needs no torch.
+_MODULES = {"darts": "hwnas.spaces.darts"}
 
 
 def register_space(name: str):
@@ -22,22 +23,17 @@ def register_space(name: str):
     return decorate
 
 
-def _load() -> None:
-    for module in _MODULES:
-        importlib.import_module(module)
-
-
 def space_names() -> list[str]:
-    _load()
-    return sorted(SPACES)
+    return sorted(set(SPACES) | set(_MODULES))
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:
-    _load()
+    if name in _MODULES:
+        importlib.import_module(_MODULES[name])
     if name not in SPACES:
-        match = difflib.get_close_matches(str(name), list(SPACES), n=1)
+        match = difflib.get_close_matches(str(name), space_names(), n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise HwnasError(f"unknown search space {name!r}{hint}; known: {', '.join(sorted(SPACES))}")
+        raise HwnasError(f"unknown search space {name!r}{hint}; known: {', '.join(space_names())}")
     return SPACES[name](**options)
 
 
