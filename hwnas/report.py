@@ -291,7 +291,7 @@ class Inputs:
                 if key:
                     self.run_lut[r.name] = key
         for r in self.runs:
-            if r.name in self.run_lut:
+            if r.name in self.run_lut or r.method == "snas":  # snas runs hold a cell table, not a layer table
                 continue
             for cand in (r.config.get("latency_model_file"), r.path / "lut.json"):
                 if cand and Path(cand).is_file():
