@@ -45,11 +45,17 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     if n_random is not None and not 1 <= n_random <= 100_000:
         fail(f"--random must be in [1, 100000], got {n_random}")
     if onnx_path is None:
-        space = make_space(space_name, resolution, width_mult, num_classes)
+        space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+        if all_layers and hasattr(space, "references"):
+            fail(f"--layers measures the layers of the MBConv spaces; for {space_name} build a cell table")
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force)
     rows = []
     try:
-        if onnx_path is not None:
+        if onnx_path is None and hasattr(space, "references"):  # a new-shape space (darts)
+            from hwnas.spaces.cli import measure_rows
+
+            rows = measure_rows(space, measurer, arch_path, n_random, seed, batch, result_row)
+        elif onnx_path is not None:
             rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path, batch), batch=batch))
         elif all_layers:
             from hwnas.space import distinct_layers
@@ -73,11 +79,18 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
 @space_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Architecture JSON (default: the space's default).")
 @click.option("--batch", type=int, default=1, show_default=True)
-def info(space_name, resolution, width_mult, num_classes, arch_path, batch):
+@click.option("--json", "as_json", is_flag=True, help="darts: print the architectures and their counts as JSON.")
+def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_json):
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""
     import pandas as pd
 
-    space = make_space(space_name, resolution, width_mult, num_classes)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    if hasattr(space, "references"):  # darts: per network, or its references DARTS-V1/V2
+        from hwnas.spaces.cli import info as new_info
+
+        return new_info(space, arch_path, as_json)
+    if as_json:
+        fail("--json is for the darts space")
     arch = load_arch(space, arch_path) if arch_path else space.default_arch()
     specs = space.layers(arch, batch)
     rows = [{"position": s.position, "kind": s.kind, "hw": s.h, "c_in": s.c_in, "mid": s.mid, "se": s.se,
@@ -98,8 +111,9 @@ def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
 
     from hwnas.jsonutil import write_json
 
-    space = make_space(space_name, resolution, width_mult, num_classes)
-    a = space.default_arch() if random_seed is None else space.random_arch(np.random.default_rng(random_seed))
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    sample = getattr(space, "sample", None) or space.random_arch
+    a = space.default_arch() if random_seed is None else sample(np.random.default_rng(random_seed))
     if out:
         write_json(out, a.to_json())
     else:

@@ -23,8 +23,10 @@ def space_options(f):
     f = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Classifier outputs.")(f)
     f = click.option("--width-mult", type=float, default=1.0, show_default=True, help="Channel width multiplier.")(f)
     f = click.option("--resolution", type=int, default=224, show_default=True, help="Input height and width.")(f)
-    f = click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space: tfnas or proxyless.")(f)
-    return f
+    f = click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space: tfnas, proxyless or darts.")(f)
+    from hwnas.spaces.cli import size_options
+
+    return size_options(f)  # --channels, --cells (darts)
 
 
 ISOLATIONS = ("auto", "pin", "pause", "none")
@@ -67,9 +69,22 @@ def backend_options(f):
     return f
 
 
-def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int):
+def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int, new_spaces: bool = False):
+    """new_spaces: the command also works with the spaces of hwnas.spaces (darts)."""
     from hwnas.space import Space
+    from hwnas.spaces.cli import check_no_size_options, is_new_space, make_new_space
 
+    if is_new_space(space_name):
+        if not new_spaces:
+            fail(f"space {space_name} works with info, arch, measure and search --method snas, not this command")
+        return make_new_space(space_name, resolution, num_classes)
+    from hwnas.space import SPACE_DEFS, closest
+    from hwnas.spaces import space_names
+
+    if space_name not in SPACE_DEFS:
+        known = [*SPACE_DEFS, *space_names()]
+        fail(f"unknown space {space_name!r}{closest(space_name, known)}; known: {', '.join(known)}")
+    check_no_size_options(space_name)
     return Space(space_name, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
 
 
@@ -141,6 +156,10 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
 def load_arch(space, path: Path):
     from hwnas.jsonutil import read_json
 
+    if hasattr(space, "references"):  # a new-shape space: a file or a reference name (darts-v2)
+        from hwnas.spaces.cli import load_new_arch
+
+        return load_new_arch(space, path)
     return space.validate(read_json(path, "architecture file"))
 
 

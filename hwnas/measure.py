@@ -213,7 +213,8 @@ class Measurer:
         self.store.drop_replicates(item.key)
         return Measured(m, cached=False)
 
-    def _measure_item(self, item: Item, force: bool = False) -> Measured:
+    def measure(self, item: Item, force: bool = False) -> Measured:
+        """One item, its k processes each committed as it completes (resuming those the store holds)."""
         item.key = item.key or self._key(item.kind, item.spec, item.batch)
         found = self._cached(item.key, force)
         if found is not None:
@@ -299,7 +300,7 @@ class Measurer:
 
     def layers(self, specs: list[LayerSpec]) -> Measured:
         """Consecutive layers as one model: one layer, an adjacent pair, or a whole subnet."""
-        return self._measure_item(self.layers_item(specs))
+        return self.measure(self.layers_item(specs))
 
     def layer(self, spec: LayerSpec) -> Measured:
         return self.layers([spec])
@@ -309,10 +310,10 @@ class Measurer:
         """`arch` end to end; force: fresh processes even when the store has it (it replaces the
         stored one); processes: at least this many processes for this one measurement."""
         if processes is not None and processes > self.protocol.processes and self.worker is not None:
-            return self._with_processes(processes).arch(space, arch, batch, force)
-        return self._measure_item(self.arch_item(space, arch, batch), force)
+            return self.with_processes(processes).arch(space, arch, batch, force)
+        return self.measure(self.arch_item(space, arch, batch), force)
 
-    def _with_processes(self, processes: int) -> "Measurer":
+    def with_processes(self, processes: int) -> "Measurer":
         """This measurer (same worker, store and baseline) with another process count."""
         other = Measurer.__new__(Measurer)
         other.__dict__.update(self.__dict__, protocol=replace(self.protocol, processes=processes))
@@ -324,7 +325,7 @@ class Measurer:
         instead of the protocol's; 1 keeps the worker's process between calls (a search's many
         samples: a fresh process each would cost more than the training they run beside)."""
         if processes is not None and processes != self.protocol.processes and self.worker is not None:
-            return self._with_processes(processes).submit_arch(space, arch, batch)
+            return self.with_processes(processes).submit_arch(space, arch, batch)
         item = self.arch_item(space, arch, batch)
         item.key = self._key(item.kind, item.spec, item.batch)
         found = self._cached(item.key)
@@ -347,4 +348,4 @@ class Measurer:
         from hwnas.profilers.ort import check_batch
 
         check_batch(path, batch)
-        return self._measure_item(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))
+        return self.measure(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))

@@ -28,7 +28,7 @@ from hwnas import report_figures as figs
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json
 
-KNOWN_METHODS = ("tfnas", "unas")
+KNOWN_METHODS = ("tfnas", "unas", "snas")
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
 PAPER_TOP1 = {"TF-NAS-A": 76.9, "TF-NAS-B": 76.3, "TF-NAS-C": 75.2, "TF-NAS-D": 74.2, "TF-NAS-A-wose": 76.5,
               "MobileNetV2": 72.0}
@@ -291,7 +291,7 @@ class Inputs:
                 if key:
                     self.run_lut[r.name] = key
         for r in self.runs:
-            if r.name in self.run_lut:
+            if r.name in self.run_lut or r.method == "snas":  # snas runs hold a cell table, not a layer table
                 continue
             for cand in (r.config.get("latency_model_file"), r.path / "lut.json"):
                 if cand and Path(cand).is_file():
@@ -607,7 +607,14 @@ def _evaluate_surrogates(sec: Section, inp: Inputs):
     return curves
 
 
+# snas logs (hwnas.search.snas) under its own names: the cell table's latency, the derived child's accuracy, edge entropy
+SNAS_LOG_NAMES = {"table_ms": "lookup_ms", "val_acc_child": "val_acc", "edge_entropy": "alpha_entropy"}
+
+
 def _log_frame(run: Run) -> pd.DataFrame:
+    if run.method == "snas":
+        run = Run(run.name, run.path, run.config, [{SNAS_LOG_NAMES.get(k, k): v for k, v in r.items()} for r in run.log],
+                  run.summary, run.samples, run.final_arch)
     cols = ["epoch", "lookup_ms", "predicted_ms", "surrogate_ms", "measured_ms", "seed_predicted_ms", "soft_latency_ms",
             "sampled_latency_ms", "train_acc", "val_acc", "alpha_entropy", "beta_entropy"]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in run.log])

@@ -88,7 +88,7 @@ def test_an_interrupted_measurement_resumes_from_its_stored_processes(tiny_space
     first, _ = measurer._process(item.load(), 1, fresh=True)
     store.put_replicate(item.key, 0, first)  # one process finished before the interruption
     calls = recording(measurer)
-    m = measurer._measure_item(item).measurement
+    m = measurer.measure(item).measurement
     assert len(set(c for c in calls if "reference" not in c)) == 1 and len(m.processes) == 3
     assert m.processes[0]["raw_median_ms"] == first.stats["raw_median_ms"]
     measurer.close()

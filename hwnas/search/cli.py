@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from hwnas.cliutil import backend_options, fail, make_measurer
+from hwnas.spaces.cli import size_options
 
 
 def _given(opts: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -61,6 +62,58 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
         _close(measurer)
 
 
+def _run_snas(opts: dict[str, Any]) -> dict[str, Any]:
+    """SNAS on the darts space; the search's own defaults where the shared options were not given."""
+    from hwnas.search.snas import SNASConfig, search
+    from hwnas.spaces.cli import _given as given_on_command_line, make_new_space
+
+    if opts["space_name"] not in ("tfnas", "darts") or (opts["space_name"] == "tfnas" and given_on_command_line("space_name")):
+        fail(f"--method snas searches the darts space, not {opts['space_name']}")
+    own = {"lam": "lam", "cost": "penalty", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+           "weight_decay": "weight_decay", "arch_weight_decay": "arch_weight_decay", "seed": "seed",
+           "measure_every": "measure_every", "final_sessions": "final_sessions", "train_threads": "train_threads",
+           "arch_lr": "arch_lr", "tau": "tau"}
+    chosen = {field: opts[name] for name, field in own.items()
+              if opts.get(name) is not None and given_on_command_line(name)}
+    for name in ("seed", "measure_every", "final_sessions", "train_threads"):
+        chosen.setdefault(own[name], opts[name])
+    config = SNASConfig(resource=opts["resource"], target=opts["target"], gradient=opts["gradient"],
+                        log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"],
+                        **{"epochs": SNAS_DEFAULTS["epochs"], **chosen})
+    data = _load_data(opts["data"], opts["seed"], opts["limit"])
+    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": SNAS_DEFAULTS["resolution"]},
+                           channels=SNAS_DEFAULTS["channels"], cells=SNAS_DEFAULTS["cells"])
+    measurer = _search_measurer(opts)
+    try:
+        table, info = _cell_table(opts, space, measurer)
+        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info},
+                      echo=lambda s: click.echo(s, err=True))
+    finally:
+        _close(measurer)
+
+
+# A default SNAS search runs in minutes on one CPU core at this size (docs/darts.md).
+SNAS_DEFAULTS = {"channels": 8, "cells": 5, "resolution": 16, "epochs": 10}
+
+
+def _cell_table(opts: dict[str, Any], space, measurer):
+    """The given cell table (--lut), else one built on the backend, kept in the run directory."""
+    from hwnas.latency.cells import CellLatencyTable
+
+    if opts["model_path"] is not None:
+        return CellLatencyTable.load(opts["model_path"], expect_space=space), {
+            "latency_model_file": str(Path(opts["model_path"]).resolve())}
+    path = Path(opts["out"]) / "cell_lut.json"
+    if path.exists():
+        table = CellLatencyTable.load(path, expect_space=space)
+    else:
+        click.echo(f"building a cell latency table for {space} on {opts['backend_name']} (cached in the measurement store)", err=True)
+        table = CellLatencyTable.build(space, measurer, batch=opts["batch"])
+        table.save(path)
+    return table, {"latency_model_file": str(path.resolve())}
+
+
 def _search_measurer(opts: dict[str, Any]):
     """A measurer whose ONNX measurements run in worker processes, out of the training process,
     where ONNX Runtime read up to 6% slow (TF-NAS's final architecture: 2.85 ms there, 2.67 ms
@@ -74,7 +127,7 @@ def _close(measurer) -> None:
 
 
 # Search methods by name; each takes the parsed options and returns the run's summary.
-METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas, "unas": _run_unas}
+METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas, "unas": _run_unas, "snas": _run_snas}
 
 
 def _load_data(spec: str, seed: int, limit: int | None):
@@ -110,7 +163,8 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 
 @click.command()
 @click.option("--method", default="tfnas", show_default=True, help=f"Search method: {', '.join(METHODS)}.")
-@click.option("--target", type=float, required=True, help="Target latency in ms (at the deployment resolution).")
+@click.option("--target", type=float, required=True,
+              help="Target latency in ms (at the deployment resolution); snas: in the --resource's units (ms, or millions).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run directory; a run there with a checkpoint is resumed.")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
@@ -122,6 +176,7 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 @backend_options
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model file (default: build a table on --backend).")
+@size_options
 @click.option("--width-step", type=int, default=32, show_default=True,
               help="Mid-width grid of a table built here (interpolated between; 32 keeps the build to minutes).")
 @click.option("--cost", type=click.Choice(["hinge", "abs"]), default="hinge", show_default=True,
@@ -161,6 +216,14 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
               help="unas: lambda * relu(L - T) in ms, lambda * relu(L/T - 1), or lambda * |L/T - 1|.")
 @click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
               help="unas: end by elasticity-scaling the widths on the measured latency.")
+@click.option("--resource", default="latency", show_default=True,
+              help="snas: the constrained cost: params, flops, mac (memory access), latency or mixed (the SNAS authors').")
+@click.option("--gradient", type=click.Choice(["score", "reparam", "discrete"]), default="reparam", show_default=True,
+              help="snas: gradient of the cost: score function (the paper's), reparameterised, or softmax(alpha).")
+@click.option("--log-penalty", is_flag=True, help="snas: log(1 + c / mean c) per op cost (without a target only).")
+@click.option("--derive", type=click.Choice(["argmax", "top2"]), default="argmax", show_default=True,
+              help="snas: every edge keeps its argmax op, none dropping it (SNAS), or DARTS's top-2 per node.")
+@click.option("--bilevel", is_flag=True, help="snas: update alpha on search-val batches (default: one-level, as SNAS).")
 def search(**opts):
     """Search a latency-constrained architecture on real data."""
     from hwnas.space import closest
@@ -172,8 +235,15 @@ def search(**opts):
         fail(f"--target must be a positive number of ms, got {opts['target']}")
     if opts["true_latency"] and method != "unas":
         fail(f"--true-latency is an option of --method unas; {method} searches on its latency model")
+    if method != "snas":
+        from hwnas.spaces.cli import check_no_size_options
+
+        check_no_size_options(opts["space_name"])
     summary = METHODS[method](opts)
     click.echo(json.dumps(summary, indent=2))
+    if summary.get("target_ms") is None:  # snas with a non-latency cost: its value is in the summary
+        click.echo(f"{summary['resource']} {summary['resource_value']}; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
+        return
     target, m, lookup_err = summary["target_ms"], summary.get("measured_ms"), summary.get("lookup_error_pct")
     line = f"target {target:.4g} ms: predicted {summary['predicted_ms']:.4g} ms ({100 * (summary['predicted_ms'] / target - 1):+.2f}%)"
     if m is not None:
@@ -183,7 +253,8 @@ def search(**opts):
     click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
 
 @click.command()
-@click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
+@click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True,
+              help="Architecture JSON (darts: or darts-v1 / darts-v2).")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
 @click.option("--limit", type=int, default=None, help="Use at most this many training images.")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
@@ -195,6 +266,7 @@ def search(**opts):
 @click.option("--weight-decay", type=float, default=4e-5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits and the weights.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for training.")
+@size_options
 @click.option("--target", type=float, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -204,11 +276,13 @@ def search(**opts):
 def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
           threads, target, model_path, width_align, out):
     """Train an architecture from scratch and report its test accuracy."""
-    from hwnas.jsonutil import read_json, write_json
+    from hwnas.jsonutil import read_json
     from hwnas.search.train import train_arch
     from hwnas.space import Space
 
-    doc = read_json(arch_path, "architecture file")
+    from hwnas.spaces.cli import is_new_space as _is_new
+
+    doc = {} if _is_new(space_name) else read_json(arch_path, "architecture file")
     if width_mult is None:
         width_mult = doc.get("width_mult", 1.0) if isinstance(doc, dict) else 1.0
     if (target is None) != (model_path is None):
@@ -216,6 +290,16 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     if target is not None and not target > 0:
         fail(f"--target must be a positive number of ms, got {target}")
     dataset = _load_data(data, seed, limit)
+    from hwnas.spaces.cli import is_new_space, load_new_arch, make_new_space
+
+    if is_new_space(space_name):  # darts: --channels/--cells; --arch may name a reference (darts-v2)
+        if target is not None:
+            fail("--target scales widths of the MBConv spaces; it does not apply to darts")
+        space = make_new_space(space_name, resolution, dataset.num_classes, own={"resolution": resolution})
+        arch = load_new_arch(space, arch_path)
+        result = train_arch(space, arch, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, seed=seed, threads=threads)
+        return _report_training(result, arch_path, {}, out, dataset)
     space = Space(space_name, resolution, width_mult, dataset.num_classes)
     arch = space.validate(doc)
     scaled = {}
@@ -234,6 +318,12 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
                   "width_bound_note": r.message, "latency_model_file": str(model_path)}
     result = train_arch(space, arch, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, seed=seed, threads=threads)
+    _report_training(result, arch_path, scaled, out, dataset)
+
+
+def _report_training(result, arch_path, scaled, out, dataset) -> None:
+    from hwnas.jsonutil import write_json
+
     result["arch_file"] = str(arch_path)
     result.update(scaled)
     if out is not None:

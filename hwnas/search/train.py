@@ -90,7 +90,7 @@ def train_arch(
     from tqdm import tqdm
 
     with deterministic_training(threads, seed):
-        net = build(space, arch)
+        net = space.build(arch).train() if hasattr(space, "references") else build(space, arch)  # darts builds its own
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
         steps = math.ceil(data.size("train") / batch_size)

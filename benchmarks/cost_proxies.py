@@ -1,0 +1,150 @@
+"""Which cost should a search constrain? Measured latency against params, FLOPs, MAC, the lookup
+table and the best surrogate, over random architectures of each space; then SNAS with each cost.
+
+    taskset -c 0 python benchmarks/cost_proxies.py --n 150 --spaces darts-search,darts-eval,tfnas
+    taskset -c 0 python benchmarks/cost_proxies.py --n 150 --spaces darts-search --searches --target 0.6
+
+Part 1, per space: N random architectures (darts: SNAS-style child graphs, every edge uniform
+over the 8 ops; tfnas: its random subnets at 32 px, width 0.25, 10 classes), measured on ort-cpu
+with 1 thread. For each proxy: Kendall tau against the measured latency, and the MAPE of a
+linear fit (measured ~ a + b * proxy) fitted on the even-indexed half and scored on the odd half.
+darts proxies: params, flops (MACs), mac (memory access cost), the raw cell table, the cell table
+with its parts correction (the best surrogate here; fitted on the even half). tfnas: params, flops,
+the layer table and lut+linear.
+
+Part 2 (--searches, darts-search only): a SNAS search per cost, each tuned to one target: the
+latency cost takes the target in ms on the corrected cell table; the others take the proxy value
+the part-1 linear fit maps to that latency. Reported per cost: the derived network's measured
+latency against the target, and its child validation accuracy from the search's log.
+
+Every measurement goes through the store (--db; default $HWNAS_DB), so a rerun only measures what
+is new; run directories under --out are resumed. Results: JSON on stdout and in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from hwnas.measure import Measurer
+from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.store import Store
+
+DARTS_SIZES = {"darts-search": {"channels": 8, "cells": 5, "resolution": 16},
+               "darts-eval": {"channels": 36, "cells": 20, "resolution": 32}}
+
+
+def proxy_scores(measured: np.ndarray, proxies: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    even, odd = np.arange(0, len(measured), 2), np.arange(1, len(measured), 2)
+    out = {}
+    for name, x in proxies.items():
+        b, a = np.polyfit(x[even], measured[even], 1)
+        pred = a + b * x[odd]
+        out[name] = {"kendall_tau": float(stats.kendalltau(measured, x).statistic),
+                     "mape_pct_linear_fit": float(np.mean(np.abs(pred - measured[odd]) / measured[odd]) * 100),
+                     "fit": [float(a), float(b)]}
+    return out
+
+
+def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, object, list]:
+    from hwnas.latency.cells import CellLatencyTable
+    from hwnas.spaces import get_space
+    from hwnas.spaces.pipeline import measure_arch
+
+    space = get_space("darts", **DARTS_SIZES[name])
+    table = CellLatencyTable.build(space, measurer)
+    archs = space.random_archs(n, seed)
+    measured = np.array([measure_arch(measurer, space, a).measurement.stats["median_ms"] for a in archs])
+    costs = [space.costs(a) for a in archs]
+    raw = np.array([table.table_ms(a)[0] for a in archs])
+    table.fit_correction(archs[0::2], measured[0::2])
+    proxies = {"params": np.array([c["params"] for c in costs], float), "flops": np.array([c["macs"] for c in costs], float),
+               "mac": np.array([c["mac"] for c in costs], float), "cell_table": raw,
+               "cell_table_corrected": np.array([table.predict(a) for a in archs])}
+    return {"space": space.config, "n": n, "measured_ms_range": [float(measured.min()), float(measured.max())],
+            "proxies": proxy_scores(measured, proxies)}, space, table, archs
+
+
+def tfnas_part(n: int, measurer, seed: int) -> dict:
+    from hwnas.space import Space
+    from hwnas.surrogates.data import Subnets
+    from hwnas.surrogates.lut import LookupTable
+    from hwnas.surrogates.models import fit_model, predict_all
+
+    space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
+    table = LookupTable.build(space, measurer, width_step=8)
+    archs = space.random_archs(n, seed)
+    measured = np.array([measurer.arch(space, a).measurement.stats["median_ms"] for a in archs])
+    even = np.arange(0, n, 2)
+    surrogate = fit_model("lut+linear", space, Subnets(archs, measured).take(even), lut=table)
+    proxies = {"params": np.array([space.params(a) for a in archs], float),
+               "flops": np.array([space.macs(a) for a in archs], float),
+               "lookup_table": predict_all(table, archs), "lut+linear": predict_all(surrogate, archs)}
+    return {"space": space.config, "n": n, "measured_ms_range": [float(measured.min()), float(measured.max())],
+            "proxies": proxy_scores(measured, proxies)}
+
+
+def searches(space, table, part: dict, target_ms: float, out: Path, epochs: int, limit: int, measurer) -> dict:
+    from hwnas.data import load_dataset
+    from hwnas.search.snas import SNASConfig, search
+
+    data = load_dataset("digits", seed=0, limit=limit)
+    results = {}
+    for resource, proxy in (("latency", None), ("params", "params"), ("flops", "flops"), ("mac", "mac")):
+        if proxy is None:
+            target = target_ms
+        else:  # the proxy value the linear fit maps to target_ms, in the cost's units (millions)
+            a, b = part["proxies"][proxy]["fit"]
+            target = (target_ms - a) / b / 1e6
+        if not target > 0:
+            results[resource] = {"skipped": f"the linear fit maps {target_ms} ms to a non-positive {resource}"}
+            continue
+        cfg = SNASConfig(resource=resource, target=target, epochs=epochs, measure_every=0, final_sessions=3)
+        summary = search(cfg, space, data, out / f"snas-{resource}", table=table, measurer=measurer, show_progress=False)
+        log = [json.loads(line) for line in (out / f"snas-{resource}" / "log.jsonl").read_text().splitlines()]
+        results[resource] = {"target": target, "measured_ms": summary["measured_ms"],
+                             "measured_vs_target_ms_pct": 100 * (summary["measured_ms"] / target_ms - 1),
+                             "child_val_acc": log[-1]["val_acc_child"], "params_m": summary["params_m"],
+                             "arch_hash": summary["arch_hash"]}
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=150)
+    ap.add_argument("--spaces", default="darts-search,darts-eval,tfnas")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--searches", action="store_true", help="part 2: a SNAS search per cost (darts-search)")
+    ap.add_argument("--target", type=float, default=0.6, help="part 2: target latency in ms")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--limit", type=int, default=600)
+    ap.add_argument("--out", type=Path, default=Path("cost_proxies_out"))
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    measurer = Measurer(get_backend("ort-cpu", threads=1), Store(args.db), MeasureProtocol(min_runs=20, min_time_s=args.min_time))
+    report = {}
+    for name in args.spaces.split(","):
+        if name in DARTS_SIZES:
+            report[name], space, table, _ = darts_part(name, args.n, measurer, args.seed)
+            if args.searches and name == "darts-search":
+                report["searches"] = searches(space, table, report[name], args.target, args.out, args.epochs, args.limit,
+                                              measurer)
+        elif name == "tfnas":
+            report[name] = tfnas_part(args.n, measurer, args.seed)
+        else:
+            raise SystemExit(f"unknown space {name!r}; known: {', '.join([*DARTS_SIZES, 'tfnas'])}")
+    measurer.store.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cost_proxies.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Latency models for the new-shape spaces (cells.py: the darts cell table)."""

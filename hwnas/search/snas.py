@@ -1,0 +1,573 @@
+"""SNAS (Xie et al., ICLR 2019) on the darts cell space, with resource costs including latency.
+
+Every edge of the supernet carries a concrete (Gumbel-softmax) sample Z of its op choice,
+drawn once per step and shared by all normal cells (and, separately, all reduction cells),
+with a temperature annealed over the run. One-level, as SNAS: the weights theta and the
+architecture alpha get their gradients from the same backward pass of the training loss
+plus the resource term; `bilevel` updates alpha on a search-val batch instead.
+
+Resource constraint (Eq. 10): C(Z) = sum over edges of Z_e . c_e, where c_e holds each op's
+cost on that edge summed over the cells of its kind. Costs: params, flops (MACs), mac
+(memory access cost), latency (the cell table's edge entries; with `reparam`/`discrete` the
+whole table, nodes and preprocessing included) and the authors' mixed cost. Gradient forms:
+
+  score     the paper's: each edge's concrete log-density times its own local cost, detached
+  reparam   the cost of Z itself, differentiated through the Gumbel-softmax sample
+  discrete  the cost under softmax(alpha)
+
+Without a target the cost enters as lambda * C / C_uniform (C_uniform: the cost with every
+non-none op equally likely), or with `log_penalty` each op cost c becomes log(1 + c / mean c).
+With a target T the cost is lambda * max(C/T - 1, 0) (hinge) or lambda * |C/T - 1| (abs); the
+score form then weights the local costs by the penalty's slope at the sample's total cost.
+
+Derivation: every edge keeps its argmax op and edges whose argmax is `none` drop out (SNAS's
+child graph); `top2` applies DARTS's rule instead (two strongest non-none edges per node).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search.train import deterministic_training
+from hwnas.spaces.darts import (
+    CELL_TYPES, EDGES, N_EDGES, PRIMITIVES, STEPS, DartsSpace, FactorizedReduce, ReLUConvBN, edge_index,
+    edge_stride_hw, make_op, op_costs,
+)
+
+RESOURCES = ("params", "flops", "mac", "latency", "mixed")
+GRADIENTS = ("score", "reparam", "discrete")
+PENALTIES = ("hinge", "abs")
+DERIVATIONS = ("argmax", "top2")
+NONE = PRIMITIVES.index("none")
+
+
+@dataclass(frozen=True)
+class SNASConfig:
+    resource: str = "latency"
+    target: float | None = None  # ms for latency; millions of params / MACs / bytes-ish units for the others
+    penalty: str = "abs"  # with a target: hinge or abs
+    gradient: str = "reparam"
+    log_penalty: bool = False
+    lam: float = 1.0
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025  # DARTS/SNAS: SGD 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    # Adam. The authors' 3e-4 over 150 epochs barely moves alpha in a minutes-long run; at C=4, 3 cells,
+    # 16 px, 6 epochs with a flops target of 0.5 M, 0.02 left the edge entropy at 2.071 nats (log 8 = 2.079)
+    # and the child at 1.48 M MACs, 0.1 took them to 1.964 nats and 0.76 M (docs/darts.md).
+    arch_lr: float = 0.1
+    arch_weight_decay: float = 1e-3
+    tau: float = 1.0  # authors: 1.0 linearly down to 0.03 over the run
+    tau_min: float = 0.03
+    anneal: str = "linear"  # or "exp": tau * (tau_min / tau) ** (epoch / (epochs - 1))
+    bilevel: bool = False
+    derive: str = "argmax"
+    grad_clip: float = 5.0
+    seed: int = 0
+    measure_every: int = 0
+    final_sessions: int = 3
+    train_threads: int = 1
+
+    def __post_init__(self):
+        def check(ok, msg):
+            if not ok:
+                raise HwnasError(msg)
+
+        def num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        import difflib
+
+        for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", PENALTIES),
+                              ("derive", DERIVATIONS), ("anneal", ("linear", "exp"))):
+            v = getattr(self, name)
+            if v not in choices:
+                m = difflib.get_close_matches(str(v), choices, n=1)
+                raise HwnasError(f"unknown {'cost' if name == 'resource' else name} {v!r} for the darts space"
+                                 f"{f' (did you mean {m[0]!r}?)' if m else ''}; known: {', '.join(choices)}")
+        check(self.target is None or (num(self.target) and self.target > 0), f"target must be positive, got {self.target!r}")
+        check(not (self.log_penalty and self.target is not None), "the log penalty is for a search without a target")
+        check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
+        check(is_int(self.batch_size) and self.batch_size >= 2, f"batch size must be an integer >= 2, got {self.batch_size!r}")
+        for name in ("lr", "arch_lr", "tau", "tau_min"):
+            check(num(getattr(self, name)) and getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("lr_min", "momentum", "weight_decay", "arch_weight_decay", "lam", "grad_clip"):
+            check(num(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
+        check(self.tau_min <= self.tau, f"tau_min {self.tau_min} must not exceed tau {self.tau}")
+        check(is_int(self.measure_every) and self.measure_every >= 0, f"measure-every must be an integer >= 0, got {self.measure_every!r}")
+        check(is_int(self.final_sessions) and 1 <= self.final_sessions <= 100, "final sessions must be in [1, 100]")
+        check(is_int(self.train_threads) and 1 <= self.train_threads <= 256, "training threads must be in [1, 256]")
+        check(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def temperature(self, epoch: int) -> float:
+        """Temperature of epoch `epoch` (0-based): tau at the first, tau_min at the last."""
+        f = epoch / (self.epochs - 1) if self.epochs > 1 else 0.0
+        f = min(max(f, 0.0), 1.0)
+        if self.anneal == "linear":
+            return self.tau + f * (self.tau_min - self.tau)
+        return self.tau * (self.tau_min / self.tau) ** f
+
+
+# --- concrete distribution ---------------------------------------------------------------------------
+
+
+def gumbel_softmax_sample(alpha: torch.Tensor, tau: float, generator: torch.Generator | None = None):
+    """(Z, log Z) per row: Z = softmax((alpha + G) / tau), G Gumbel(0, 1); log Z without underflow."""
+    u = torch.rand(alpha.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
+    g = -torch.log(-torch.log(u))
+    log_z = torch.log_softmax((alpha + g) / tau, dim=-1)
+    return log_z.exp(), log_z
+
+
+def concrete_log_density(log_z: torch.Tensor, alpha: torch.Tensor, tau: float) -> torch.Tensor:
+    """log p(z | alpha, tau) of the concrete distribution (Maddison et al. 2017), per row; z is
+    given by its log and held fixed, so the gradient flows to alpha only (the score function)."""
+    n = alpha.shape[-1]
+    log_z = log_z.detach()
+    return (math.lgamma(n) + (n - 1) * math.log(tau) + (alpha - (tau + 1) * log_z).sum(-1)
+            - n * torch.logsumexp(alpha - tau * log_z, dim=-1))
+
+
+# --- costs -----------------------------------------------------------------------------------------
+
+
+def edge_cost_tables(space: DartsSpace, resource: str, table=None) -> dict[str, torch.Tensor]:
+    """{kind: [14, 8]}: each op's cost on each edge, summed over the cells of that kind."""
+    out = {k: torch.zeros(N_EDGES, len(PRIMITIVES), dtype=torch.float64) for k in CELL_TYPES}
+    for k, row in enumerate(space.cell_plan()):
+        if resource == "latency":
+            if table is None:
+                raise HwnasError("the latency cost needs a cell latency table")
+            out[row["kind"]] += table._edge_ms[k]
+            continue
+        for e, (j, i) in enumerate(EDGES):
+            stride, h = edge_stride_hw(row, i)
+            for o, op in enumerate(PRIMITIVES):
+                c = op_costs(op, row["c"], stride, h)
+                value = {"params": c["params"], "flops": c["macs"], "mac": c["mac"],
+                         "mixed": 0.43 * (2 * c["params"] + c["macs"] / 4000 + c["mac"] / 100)}[resource]
+                out[row["kind"]][e, o] += value
+    if resource in ("params", "flops", "mac"):  # reported in millions
+        out = {k: v / 1e6 for k, v in out.items()}
+    return out
+
+
+def log_tables(tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The log penalty: c -> log(1 + c / mean positive c); `none` stays 0."""
+    pos = torch.cat([t[t > 0] for t in tables.values()])
+    scale = float(pos.mean()) if pos.numel() else 1.0
+    return {k: torch.log1p(t / scale) for k, t in tables.items()}
+
+
+def local_costs(z: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per edge: Z_e . c_e, the edge's share of C(Z) (Eq. 10)."""
+    return {k: (z[k].to(torch.float64) * tables[k]).sum(-1) for k in CELL_TYPES}
+
+
+def total_cost(z: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sum(c.sum() for c in local_costs(z, tables).values())
+
+
+def penalty(ratio: torch.Tensor, kind: str) -> torch.Tensor:
+    r = ratio - 1.0
+    return torch.relu(r) if kind == "hinge" else r.abs()
+
+
+def penalty_slope(ratio: float, kind: str) -> float:
+    if kind == "hinge":
+        return 1.0 if ratio > 1.0 else 0.0
+    return 1.0 if ratio > 1.0 else -1.0
+
+
+class ResourceCost:
+    """The resource term of the loss for one config: `term(alpha, z, log_z, tau)`."""
+
+    def __init__(self, config: SNASConfig, space: DartsSpace, table=None):
+        self.config, self.table = config, table
+        self.tables = edge_cost_tables(space, config.resource, table)
+        if config.log_penalty:
+            self.tables = log_tables(self.tables)
+        uniform = {k: torch.full((N_EDGES, len(PRIMITIVES)), 1.0 / (len(PRIMITIVES) - 1), dtype=torch.float64)
+                   for k in CELL_TYPES}
+        for u in uniform.values():
+            u[:, NONE] = 0.0
+        self.reference = float(self.full(uniform))  # normaliser without a target
+
+    def full(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """C under the weights; the latency cost uses the whole table (stem, nodes, ...) here."""
+        if self.config.resource == "latency" and not self.config.log_penalty:
+            return self.table.soft(weights).to(torch.float64)
+        return total_cost(weights, self.tables)
+
+    def term(self, alpha: dict[str, torch.Tensor], z: dict[str, torch.Tensor], log_z: dict[str, torch.Tensor],
+             tau: float) -> tuple[torch.Tensor, float]:
+        """(the loss term lambda * penalty, the value of C at the sample)."""
+        cfg = self.config
+        scale = cfg.target if cfg.target is not None else self.reference
+        if cfg.gradient == "score":
+            with torch.no_grad():
+                value = float(self.full(z))
+            # d penalty / dC at the sample's cost, times the per-edge score-function surrogate
+            slope = penalty_slope(value / scale, cfg.penalty) if cfg.target is not None else 1.0
+            local = local_costs({k: v.detach() for k, v in z.items()}, self.tables)
+            surrogate = sum((concrete_log_density(log_z[k], alpha[k], tau) * local[k]).sum() for k in CELL_TYPES)
+            return cfg.lam * slope * surrogate / scale, value
+        weights = z if cfg.gradient == "reparam" else {k: torch.softmax(a, -1) for k, a in alpha.items()}
+        c = self.full(weights)
+        ratio = c / scale
+        loss = penalty(ratio, cfg.penalty) if cfg.target is not None else ratio
+        return cfg.lam * loss.to(torch.float32), float(c.detach())
+
+
+# --- supernet ------------------------------------------------------------------------------------
+
+
+class MixedEdge(nn.Module):
+    def __init__(self, c: int, stride: int):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(op, c, stride, affine=False) for op in PRIMITIVES)
+
+    def forward(self, x, w):
+        out = None
+        for o, op in enumerate(self.ops):
+            if o == NONE or (not w.requires_grad and float(w[o]) == 0.0):
+                continue  # `none` adds zeros; a zero weight (one-hot child) needs no op
+            y = w[o] * op(x)
+            out = y if out is None else out + y
+        return out if out is not None else torch.zeros_like(self.ops[NONE](x))
+
+
+class SearchCell(nn.Module):
+    def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, affine=False)
+        self.pre1 = ReLUConvBN(c_p, c, affine=False)
+        self.edges = nn.ModuleList(MixedEdge(c, 2 if reduction and i < 2 else 1) for (j, i) in EDGES)
+
+    def forward(self, s0, s1, w):
+        states = [self.pre0(s0), self.pre1(s1)]
+        for j in range(STEPS):
+            states.append(sum(self.edges[edge_index(j, i)](states[i], w[edge_index(j, i)]) for i in range(2 + j)))
+        return torch.cat(states[2:], dim=1)
+
+
+class SNASSupernet(nn.Module):
+    def __init__(self, space: DartsSpace):
+        super().__init__()
+        c = space.channels
+        self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), nn.BatchNorm2d(3 * c))
+        self.cells = nn.ModuleList()
+        c_pp = c_p = 3 * c
+        reduction_prev = False
+        for row in space.cell_plan():
+            reduction = row["kind"] == "reduce"
+            self.cells.append(SearchCell(c_pp, c_p, row["c"], reduction, reduction_prev))
+            c_pp, c_p, reduction_prev = c_p, STEPS * row["c"], reduction
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, space.num_classes)
+        # SNAS initialises alpha around 1 (N(1, 0.01)); shared by every cell of a kind
+        self.alpha_normal = nn.Parameter(1.0 + 0.01 * torch.randn(N_EDGES, len(PRIMITIVES)))
+        self.alpha_reduce = nn.Parameter(1.0 + 0.01 * torch.randn(N_EDGES, len(PRIMITIVES)))
+
+    def alphas(self) -> dict[str, torch.Tensor]:
+        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def forward(self, x, weights: dict[str, torch.Tensor]):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+# --- derivation ----------------------------------------------------------------------------------
+
+
+def derive(alpha: dict[str, torch.Tensor], rule: str = "argmax") -> dict[str, Any]:
+    """The child graph's JSON from alpha: SNAS's argmax (none drops the edge) or DARTS's top-2.
+    A cell whose edges all take `none` keeps its strongest non-none input edge (else it has no node)."""
+    doc: dict[str, Any] = {"space": "darts"}
+    for kind in CELL_TYPES:
+        a = alpha[kind].detach()
+        ops = ["none"] * N_EDGES
+        if rule == "argmax":
+            for e in range(N_EDGES):
+                ops[e] = PRIMITIVES[int(a[e].argmax())]
+        else:
+            for j in range(STEPS):
+                es = [edge_index(j, i) for i in range(2 + j)]
+                strength = [float(torch.cat([a[e, :NONE], a[e, NONE + 1:]]).max()) for e in es]
+                for rank in sorted(range(len(es)), key=lambda r: -strength[r])[:2]:
+                    row = a[es[rank]].clone()
+                    row[NONE] = -float("inf")
+                    ops[es[rank]] = PRIMITIVES[int(row.argmax())]
+        if not _has_active(ops):
+            best = max((e for e in range(N_EDGES) if EDGES[e][1] < 2),
+                       key=lambda e: float(torch.cat([a[e, :NONE], a[e, NONE + 1:]]).max()))
+            row = a[best].clone()
+            row[NONE] = -float("inf")
+            ops[best] = PRIMITIVES[int(row.argmax())]
+        doc[f"{kind}_edges"] = [[ops[edge_index(j, i)] for i in range(2 + j)] for j in range(STEPS)]
+    return doc
+
+
+def _has_active(ops: list[str]) -> bool:
+    """Does some node have a live input? (Inputs 0 and 1 are live; node j only via live states.)"""
+    live = {0, 1}
+    for j in range(STEPS):
+        if any(ops[edge_index(j, i)] != "none" and i in live for i in range(2 + j)):
+            live.add(j + 2)
+    return len(live) > 2
+
+
+def edge_entropy(alpha: dict[str, torch.Tensor]) -> float:
+    """Mean entropy (nats) of the edges' softmax(alpha)."""
+    ents = [-(torch.softmax(a.detach(), -1) * torch.log_softmax(a.detach(), -1)).sum(-1) for a in alpha.values()]
+    return float(torch.cat(ents).mean())
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self, net, opt_w, opt_a, data_gen, sample_gen):
+        self.net, self.opt_w, self.opt_a = net, opt_w, opt_a
+        self.data_gen, self.sample_gen = data_gen, sample_gen
+        self.epoch = 0
+
+    def _parts(self):
+        return ({"supernet": self.net, "opt_w": self.opt_w, "opt_a": self.opt_a},
+                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
+
+    def checkpoint(self):
+        return snapshot(self.epoch, *self._parts())
+
+    def restore(self, ck):
+        self.epoch = restore_snapshot(ck, *self._parts())
+
+
+def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measurer=None, measure_batch: int = 1,
+           run_info: dict[str, Any] | None = None, show_progress: bool = True, stop_after_epoch: int | None = None,
+           echo: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
+    """Run (or resume) a SNAS search into run directory `out`; returns the summary.
+
+    space: the darts space searched and deployed (its resolution is the training resolution).
+    table: a CellLatencyTable of that space (needed by the latency cost; logged when given).
+    measurer: measures the derived network every measure_every epochs and at the end, or None.
+    """
+    if space.num_classes != data.num_classes:
+        raise HwnasError(f"the space has {space.num_classes} classes but the data has {data.num_classes}")
+    if config.resource == "latency" and table is None:
+        raise HwnasError("the latency cost needs a cell latency table")
+    if table is not None and table.space.config != space.config:
+        raise HwnasError(f"the cell latency table is for {table.space}, not {space}")
+    cost = ResourceCost(config, space, table)
+    run = RunDir(out)
+    resume = run.start({"method": "snas", **config.to_json(), "space": space.config, "data": data.name,
+                        "target_ms": config.target if config.resource == "latency" else None,
+                        "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
+                        "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
+                        **(run_info or {})})
+    with deterministic_training(config.train_threads, config.seed):
+        net = SNASSupernet(space)
+        state = _State(
+            net,
+            torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
+            torch.optim.Adam(net.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay),
+            torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1))
+        if resume:
+            state.restore(run.load_checkpoint())
+            run.truncate_log(state.epoch)
+            echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
+        started = time.monotonic()
+        while state.epoch < config.epochs:
+            record = _epoch(state, config, space, data, cost, show_progress)
+            state.epoch += 1
+            arch = space.validate(derive(net.alphas(), config.derive))
+            record.update(_describe(space, arch, table))
+            record["edge_entropy"] = edge_entropy(net.alphas())
+            record["val_acc_child"] = _child_accuracy(net, arch, data, space.resolution)
+            if measurer is not None and config.measure_every and state.epoch % config.measure_every == 0:
+                record["measured_ms"] = _measure(measurer, space, arch, measure_batch)
+            record["seconds"] = round(time.monotonic() - started, 2)
+            run.append_log(record)
+            run.save_checkpoint(state.checkpoint())
+            echo(f"epoch {state.epoch}/{config.epochs}: loss {record['train_loss']:.3f}, child val acc "
+                 f"{record['val_acc_child']:.3f}, {config.resource} {record['cost_value']:.4g}, "
+                 f"entropy {record['edge_entropy']:.3f}"
+                 + (f", table {record['table_ms']:.4g} ms" if "table_ms" in record else ""))
+            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
+                return None
+        arch = space.validate(derive(net.alphas(), config.derive))
+    return _finish(run, config, space, arch, table, measurer, measure_batch, state.epoch)
+
+
+def _epoch(state: _State, cfg: SNASConfig, space: DartsSpace, data, cost: ResourceCost, show_progress: bool):
+    from tqdm import tqdm
+
+    net, epoch = state.net, state.epoch
+    net.train()
+    tau = cfg.temperature(epoch)
+    bs, res = cfg.batch_size, space.resolution
+    steps = math.ceil(data.size("train") / bs)
+    total_steps = cfg.epochs * steps
+    sums = {"loss": 0.0, "cost_term": 0.0, "cost_value": 0.0, "correct": 0, "n": 0}
+
+    def val_batches():
+        while True:
+            yield from data.batches("val", bs, res, shuffle=True, generator=state.data_gen)
+
+    val_iter = val_batches() if cfg.bilevel else None
+    bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
+               disable=not show_progress, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        t = epoch * steps + step
+        for g in state.opt_w.param_groups:
+            g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / total_steps))
+        if cfg.bilevel:  # alpha first, on a search-val batch (first order, as DARTS's)
+            xv, yv = next(val_iter)
+            z, log_z = _sample(net, tau, state.sample_gen)
+            term, _ = cost.term(net.alphas(), z, log_z, tau)
+            state.opt_a.zero_grad(set_to_none=True)
+            (F.cross_entropy(net(xv, z), yv) + term).backward()
+            state.opt_a.step()
+        z, log_z = _sample(net, tau, state.sample_gen)
+        logits = net(x, z)
+        ce = F.cross_entropy(logits, y)
+        if cfg.bilevel:
+            term, value = torch.zeros(()), float("nan")
+            z_det = {k: v.detach() for k, v in z.items()}
+            with torch.no_grad():
+                value = float(cost.full(z_det))
+        else:
+            term, value = cost.term(net.alphas(), z, log_z, tau)
+        state.opt_w.zero_grad(set_to_none=True)
+        state.opt_a.zero_grad(set_to_none=True)
+        (ce + term).backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+        state.opt_w.step()
+        if not cfg.bilevel:
+            state.opt_a.step()  # one-level: theta and alpha from the same backward pass
+        n = y.numel()
+        sums["loss"] += ce.item() * n
+        sums["cost_term"] += float(term.detach()) * n
+        sums["cost_value"] += value * n
+        sums["correct"] += int((logits.argmax(1) == y).sum())
+        sums["n"] += n
+        bar.set_postfix(tau=f"{tau:.3g}", cost=f"{value:.4g}")
+    bar.close()
+    n = sums["n"]
+    return {"epoch": epoch + 1, "tau": tau, "lr": state.opt_w.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
+            "train_acc": sums["correct"] / n, "cost_term": sums["cost_term"] / n, "cost_value": sums["cost_value"] / n}
+
+
+def _sample(net: SNASSupernet, tau: float, gen: torch.Generator):
+    """One concrete sample per cell kind, shared by every cell of that kind."""
+    z, log_z = {}, {}
+    for kind, a in net.alphas().items():
+        z[kind], log_z[kind] = gumbel_softmax_sample(a, tau, gen)
+    return z, log_z
+
+
+def _child_accuracy(net: SNASSupernet, arch, data, resolution: int) -> float:
+    """The derived child graph's validation accuracy with the supernet's weights, no retraining:
+    one-hot edge weights. BatchNorm uses batch statistics, since the running ones were gathered
+    under the relaxed mixtures and do not describe the child."""
+    from hwnas.latency.cells import one_hot
+
+    w = {k: v.float() for k, v in one_hot(arch).items()}
+    net.train()
+    correct = n = 0
+    with torch.no_grad():
+        for x, y in data.batches("val", 256, resolution):
+            correct += int((net(x, w).argmax(1) == y).sum())
+            n += y.numel()
+    return correct / n if n else float("nan")
+
+
+def _describe(space: DartsSpace, arch, table) -> dict[str, Any]:
+    c = space.costs(arch)
+    d = {"arch": arch.to_json(), "arch_hash": arch.hash, "genotype": arch.genotype(),
+         "params_m": c["params"] / 1e6, "macs_m": c["macs"] / 1e6, "mac_m": c["mac"] / 1e6,
+         "active_nodes": {k: len(arch.cell(k).concat) for k in CELL_TYPES}}
+    if table is not None:
+        d["table_ms"] = table.predict(arch)
+    return d
+
+
+def _measure(measurer, space, arch, batch: int, force: bool = False) -> float:
+    from hwnas.spaces.pipeline import measure_arch
+
+    return float(measure_arch(measurer, space, arch, batch, force).measurement.stats["median_ms"])
+
+
+def _finish(run: RunDir, cfg: SNASConfig, space: DartsSpace, arch, table, measurer, measure_batch: int,
+            epochs: int) -> dict[str, Any]:
+    from hwnas.spaces.pipeline import measure_arch
+
+    sessions, final = [], None  # one measurement of max(final_sessions, k) fresh processes
+    if measurer is not None:
+        wide = measurer.with_processes(max(cfg.final_sessions, measurer.protocol.processes))
+        final = measure_arch(wide, space, arch, measure_batch, force=True).measurement
+        sessions = [p["latency_ms"] for p in final.processes] or [final.stats["median_ms"]]
+    measured = final.stats["median_ms"] if final is not None else None
+    d = _describe(space, arch, table)
+    predicted = d.get("table_ms")
+    value = {"params": d["params_m"], "flops": d["macs_m"], "mac": d["mac_m"], "latency": predicted,
+             "mixed": None}[cfg.resource]
+    summary = {
+        "method": "snas",
+        "resource": cfg.resource,
+        "gradient": cfg.gradient,
+        "target": cfg.target,
+        "target_ms": cfg.target if cfg.resource == "latency" else None,
+        "resource_value": value,
+        "predicted_ms": predicted,
+        "measured_ms": measured,
+        "measured_sessions_ms": sessions,
+        "measured_ci95_ms": final.ci95_ms if final is not None else None,
+        "measured_flags": final.flags if final is not None else None,
+        "lookup_error_pct": None if measured is None or predicted is None else 100.0 * (predicted - measured) / measured,
+        "measured_distance_to_target_pct": (None if measured is None or cfg.resource != "latency" or cfg.target is None
+                                            else 100.0 * (measured - cfg.target) / cfg.target),
+        "epochs": epochs,
+        "space": space.config,
+        "arch_hash": arch.hash,
+        "genotype": d["genotype"],
+        "params_m": d["params_m"],
+        "macs_m": d["macs_m"],
+        "mac_m": d["mac_m"],
+        "active_nodes": d["active_nodes"],
+        "latency_model": table.name if table is not None else None,
+    }
+    run.write_final_arch(arch.to_json())
+    run.write_summary(summary)
+    return summary
