@@ -89,6 +89,9 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--random", "1", "--layers"], "give exactly one of"),
         ([*m, *TINY, "--random", "1", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
         (["mesure"], "No such command"),
+        ([*m, *TINY, "--random", "1", "--processes", "0"], "--processes must be in [1, 100]"),
+        ([*m, *TINY, "--random", "1", "--measure-cpus", "4096"], "does not let hwnas use"),
+        ([*m, *TINY, "--random", "1", "--isolation", "sideways"], "Invalid value for '--isolation'"),
     ]
 
 
@@ -106,3 +109,23 @@ def test_every_bad_input_is_one_line_and_exit_2(tmp_path):
 
     with Store(db) as store:
         assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_pin_on_one_core_is_refused_in_one_line(tmp_path):
+    import os
+
+    core = min(os.sched_getaffinity(0))
+    r = subprocess.run([sys.executable, "-m", "hwnas.cli", "measure", *TINY, *FAST, "--random", "1", "--isolation", "pin",
+                        "--db", str(tmp_path / "m.sqlite")], capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "--isolation pin needs a core" in r.stderr
+
+
+def test_system_check_prints_each_fact_with_advice_and_the_reference(tmp_path):
+    r = hwnas("system", "check", "--min-time", "0.05", db=tmp_path / "m.sqlite")
+    assert r.returncode == 0, r.stderr
+    for fact in ("cpu count", "governor", "turbo", "load average", "busy processes", "isolated cpus",
+                 "worker affinity", "reference model"):
+        assert fact in r.stdout, fact
+    assert "baseline" in r.stdout
