@@ -13,6 +13,7 @@ from hwnas.cliutil import (
     backend_options, fail, load_arch, make_measurer, make_space, progress, result_row, space_options, write_table,
 )
 from hwnas.errors import HwnasError
+from hwnas.validate import SEED, Int
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -28,8 +29,8 @@ def cli():
 @space_options
 @backend_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Measure this architecture (JSON).")
-@click.option("--random", "n_random", type=int, help="Measure N random architectures of the space.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--random", "n_random", type=Int(1, 100_000), help="Measure N random architectures of the space.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for --random.")
 @click.option("--layers", "all_layers", is_flag=True, help="Measure every distinct layer spec of the space.")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Measure an ONNX file.")
 @click.option("--force", is_flag=True, help="Re-measure what the store already holds.")
@@ -68,7 +69,7 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
 @cli.command()
 @space_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Architecture JSON (default: the space's default).")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=Int(1, 4096), default=1, show_default=True)
 def info(space_name, resolution, width_mult, num_classes, arch_path, batch):
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""
     import pandas as pd
@@ -86,7 +87,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch):
 
 @cli.command()
 @space_options
-@click.option("--random", "random_seed", type=int, default=None, help="A random architecture from this seed.")
+@click.option("--random", "random_seed", type=SEED, default=None, help="A random architecture from this seed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the JSON here instead of printing it.")
 def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
     """Print an architecture of the space as JSON: its default, or a random one."""

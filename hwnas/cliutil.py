@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas.errors import HwnasError
+from hwnas.validate import Float, Int
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 
@@ -20,9 +21,9 @@ def fail(message: str) -> None:
 
 
 def space_options(f):
-    f = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Classifier outputs.")(f)
-    f = click.option("--width-mult", type=float, default=1.0, show_default=True, help="Channel width multiplier.")(f)
-    f = click.option("--resolution", type=int, default=224, show_default=True, help="Input height and width.")(f)
+    f = click.option("--classes", "num_classes", type=Int(2, 100_000), default=1000, show_default=True, help="Classifier outputs.")(f)
+    f = click.option("--width-mult", type=Float(0.1, 4), default=1.0, show_default=True, help="Channel width multiplier.")(f)
+    f = click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Input height and width.")(f)
     f = click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space: tfnas or proxyless.")(f)
     return f
 
@@ -30,12 +31,12 @@ def space_options(f):
 def backend_options(f):
     f = click.option("--db", type=click.Path(path_type=Path), default=None,
                      help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory.")(f)
-    f = click.option("--min-time", type=float, default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
-    f = click.option("--min-runs", type=int, default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
-    f = click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs.")(f)
+    f = click.option("--min-time", type=Float(0, 3600), default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
+    f = click.option("--min-runs", type=Int(1, 1_000_000), default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
+    f = click.option("--warmup", type=Int(0, 100_000), default=5, show_default=True, help="Untimed warm-up runs.")(f)
     f = click.option("--precision", default="fp32", show_default=True, help="fp32 or fp16 (GPU backends).")(f)
-    f = click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (intra-op).")(f)
-    f = click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")(f)
+    f = click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="CPU threads (intra-op).")(f)
+    f = click.option("--batch", type=Int(1, 4096), default=1, show_default=True, help="Batch size.")(f)
     f = click.option("--backend", "backend_name", default="ort-cpu", show_default=True,
                      help="ort-cpu, ort-cuda, ort-trt, tensorrt, tensorrt-graph, torch-cpu, torch-cuda or torch-cuda-graph.")(f)
     return f

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from hwnas.cliutil import backend_options, fail, make_measurer
+from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
 def _given(opts: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -32,7 +33,8 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
     try:
         model, model_info = _latency_model(opts, data.num_classes, measurer)
         return search(config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True))
+                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True),
+                      repair=opts["repair"])
     finally:
         _close(measurer)
 
@@ -56,7 +58,7 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
         lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
         return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
                       run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
-                      echo=lambda s: click.echo(s, err=True))
+                      echo=lambda s: click.echo(s, err=True), repair=opts["repair"])
     finally:
         _close(measurer)
 
@@ -117,42 +119,45 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 
 @click.command()
 @click.option("--method", default="tfnas", show_default=True, help=f"Search method: {', '.join(METHODS)}.")
-@click.option("--target", type=float, required=True, help="Target latency in ms (at the deployment resolution).")
+@click.option("--target", type=POSITIVE_MS, required=True, help="Target latency in ms (at the deployment resolution).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run directory; a run there with a checkpoint is resumed.")
+@click.option("--repair", is_flag=True,
+              help="Resume a run whose log is damaged: keep its valid records (the checkpoint's epoch must have one), "
+                   "drop the rest, and warn what was lost.")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
-@click.option("--limit", type=int, default=None, help="Use at most this many training images (search-train + search-val).")
+@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images (search-train + search-val).")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
-@click.option("--width-mult", type=float, default=0.5, show_default=True, help="Channel width multiplier.")
-@click.option("--resolution", type=int, default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
-@click.option("--train-resolution", type=int, default=32, show_default=True, help="Resolution of the images the supernet trains on.")
+@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True, help="Channel width multiplier.")
+@click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
+@click.option("--train-resolution", type=Int(16, 2048), default=32, show_default=True, help="Resolution of the images the supernet trains on.")
 @backend_options
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model file (default: build a table on --backend).")
-@click.option("--width-step", type=int, default=32, show_default=True,
+@click.option("--width-step", type=Int(1, 4096), default=32, show_default=True,
               help="Mid-width grid of a table built here (interpolated between; 32 keeps the build to minutes).")
 @click.option("--cost", type=click.Choice(["hinge", "abs"]), default="hinge", show_default=True,
               help="Latency cost: max(LAT/T-1, 0) or |LAT/T-1|.")
-@click.option("--lambda", "lam", type=float, default=0.1, show_default=True, help="Weight of the latency cost.")
-@click.option("--epochs", type=int, default=12, show_default=True)
-@click.option("--warmup-epochs", type=int, default=4, show_default=True, help="Epochs training weights only.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
-@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
-@click.option("--arch-lr", type=float, default=None,
+@click.option("--lambda", "lam", type=Float(0, 1e6), default=0.1, show_default=True, help="Weight of the latency cost.")
+@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True)
+@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True, help="Epochs training weights only.")
+@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True, help="Training batch size.")
+@click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
+@click.option("--weight-decay", type=Float(0, 1), default=1e-5, show_default=True)
+@click.option("--arch-lr", type=Float(0, 100, lo_open=True), default=None,
               help="Adam learning rate of the architecture parameters (tfnas: 0.1, the paper's 0.01 scaled to a minutes-long run; unas: 0.01).")
-@click.option("--arch-weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--tau", type=float, default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
-@click.option("--tau-decay", type=float, default=None,
+@click.option("--arch-weight-decay", type=Float(0, 1), default=5e-4, show_default=True)
+@click.option("--tau", type=Float(0, 1000, lo_open=True), default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
+@click.option("--tau-decay", type=Float(0, 10, lo_open=True), default=None,
               help="tfnas: temperature factor per epoch after warm-up (0.7: the paper's 5.0 x 0.96 per epoch over 80 epochs, compressed to 8).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
-@click.option("--measure-every", type=int, default=4, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
+@click.option("--measure-every", type=Int(0, 10_000), default=4, show_default=True,
               help="Measure the derived architecture every K epochs (0: only the final one).")
-@click.option("--final-sessions", type=int, default=3, show_default=True,
+@click.option("--final-sessions", type=Int(1, 100), default=3, show_default=True,
               help="tfnas: the final architecture's measured latency is the median over this many fresh sessions.")
-@click.option("--train-threads", type=int, default=1, show_default=True,
+@click.option("--train-threads", type=Int(1, 1024), default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
-@click.option("--width-align", type=int, default=4, show_default=True,
+@click.option("--width-align", type=Int(1, 64), default=4, show_default=True,
               help="Widths set by elasticity-scaling (tfnas) or calibration (unas) are multiples of this: "
                    "kernels are several times slower off it (ONNX Runtime CPU: 4), so latency only grows with width on multiples.")
 @click.option("--elastic-depth/--no-elastic-depth", default=True, show_default=True,
@@ -192,21 +197,21 @@ def search(**opts):
 @click.command()
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
-@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images.")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
-@click.option("--width-mult", type=float, default=None, help="Width multiplier (default: the architecture's).")
-@click.option("--resolution", type=int, default=32, show_default=True, help="Training and test resolution.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (cosine).")
-@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits and the weights.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for training.")
-@click.option("--target", type=float, default=None,
+@click.option("--width-mult", type=Float(0.1, 4), default=None, help="Width multiplier (default: the architecture's).")
+@click.option("--resolution", type=Int(16, 2048), default=32, show_default=True, help="Training and test resolution.")
+@click.option("--epochs", type=Int(1, 10_000), default=10, show_default=True)
+@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True)
+@click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (cosine).")
+@click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits and the weights.")
+@click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
+@click.option("--target", type=POSITIVE_MS, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model for --target.")
-@click.option("--width-align", type=int, default=4, show_default=True, help="With --target: scaled widths are multiples of this.")
+@click.option("--width-align", type=Int(1, 64), default=4, show_default=True, help="With --target: scaled widths are multiples of this.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result JSON here.")
 def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
           threads, target, model_path, width_align, out):

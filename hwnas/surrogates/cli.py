@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from hwnas.cliutil import backend_options, fail, make_measurer, make_space, space_options, write_table
+from hwnas.validate import COUNT, SEED, Float, Int
 
 DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
 
 
 def width_step_option(f):
-    return click.option("--width-step", type=int, default=8, show_default=True,
+    return click.option("--width-step", type=Int(1, 4096), default=8, show_default=True,
                         help="Mid-channel grid of the lookup table (elastic spaces); interpolated between.")(f)
 
 
@@ -98,9 +99,9 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 @click.command()
 @space_options
 @backend_options
-@click.option("--n", "n", type=int, required=True, help="Number of random subnets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
-@click.option("--width-align", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--n", "n", type=COUNT, required=True, help="Number of random subnets.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
+@click.option("--width-align", type=Int(1, 64), default=1, show_default=True,
               help="Round every width to a multiple of this (what `hwnas search --width-align` produces).")
 @click.option("--scale-to", metavar="LO:HI",
               help="Elasticity-scale each subnet under --lut to a latency drawn uniformly in LO..HI ms: subnets like "
@@ -143,8 +144,8 @@ def surrogate():
 def data_options(f):
     f = click.option("--csv", "csv_path", type=click.Path(path_type=Path),
                      help="Fit on a CSV of (arch JSON, latency_ms) pairs instead of the store's subnets.")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Split and model seed.")(f)
-    f = click.option("--train", "n_train", type=int, default=None, help="Training subnets (default: all available).")(f)
+    f = click.option("--seed", type=SEED, default=0, show_default=True, help="Split and model seed.")(f)
+    f = click.option("--train", "n_train", type=COUNT, default=None, help="Training subnets (default: all available).")(f)
     f = click.option("--lut", "lut_path", type=click.Path(path_type=Path),
                      help="Lookup table file (default: build it through the store).")(f)
     return width_step_option(f)
@@ -195,7 +196,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
 @data_options
 @click.option("--model", "model_names", default=DEFAULT_EVAL_MODELS, show_default=True,
               help="Comma-separated models: lut, linear, lut+linear, mlp, gbt.")
-@click.option("--test", "n_test", type=int, default=None, help="Held-out subnets (default: a fifth, at least 5).")
+@click.option("--test", "n_test", type=Int(5, 1_000_000), default=None, help="Held-out subnets (default: a fifth, at least 5).")
 @click.option("--no-curve", is_flag=True, help="Skip the learning curve (25, 50, 100, 200, 400 training subnets).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the metrics (.csv, .parquet or .json).")
 def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
@@ -244,9 +245,9 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
 @click.command()
 @space_options
 @backend_options
-@click.option("--pairs", "n_pairs", type=int, default=20, show_default=True, help="Adjacent layer pairs to measure.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
-@click.option("--alpha", type=float, default=0.5, show_default=True,
+@click.option("--pairs", "n_pairs", type=COUNT, default=20, show_default=True, help="Adjacent layer pairs to measure.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
+@click.option("--alpha", type=Float(0, 1e6, lo_open=True), default=0.5, show_default=True,
               help="Flag fusion where T1 + T2 - T12 > alpha * min(T1, T2).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("additivity.csv"), show_default=True,
               help="Per-pair table (.csv, .parquet or .json).")

@@ -293,7 +293,7 @@ def test_cli_rejects_bad_inputs_in_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = _cli(monkeypatch, capsys, "search", "--method", "tfnass", "--target", "5", "--out", str(tmp_path / "r"))
     assert code == 2 and err.strip().count("\n") == 0 and "unknown search method 'tfnass'" in err and "tfnas" in err
     code, _, err = _cli(monkeypatch, capsys, "search", "--target", "0", "--out", str(tmp_path / "r"))
-    assert code == 2 and "--target must be a positive" in err
+    assert code == 2 and "'--target': must be in (0, 1e+06], got 0.0" in err
     code, _, err = _cli(monkeypatch, capsys, "search", "--target", "5", "--data", f"folder:{tmp_path}/missing",
                         "--out", str(tmp_path / "r"))
     assert code == 2 and err.strip().count("\n") == 0 and "missing" in err
