@@ -52,6 +52,8 @@ def _check_depth(text: str) -> None:
 def parse_json(text: str, what: str = "JSON") -> Any:
     """The one guarded JSON parser: bounded depth and integer size; a bad text is one HwnasError.
     `what` names the text in the message (a file, or a file and line)."""
+    if not isinstance(text, str):
+        raise HwnasError(f"{what} is not JSON text (a {type(text).__name__})")
     try:
         _check_depth(text)
         return json.loads(text, parse_int=_parse_int)
@@ -78,6 +80,49 @@ def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_JSON_BY
 
 def read_json(path: str | Path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES) -> Any:
     return parse_json(read_text(path, what, max_bytes), f"{what} {path}")
+
+
+MAX_LOG_BYTES = 200_000_000
+
+
+def read_jsonl(path: str | Path, what: str, repair: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of a JSON-lines file we append to, each an object with an integer "epoch".
+
+    A last line without its newline was cut short by a crash while it was appended; it is
+    dropped. Any other damaged line is refused, naming the file and line, unless `repair`:
+    then it is dropped and described in the returned notes."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    try:
+        if path.stat().st_size > MAX_LOG_BYTES:
+            raise HwnasError(f"{what} {path} is {path.stat().st_size} bytes; the limit is {MAX_LOG_BYTES}")
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise HwnasError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    records, notes = [], []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        torn = n == len(lines)  # no newline after it
+        try:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HwnasError(f"{what} {path} line {n} is not UTF-8 text") from None
+            rec = parse_json(line, f"{what} {path} line {n}")
+            if not isinstance(rec, dict) or isinstance(rec.get("epoch"), bool) or not isinstance(rec.get("epoch"), int) \
+                    or rec["epoch"] < 1:
+                raise HwnasError(f"{what} {path} line {n} is not a record of an epoch")
+        except HwnasError as e:
+            if torn:
+                break
+            if not repair:
+                raise
+            notes.append(f"dropped line {n} of {path.name}")
+            continue
+        records.append(rec)
+    return records, notes
 
 
 @contextmanager

@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import canonical_json, content_hash
+from hwnas.jsonutil import canonical_json, content_hash, parse_json
 from hwnas.profilers.protocol import Measurement
+from hwnas.validate import check_latency
 
 SCHEMA_VERSION = 1
 STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "cov", "n")
@@ -72,7 +73,10 @@ class Store:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            found = int(row[0]) if row else None
+            try:
+                found = int(row[0]) if row else None
+            except (TypeError, ValueError):
+                found = repr(row[0])[:40]  # damaged: reported below as a version this hwnas cannot read
             if found != SCHEMA_VERSION:
                 raise HwnasError(
                     f"measurement store {self.path} has schema version {found}; this hwnas reads version "
@@ -104,8 +108,14 @@ class Store:
         samples, *rest = row
         stats = dict(zip(STAT_COLUMNS, rest[: len(STAT_COLUMNS)]))
         noisy, session_ms, first_run_ms, fingerprint, protocol = rest[len(STAT_COLUMNS):]
+        damaged = f"measurement store {self.path} holds a damaged row {key}"
+        try:
+            check_latency("median_ms", stats["median_ms"])
+        except HwnasError as e:
+            raise HwnasError(f"{damaged} ({e}); re-measure it with --force") from None
         return Measurement(
-            json.loads(samples), stats, bool(noisy), session_ms, first_run_ms, json.loads(fingerprint), json.loads(protocol)
+            parse_json(samples, damaged), stats, bool(noisy), session_ms, first_run_ms, parse_json(fingerprint, damaged),
+            parse_json(protocol, damaged)
         )
 
     def put(self, key: str, kind: str, spec: dict[str, Any], m: Measurement) -> None:
@@ -136,6 +146,6 @@ class Store:
             args.append(backend)
         df = pd.read_sql_query(query + " ORDER BY created_at, rowid", self.conn, params=args)
         for col in ("spec", "fingerprint", "protocol", "samples"):
-            df[col] = df[col].map(json.loads)
+            df[col] = df[col].map(lambda text: parse_json(text, f"a {col} column of measurement store {self.path}"))
         df["noisy"] = df["noisy"].astype(bool)
         return df

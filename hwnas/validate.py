@@ -6,6 +6,7 @@ unbounded counts are refused in one line before any work starts."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import click
@@ -13,6 +14,7 @@ import click
 from hwnas.errors import HwnasError
 
 SEED_MAX = 2**32 - 1  # numpy's and most tools' seed range
+MAX_LATENCY_MS = 1e6  # 1000 s for one inference: anything larger is a broken file, not a measurement
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
@@ -49,8 +51,11 @@ def check_number(name: str, value: Any, lo: float | None = None, hi: float | Non
 
 
 def check_latency(name: str, value: Any) -> float:
-    """A latency in ms: finite and positive, or a HwnasError (never a silent NaN or negative)."""
-    return float(check_number(name, value, 0, None, lo_open=True))
+    """A latency in ms: finite, positive and below MAX_LATENCY_MS, or a HwnasError (never a silent NaN,
+    zero or negative)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)  # numpy scalars too
+    return check_number(name, value, 0, MAX_LATENCY_MS, lo_open=True)
 
 
 class Number(click.ParamType):
@@ -83,5 +88,5 @@ def Float(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bo
 
 
 SEED = Int(0, SEED_MAX)
-POSITIVE_MS = Float(0, 1e6, lo_open=True)  # a latency target: above 0, below 1000 s
+POSITIVE_MS = Float(0, MAX_LATENCY_MS, lo_open=True)  # a latency target: above 0, below 1000 s
 COUNT = Int(1, 1_000_000)  # subnets, pairs, runs: at least one, never unbounded

@@ -102,13 +102,14 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
         from hwnas.surrogates.models import load_model
 
         model = load_model(opts["model_path"], expect_space=deploy, expect_backend=opts["backend_name"],
-                           expect_batch=opts["batch"])
+                           expect_batch=opts["batch"], expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
         return model, {"latency_model_file": str(Path(opts["model_path"]).resolve())}
     from hwnas.surrogates.lut import LookupTable
 
     path = Path(opts["out"]) / "lut.json"
     if path.exists():  # resuming: the table this run was built with
-        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"])
+        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"],
+                                 expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
     else:
         click.echo(f"building a lookup table for {deploy} on {opts['backend_name']} (cached in the measurement store)", err=True)
         model = LookupTable.build(deploy, measurer, batch=opts["batch"], width_step=opts["width_step"])
@@ -194,6 +195,22 @@ def search(**opts):
         line += f", lookup error {lookup_err:+.2f}%"
     click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
 
+def _check_target_here(model, path) -> None:
+    """A table or model measured on another target (CPU, runtime version, threads) would scale
+    widths to the wrong latency here; refuse it as `surrogate eval` and `search` do."""
+    from hwnas.profilers import get_backend
+    from hwnas.surrogates.lut import check_config
+
+    target = getattr(model, "target", None) or {"fingerprint": getattr(model, "fingerprint", None)}
+    fp = target.get("fingerprint")
+    if not isinstance(fp, dict):
+        return  # fitted on a CSV: the target is the user's word
+    if not isinstance(fp.get("backend"), str) or isinstance(fp.get("threads"), bool) or not isinstance(fp.get("threads"), int):
+        fail(f"latency model {path} records no usable target (backend and threads)")
+    backend = get_backend(fp["backend"], threads=fp["threads"], precision=fp.get("precision") or "fp32")
+    check_config({"fingerprint": fp}, "latency model", path, None, None, None, backend.fingerprint(fp.get("batch") or 1))
+
+
 @click.command()
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True, help="Architecture JSON.")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
@@ -236,6 +253,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
         from hwnas.surrogates.models import load_model
 
         model = load_model(model_path)
+        _check_target_here(model, model_path)
         m = model.space
         if (m.name, m.width_mult, m.num_classes) != (space.name, space.width_mult, space.num_classes):
             fail(f"latency model {model_path} is for {m}, not space {space.name} at width {space.width_mult} "

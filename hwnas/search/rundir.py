@@ -18,43 +18,8 @@ from typing import Any
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import atomic_path, parse_json, read_json, read_text, write_json, write_text
+from hwnas.jsonutil import atomic_path, read_json, read_jsonl, write_json, write_text
 from hwnas.locks import FileLock
-
-
-MAX_LOG_BYTES = 200_000_000
-
-
-def read_jsonl(path: Path, what: str, repair: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
-    """The records of a JSON-lines file we append to, each an object with an integer "epoch".
-
-    A last line without its newline was cut short by a crash while it was appended; it is
-    dropped. Any other damaged line is refused, naming the file and line, unless `repair`:
-    then it is dropped and described in the returned notes."""
-    if not path.exists():
-        return [], []
-    text = read_text(path, what, MAX_LOG_BYTES)
-    lines = text.split("\n")
-    records, notes = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        torn = n == len(lines)  # no newline after it
-        try:
-            rec = parse_json(line, f"{what} {path} line {n}")
-            if not isinstance(rec, dict) or isinstance(rec.get("epoch"), bool) or not isinstance(rec.get("epoch"), int) \
-                    or rec["epoch"] < 1:
-                raise HwnasError(f"{what} {path} line {n} is not a record of an epoch")
-        except HwnasError as e:
-            if torn:
-                break
-            if not repair:
-                raise HwnasError(f"{e}; resuming would lose it: give --repair to rebuild the run from its checkpoint "
-                                 "and valid records, or use another --out") from None
-            notes.append(f"dropped line {n} of {path.name}")
-            continue
-        records.append(rec)
-    return records, notes
 
 
 class RunDir:
@@ -118,7 +83,11 @@ class RunDir:
         anything is written; then drop records past the checkpoint (logged, then interrupted
         before saving). With `repair`, damaged lines and repeated epochs are dropped instead of
         refused, as long as the checkpoint's own epoch keeps its record."""
-        records, notes = read_jsonl(self.log_path, "run log", repair)
+        try:
+            records, notes = read_jsonl(self.log_path, "run log", repair)
+        except HwnasError as e:
+            raise HwnasError(f"{e}; resuming would lose it: give --repair to rebuild the run from its checkpoint "
+                             "and valid records, or use another --out") from None
         keep: dict[int, dict[str, Any]] = {}
         for rec in records:
             e = rec["epoch"]

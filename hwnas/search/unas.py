@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import write_text
+from hwnas.jsonutil import read_jsonl, write_text
 from hwnas.search import relax
-from hwnas.search.rundir import RunDir, read_jsonl, restore_snapshot, snapshot
+from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.tfnas import elasticity_scale
 from hwnas.search.train import deterministic_training

@@ -25,6 +25,7 @@ from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.features import LearnedDesign, LinearDesign
 from hwnas.surrogates.lut import FORMAT as LUT_FORMAT, LookupTable, check_config, read_doc, space_from_config
+from hwnas.validate import MAX_LATENCY_MS
 
 FORMAT = "hwnas-latency-model"
 FORMAT_VERSION = 1
@@ -294,11 +295,15 @@ def save_model(model, path: str | Path) -> None:
 
 
 def load_model(path: str | Path, expect_space: Space | None = None, expect_backend: str | None = None,
-               expect_batch: int | None = None):
-    """A model file written by `save_model`; a lookup table file loads as the lut model."""
+               expect_batch: int | None = None, expect_fingerprint: dict[str, Any] | None = None):
+    """A model file written by `save_model`; a lookup table file loads as the lut model.
+    expect_fingerprint: refuse a file measured on another target (a model fitted on a CSV
+    records no target, and is the user's word)."""
     doc = read_doc(path, "latency model", (FORMAT, LUT_FORMAT), FORMAT_VERSION)
     what = "lookup table" if doc["format"] == LUT_FORMAT else "latency model"
-    check_config(doc, what, path, expect_space, expect_backend, expect_batch, None)
+    if doc.get("fingerprint") is None and doc["format"] == FORMAT:
+        expect_fingerprint = None
+    check_config(doc, what, path, expect_space, expect_backend, expect_batch, expect_fingerprint)
     if doc["format"] == LUT_FORMAT:
         return LookupTable.from_json(doc, path)
     name = doc.get("model")
@@ -308,6 +313,32 @@ def load_model(path: str | Path, expect_space: Space | None = None, expect_backe
         lut = LookupTable.from_json(doc["lut"], path) if doc.get("lut") else None
         space = space_from_config(doc["space"])
         target = {k: doc.get(k) for k in ("batch", "backend", "fingerprint", "protocol")}
-        return FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+        _check_finite(doc["params"], f"latency model {path}")
+        model = FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise HwnasError(f"latency model {path} is corrupt: missing or malformed field {e}") from None
+    _check_predictions(model, f"latency model {path}")
+    return model
+
+
+def _check_finite(value, what: str) -> None:
+    """Every number of a model's parameters is finite: a NaN or infinity would predict nonsense."""
+    stack = [value]
+    while stack:  # iterative: the guarded reader bounds the depth, but no recursion is needed at all
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float) and not np.isfinite(v):
+            raise HwnasError(f"{what} holds a parameter {v!r}: not a finite number")
+
+
+def _check_predictions(model, what: str) -> None:
+    """A model that predicts no latency (NaN, zero, negative) for architectures of its own space
+    is refused when loaded, not discovered as `predicted nan ms` at the end of a search."""
+    space = model.space
+    for arch in [space.default_arch(), *space.random_archs(4, 0)]:
+        ms = float(model.predict(arch))
+        if not (0 < ms <= MAX_LATENCY_MS):
+            raise HwnasError(f"{what} predicts {ms!r} ms for architecture {arch.hash} of its space: not a latency")
