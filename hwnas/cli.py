@@ -10,7 +10,7 @@ import click
 
 from hwnas import __version__
 from hwnas.cliutil import (
-    backend_options, fail, load_arch, make_measurer, make_space, progress, result_row, space_options, write_table,
+    OUTPUT_FORMATS, backend_options, check_out, fail, load_arch, make_measurer, make_space, progress, result_row, space_options, write_table,
 )
 from hwnas.errors import HwnasError
 from hwnas.validate import SEED, Int
@@ -43,8 +43,7 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     chosen = [o for o, v in (("--arch", arch_path), ("--random", n_random), ("--layers", all_layers), ("--onnx", onnx_path)) if v]
     if len(chosen) != 1:
         fail("give exactly one of --arch, --random, --layers or --onnx" + (f" (got {' '.join(chosen)})" if chosen else ""))
-    if n_random is not None and not 1 <= n_random <= 100_000:
-        fail(f"--random must be in [1, 100000], got {n_random}")
+    check_out(out, OUTPUT_FORMATS)
     if onnx_path is None:
         space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force)
@@ -95,6 +94,7 @@ def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
 
     from hwnas.jsonutil import write_json
 
+    check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes)
     a = space.default_arch() if random_seed is None else space.random_arch(np.random.default_rng(random_seed))
     if out:
@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         click.echo(f"hwnas: error: {e.format_message()}", err=True)
         return e.exit_code if e.exit_code else 2
+    except MemoryError:
+        click.echo("hwnas: error: out of memory; try a smaller --batch, --resolution or model", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("hwnas: interrupted; every completed measurement is saved", err=True)
         return 130

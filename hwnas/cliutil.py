@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,25 @@ def load_arch(space, path: Path):
     from hwnas.jsonutil import read_json
 
     return space.validate(read_json(path, "architecture file"))
+
+
+def check_out(path: Path | None, suffixes: tuple[str, ...] | None = None, directory: bool = False,
+              option: str = "--out") -> None:
+    """Refuse an output that cannot be written before any long work starts: a wrong extension, a
+    directory where a file goes (or the reverse), or a parent that is no writable directory."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        fail(f"{option} must end in {', '.join(suffixes)}, got {path.name!r}")
+    if directory and path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file, not a directory")
+    if not directory and path.is_dir():
+        fail(f"{option} {path} is a directory; give a file path")
+    nearest = path if directory else path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        fail(f"cannot write {option} {path}: {nearest} is not a writable directory")
 
 
 def write_table(df, out: Path | None) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import make_measurer
+from hwnas.cliutil import check_out, make_measurer
+from hwnas.errors import HwnasError
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
@@ -37,6 +38,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     from hwnas.surrogates.base import uniform_latency
     from hwnas.surrogates.lut import LookupTable
 
+    # Everything checked before the table build and searches (minutes): no late refusal.
+    check_out(out, directory=True)
+    check_out(report_dir, directory=True, option="--report")
+    if warmup_epochs >= epochs:
+        raise HwnasError(f"--warmup-epochs must be below --epochs ({epochs}), got {warmup_epochs}")
     data = load_dataset("digits", seed=seed, limit=limit)
     deploy = Space("tfnas", resolution, width_mult, data.num_classes)
     measurer = make_measurer(backend_name, 1, 1, "fp32", 5, 20, 0.3, db)

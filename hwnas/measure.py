@@ -130,4 +130,9 @@ class Measurer:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as e:
             raise HwnasError(f"cannot read ONNX file {path}: {e.strerror or e}") from None
-        return self._measure("onnx", {"onnx_sha256": digest}, 0, lambda: path)
+        try:
+            return self._measure("onnx", {"onnx_sha256": digest}, 0, lambda: path)
+        except HwnasError:
+            raise
+        except Exception as e:  # a user's model that loads but cannot run (ONNX Runtime raises its own types)
+            raise HwnasError(f"ONNX file {path} fails when run: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None

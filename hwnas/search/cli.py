@@ -8,8 +8,9 @@ from typing import Any, Callable
 
 import click
 
-from hwnas.cliutil import backend_options, fail, make_measurer
-from hwnas.validate import POSITIVE_MS, SEED, Float, Int
+from hwnas.cliutil import backend_options, check_out, fail, make_measurer
+from hwnas.errors import HwnasError
+from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
 
 
 def _given(opts: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -178,6 +179,7 @@ def search(**opts):
     """Search a latency-constrained architecture on real data."""
     from hwnas.space import closest
 
+    check_out(opts["out"], directory=True)
     method = opts["method"]
     if method not in METHODS:
         fail(f"unknown search method {method!r}{closest(method, METHODS)}; known: {', '.join(METHODS)}")
@@ -186,6 +188,14 @@ def search(**opts):
     if opts["true_latency"] and method != "unas":
         fail(f"--true-latency is an option of --method unas; {method} searches on its latency model")
     summary = METHODS[method](opts)
+    # Never a silent NaN or negative latency on stdout: a model that gives one is refused here.
+    for key in ("predicted_ms", "measured_ms"):
+        if summary.get(key) is not None:
+            try:
+                check_latency(key, summary[key])
+            except HwnasError as e:
+                fail(f"the search's latency model gives no latency for its final architecture ({e}); "
+                     f"check the latency model file")
     click.echo(json.dumps(summary, indent=2))
     target, m, lookup_err = summary["target_ms"], summary.get("measured_ms"), summary.get("lookup_error_pct")
     line = f"target {target:.4g} ms: predicted {summary['predicted_ms']:.4g} ms ({100 * (summary['predicted_ms'] / target - 1):+.2f}%)"
@@ -237,6 +247,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     from hwnas.search.train import train_arch
     from hwnas.space import Space
 
+    check_out(out, (".json",))
     doc = read_json(arch_path, "architecture file")
     if width_mult is None:
         width_mult = doc.get("width_mult", 1.0) if isinstance(doc, dict) else 1.0
@@ -259,6 +270,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
             fail(f"latency model {model_path} is for {m}, not space {space.name} at width {space.width_mult} "
                  f"with {space.num_classes} classes")
         r = elasticity_scale(model, arch.to_json(), target, align=width_align)
+        check_latency(f"latency model {model_path}: predicted latency", r.latency_ms)
         arch = space.validate(r.arch.to_json())
         scaled = {"target_ms": target, "predicted_ms": r.latency_ms, "seed_predicted_ms": r.seed_latency_ms,
                   "width_bound_note": r.message, "latency_model_file": str(model_path)}

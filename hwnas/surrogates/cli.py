@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import backend_options, fail, make_measurer, make_space, space_options, write_table
+from hwnas.cliutil import (
+    OUTPUT_FORMATS, backend_options, check_out, fail, make_measurer, make_space, space_options, write_table,
+)
 from hwnas.validate import COUNT, SEED, Float, Int
 
 DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
@@ -78,6 +80,7 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 
     from hwnas.surrogates.lut import LookupTable
 
+    check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     t0 = time.perf_counter()
@@ -115,6 +118,7 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
 
     from hwnas.surrogates.data import sample as sample_subnets
 
+    check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     scaling = None
@@ -165,6 +169,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     from hwnas.surrogates.metrics import latency_metrics
     from hwnas.surrogates.models import NEEDS_LUT, check_fit, fit_model, parse_models, predict_all, save_model
 
+    check_out(out, (".json",))
     names = parse_models(model_name)
     if len(names) != 1:
         fail(f"surrogate fit takes one --model, got {', '.join(names)}")
@@ -208,6 +213,7 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     from hwnas.surrogates.evaluate import evaluate
     from hwnas.surrogates.models import NEEDS_LUT, MIN_TRAIN, check_fit, parse_models
 
+    check_out(out, OUTPUT_FORMATS)
     names = parse_models(model_names)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
@@ -256,8 +262,7 @@ def additivity(space_name, resolution, width_mult, num_classes, backend_name, ba
     """Measure adjacent layer pairs as one model against the sum of their parts."""
     from hwnas.surrogates.additivity import additivity as run, summarize
 
-    if not 0 < alpha:
-        fail(f"--alpha must be positive, got {alpha}")
+    check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     pairs = run(space, measurer, n_pairs, seed, batch, alpha)
