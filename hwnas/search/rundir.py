@@ -22,6 +22,14 @@ from hwnas.jsonutil import atomic_path, read_json, read_jsonl, write_json, write
 from hwnas.locks import FileLock
 
 
+def read_log_for_resume(path: Path, what: str, repair: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        return read_jsonl(path, what, repair)
+    except HwnasError as e:
+        raise HwnasError(f"{e}; resuming would lose it: give --repair to rebuild the run from its checkpoint "
+                         "and valid records, or use another --out") from None
+
+
 class RunDir:
     """Held by one process at a time: `start` takes the directory's lock until `close`."""
 
@@ -46,6 +54,8 @@ class RunDir:
             raise HwnasError(f"cannot create run directory {self.path}: {e.strerror or e}") from None
         if not self.lock.acquire(blocking=False):
             raise HwnasError(f"run directory {self.path} is in use by another hwnas process; wait for it or use another --out")
+        for stale in self.path.glob(".*.tmp"):  # left by a writer killed mid-write; the lock says none is running
+            stale.unlink(missing_ok=True)
         try:
             if self.config_path.exists():
                 old = read_json(self.config_path, "run config")
@@ -83,11 +93,7 @@ class RunDir:
         anything is written; then drop records past the checkpoint (logged, then interrupted
         before saving). With `repair`, damaged lines and repeated epochs are dropped instead of
         refused, as long as the checkpoint's own epoch keeps its record."""
-        try:
-            records, notes = read_jsonl(self.log_path, "run log", repair)
-        except HwnasError as e:
-            raise HwnasError(f"{e}; resuming would lose it: give --repair to rebuild the run from its checkpoint "
-                             "and valid records, or use another --out") from None
+        records, notes = read_log_for_resume(self.log_path, "run log", repair)
         keep: dict[int, dict[str, Any]] = {}
         for rec in records:
             e = rec["epoch"]
@@ -100,6 +106,14 @@ class RunDir:
             keep[e] = rec
         have = sorted(e for e in keep if e <= epochs_done)
         missing = [e for e in range(1, epochs_done + 1) if e not in keep]
+        # A record is appended before its checkpoint is saved: the log runs at most one epoch ahead.
+        ahead = [e for e in keep if e > epochs_done + 1]
+        if ahead and not repair:
+            raise HwnasError(f"run log {self.log_path} holds epoch {max(ahead)} but the checkpoint is at epoch "
+                             f"{epochs_done}: the checkpoint is older than the log or lost; give --repair to drop the "
+                             "later epochs, or use another --out")
+        if ahead:
+            notes.append(f"epochs {', '.join(map(str, sorted(ahead)))} are past the checkpoint (dropped)")
         if missing and not repair:
             raise HwnasError(f"run log {self.log_path} holds {len(have)} of the {epochs_done} epochs of the checkpoint "
                              f"(epoch {missing[0]} is missing); give --repair to rebuild it, or use another --out")
@@ -111,7 +125,7 @@ class RunDir:
         for note in notes:
             echo(f"hwnas: warning: repairing {self.path}: {note}")
         kept = [keep[e] for e in have]
-        if len(kept) != len(records) or notes or self.log_path.exists():
+        if self.log_path.exists():
             write_text(self.log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     # --- checkpoint ---------------------------------------------------------------------------

@@ -324,7 +324,7 @@ def _search(run, resume, config, data, model, deploy, train_space, measurer, mea
         if resume:
             state.restore(run.load_checkpoint())
             echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
-        run.resume_log(state.epoch, repair or not resume, echo)  # checked before the run directory changes
+        run.resume_log(state.epoch, repair, echo)  # checked before the run directory changes
         steps_per_epoch = math.ceil(data.size("train") / config.batch_size)
         started = time.monotonic()
         while state.epoch < config.epochs:

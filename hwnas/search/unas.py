@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import read_jsonl, write_text
+from hwnas.jsonutil import write_text
 from hwnas.search import relax
-from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.tfnas import elasticity_scale
 from hwnas.search.train import deterministic_training
@@ -372,8 +372,8 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
             state.restore(run.load_checkpoint())
             echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
         # Both logs are checked before either changes: a refused resume leaves the directory as it was.
-        samples = read_jsonl(samples_path, "sample log", repair or not resume)[0]
-        run.resume_log(state.epoch, repair or not resume, echo)
+        samples = read_log_for_resume(samples_path, "sample log", repair)[0]
+        run.resume_log(state.epoch, repair, echo)
         _rewrite_samples(samples_path, samples, state.epoch)
         steps = math.ceil(data.size("train") / config.batch_size)
         started = time.monotonic()

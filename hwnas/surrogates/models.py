@@ -52,7 +52,12 @@ class FittedModel:
         self.space, self.target, self.n_train, self.lut = space, target, n_train, lut
 
     def predict(self, arch: Arch | dict) -> float:
-        return float(self.predict_many([self.space.validate(arch)])[0])
+        arch = self.space.validate(arch)
+        ms = float(self.predict_many([arch])[0])
+        if not 0 < ms <= MAX_LATENCY_MS:  # a fit can extrapolate below zero: never pass that on as a latency
+            raise HwnasError(f"the {self.name} latency model predicts {ms!r} ms for architecture {arch.hash}: "
+                             "not a latency; refit it on more subnets or use the lookup table")
+        return ms
 
     def predict_many(self, archs: list[Arch]) -> np.ndarray:
         raise NotImplementedError
@@ -336,9 +341,10 @@ def _check_finite(value, what: str) -> None:
 
 def _check_predictions(model, what: str) -> None:
     """A model that predicts no latency (NaN, zero, negative) for architectures of its own space
-    is refused when loaded, not discovered as `predicted nan ms` at the end of a search."""
+    is refused when loaded, not discovered at the end of a search (`predict` checks each value)."""
     space = model.space
     for arch in [space.default_arch(), *space.random_archs(4, 0)]:
-        ms = float(model.predict(arch))
-        if not (0 < ms <= MAX_LATENCY_MS):
-            raise HwnasError(f"{what} predicts {ms!r} ms for architecture {arch.hash} of its space: not a latency")
+        try:
+            model.predict(arch)
+        except HwnasError as e:
+            raise HwnasError(f"{what}: {e}") from None
