@@ -172,3 +172,28 @@ def test_a_kill_at_a_write_point_loses_nothing(tmp_path, uninterrupted, point, w
 
     assert strip(log) == strip(whole_log)  # each epoch once, as the uninterrupted run logged it
     assert load_run(run, "run").complete
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x80\x02garbage", None])
+def test_a_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path, uninterrupted, damage):
+    """Found by the fuzz benchmark: an empty checkpoint once gave an IndexError, not one line."""
+    import shutil
+
+    import torch
+
+    from hwnas.errors import HwnasError
+    from hwnas.search.tfnas import search
+    from hwnas.surrogates.lut import LookupTable
+
+    run = tmp_path / "run"
+    search(search_config(), digits(), LookupTable.from_json(table_doc()), run, show_progress=False, stop_after_epoch=2)
+    if damage is None:
+        torch.save({"epoch": 2}, run / "checkpoint.pt")  # its state dicts missing
+    else:
+        (run / "checkpoint.pt").write_bytes(damage)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    with pytest.raises(HwnasError, match="checkpoint") as e:
+        search(search_config(), digits(), LookupTable.from_json(table_doc()), run, show_progress=False)
+    assert "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+    shutil.rmtree(run)

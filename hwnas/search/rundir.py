@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import atomic_path, read_json, read_jsonl, write_json, write_text
 from hwnas.locks import FileLock
 
@@ -138,7 +138,7 @@ class RunDir:
         try:
             ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for damaged files
-            raise HwnasError(f"cannot read checkpoint {self.checkpoint_path}: {str(e).splitlines()[0]}") from None
+            raise HwnasError(f"cannot read checkpoint {self.checkpoint_path}: {first_line(e)}") from None
         if not isinstance(ck, dict) or isinstance(ck.get("epoch"), bool) or not isinstance(ck.get("epoch"), int) \
                 or ck["epoch"] < 0:
             raise HwnasError(f"checkpoint {self.checkpoint_path} is not a checkpoint of hwnas (no epoch)")
@@ -172,5 +172,5 @@ def restore_snapshot(ck: dict[str, Any], stateful: dict[str, Any], generators: d
             g.set_state(ck[name])
         torch.set_rng_state(ck["torch_rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise HwnasError(f"checkpoint does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise HwnasError(f"checkpoint does not fit this run ({type(e).__name__}: {first_line(e)})") from None
     return int(ck["epoch"])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import write_json
 from hwnas.space import Arch, Space
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
@@ -159,7 +159,7 @@ class MlpModel(FittedModel):
         try:
             self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights["state"].items()})
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise HwnasError(f"mlp model weights do not fit its network: {str(e).splitlines()[0]}") from None
+            raise HwnasError(f"mlp model weights do not fit its network: {first_line(e)}") from None
         self.x_mean, self.x_std = np.asarray(weights["x_mean"]), np.asarray(weights["x_std"])
         self.t_mean, self.t_std = float(weights["t_mean"]), float(weights["t_std"])
 

@@ -169,7 +169,7 @@ def test_store_rows(work, data):
     check_store_row(data, work / "fuzz.sqlite")
 
 
-@settings(max_examples=examples(8, cap=60), **FUZZ)  # seconds each: a resume may train an epoch again
+@settings(max_examples=examples(6, cap=40), **FUZZ)  # seconds each: a resume may train an epoch again
 @given(data=st.data())
 def test_resume_of_a_damaged_run(work, data):
     resume_property(data, work, work / "case")
@@ -204,7 +204,7 @@ def test_no_traceback_reaches_the_user(work):
     run = work / "cli-run"
     search = ["search", "--target", "0.6", "--out", str(run), "--lut", str(lut), "--width-mult", "0.25", "--resolution",
               "32", "--train-resolution", "16", "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "32", "--limit",
-              "120", "--measure-every", "0", "--final-sessions", "1", "--warmup", "1", "--min-runs", "5", "--min-time", "0",
+              "40", "--measure-every", "0", "--final-sessions", "1", "--warmup", "1", "--min-runs", "5", "--min-time", "0",
               "--db", str(work / "cli.sqlite")]
     code, out, err = run_cli(search)
     assert code == 0, err
@@ -216,9 +216,7 @@ def test_no_traceback_reaches_the_user(work):
     cases = [
         ["info", *TINY, "--arch", str(deep)],
         ["measure", *TINY, "--random", "1", "--seed", "9" * 5000],
-        ["arch", *TINY, "--random", "-1"],
         ["search", "--target", "nan", "--out", str(work / "r")],
-        ["train", "--arch", str(deep), "--weight-decay", "-1"],
         search,  # the damaged run: refused, naming the file and line
     ]
     before = snapshot(run)
