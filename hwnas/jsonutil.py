@@ -114,7 +114,7 @@ def read_jsonl(path: str | Path, what: str, repair: bool = False) -> tuple[list[
             if not isinstance(rec, dict) or isinstance(rec.get("epoch"), bool) or not isinstance(rec.get("epoch"), int) \
                     or rec["epoch"] < 1:
                 raise HwnasError(f"{what} {path} line {n} is not a record of an epoch")
-        except HwnasError as e:
+        except HwnasError:
             if torn:
                 break
             if not repair:
