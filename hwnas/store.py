@@ -70,6 +70,17 @@ class Store:
             raise HwnasError(f"cannot create measurement store {self.path}: {e.strerror or e}") from None
 
     def _check_schema(self) -> None:
+        # One write transaction from check to creation: a process opening a new store at the same
+        # time waits, then finds it complete (not its meta table without a version yet).
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_and_create_schema()
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _check_and_create_schema(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -84,9 +95,10 @@ class Store:
                 )
         elif tables:
             raise HwnasError(f"{self.path} is an SQLite file but not an hwnas measurement store")
-        with self.conn:
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        for statement in _SCHEMA.split(";"):  # not executescript: it would commit first
+            if statement.strip():
+                self.conn.execute(statement)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
