@@ -10,9 +10,11 @@ import click
 
 from hwnas import __version__
 from hwnas.cliutil import (
-    backend_options, fail, load_arch, make_measurer, make_space, result_row, space_options, write_table,
+    OUTPUT_FORMATS, backend_options, check_out, fail, load_arch, make_measurer, make_space, result_row, space_options,
+    write_table,
 )
 from hwnas.errors import HwnasError
+from hwnas.validate import SEED, Int
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -28,8 +30,8 @@ def cli():
 @space_options
 @backend_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Measure this architecture (JSON).")
-@click.option("--random", "n_random", type=int, help="Measure N random architectures of the space.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--random", "n_random", type=Int(1, 100_000), help="Measure N random architectures of the space.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for --random.")
 @click.option("--layers", "all_layers", is_flag=True, help="Measure every distinct layer spec of the space.")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Measure an ONNX file.")
 @click.option("--force", is_flag=True, help="Re-measure what the store already holds.")
@@ -42,8 +44,7 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     chosen = [o for o, v in (("--arch", arch_path), ("--random", n_random), ("--layers", all_layers), ("--onnx", onnx_path)) if v]
     if len(chosen) != 1:
         fail("give exactly one of --arch, --random, --layers or --onnx" + (f" (got {' '.join(chosen)})" if chosen else ""))
-    if n_random is not None and not 1 <= n_random <= 100_000:
-        fail(f"--random must be in [1, 100000], got {n_random}")
+    check_out(out, OUTPUT_FORMATS)
     if onnx_path is None:
         space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
         if all_layers and hasattr(space, "references"):
@@ -78,7 +79,7 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
 @cli.command()
 @space_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Architecture JSON (default: the space's default).")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=Int(1, 4096), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="darts: print the architectures and their counts as JSON.")
 def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_json):
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""
@@ -103,7 +104,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
 
 @cli.command()
 @space_options
-@click.option("--random", "random_seed", type=int, default=None, help="A random architecture from this seed.")
+@click.option("--random", "random_seed", type=SEED, default=None, help="A random architecture from this seed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the JSON here instead of printing it.")
 def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
     """Print an architecture of the space as JSON: its default, or a random one."""
@@ -111,6 +112,7 @@ def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
 
     from hwnas.jsonutil import write_json
 
+    check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
     sample = getattr(space, "sample", None) or space.random_arch
     a = space.default_arch() if random_seed is None else sample(np.random.default_rng(random_seed))
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         click.echo(f"hwnas: error: {e.format_message()}", err=True)
         return e.exit_code if e.exit_code else 2
+    except MemoryError:
+        click.echo("hwnas: error: out of memory; try a smaller --batch, --resolution or model", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("hwnas: interrupted; every completed measurement is saved", err=True)
         return 130

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from hwnas.errors import HwnasError
+from hwnas.validate import Float, Int
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 
@@ -20,9 +22,9 @@ def fail(message: str) -> None:
 
 
 def space_options(f):
-    f = click.option("--classes", "num_classes", type=int, default=1000, show_default=True, help="Classifier outputs.")(f)
-    f = click.option("--width-mult", type=float, default=1.0, show_default=True, help="Channel width multiplier.")(f)
-    f = click.option("--resolution", type=int, default=224, show_default=True, help="Input height and width.")(f)
+    f = click.option("--classes", "num_classes", type=Int(2, 100_000), default=1000, show_default=True, help="Classifier outputs.")(f)
+    f = click.option("--width-mult", type=Float(0.1, 4), default=1.0, show_default=True, help="Channel width multiplier.")(f)
+    f = click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Input height and width.")(f)
     f = click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space: tfnas, proxyless or darts.")(f)
     from hwnas.spaces.cli import size_options
 
@@ -51,19 +53,19 @@ def backend_options(f):
                           "and training on the others (refused with fewer than 2 cores); pause = nothing else "
                           "of hwnas runs while a model is timed; none = no care (recorded in each measurement); "
                           "auto = pin where there are 2 or more cores, else pause.")(f)
-    f = click.option("--processes", "-k", type=int, default=3, show_default=True, expose_value=False,
+    f = click.option("--processes", "-k", type=Int(1, 100), default=3, show_default=True, expose_value=False,
                      callback=_measurement_option("processes"),
                      help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
     f = click.option("--no-reference", is_flag=True, expose_value=False, callback=_measurement_option("no_reference"),
                      help="Do not time the reference model beside each measurement (no drift check or normalisation).")(f)
     f = click.option("--db", type=click.Path(path_type=Path), default=None,
                      help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory.")(f)
-    f = click.option("--min-time", type=float, default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
-    f = click.option("--min-runs", type=int, default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
-    f = click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs.")(f)
+    f = click.option("--min-time", type=Float(0, 3600), default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
+    f = click.option("--min-runs", type=Int(1, 1_000_000), default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
+    f = click.option("--warmup", type=Int(0, 100_000), default=5, show_default=True, help="Untimed warm-up runs.")(f)
     f = click.option("--precision", default="fp32", show_default=True, help="fp32 or fp16 (GPU backends).")(f)
-    f = click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (intra-op).")(f)
-    f = click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")(f)
+    f = click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="CPU threads (intra-op).")(f)
+    f = click.option("--batch", type=Int(1, 4096), default=1, show_default=True, help="Batch size.")(f)
     f = click.option("--backend", "backend_name", default="ort-cpu", show_default=True,
                      help="ort-cpu, ort-cuda, ort-trt, tensorrt, tensorrt-graph, torch-cpu, torch-cuda or torch-cuda-graph.")(f)
     return f
@@ -161,6 +163,25 @@ def load_arch(space, path: Path):
 
         return load_new_arch(space, path)
     return space.validate(read_json(path, "architecture file"))
+
+
+def check_out(path: Path | None, suffixes: tuple[str, ...] | None = None, directory: bool = False,
+              option: str = "--out") -> None:
+    """Refuse an output that cannot be written before any long work starts: a wrong extension, a
+    directory where a file goes (or the reverse), or a parent that is no writable directory."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        fail(f"{option} must end in {', '.join(suffixes)}, got {path.name!r}")
+    if directory and path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file, not a directory")
+    if not directory and path.is_dir():
+        fail(f"{option} {path} is a directory; give a file path")
+    nearest = path if directory else path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        fail(f"cannot write {option} {path}: {nearest} is not a writable directory")
 
 
 def write_table(df, out: Path | None) -> None:

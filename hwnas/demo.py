@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import make_measurer
+from hwnas.cliutil import check_out, make_measurer
+from hwnas.errors import HwnasError
+from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
 @click.command()
@@ -17,16 +19,16 @@ from hwnas.cliutil import make_measurer
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="Measurement store (default: $HWNAS_DB or the user cache).")
 @click.option("--backend", "backend_name", default="ort-cpu", show_default=True)
-@click.option("--resolution", type=int, default=224, show_default=True, help="Deployment resolution.")
-@click.option("--width-mult", type=float, default=0.5, show_default=True)
-@click.option("--width-step", type=int, default=32, show_default=True, help="Lookup-table width grid.")
-@click.option("--epochs", type=int, default=12, show_default=True)
-@click.option("--warmup-epochs", type=int, default=4, show_default=True)
-@click.option("--target", type=float, default=None,
+@click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution.")
+@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True)
+@click.option("--width-step", type=Int(1, 4096), default=32, show_default=True, help="Lookup-table width grid.")
+@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True)
+@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True)
+@click.option("--target", type=POSITIVE_MS, default=None,
               help="Target latency in ms (default: 0.8 x the expected latency of the untrained supernet, so the "
                    "latency constraint binds from the first architecture step, as in the papers).")
-@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, epochs, warmup_epochs, target, limit, seed):
     """Lookup table, TF-NAS and UNAS searches side by side on digits, and their report."""
     from hwnas.data import load_dataset
@@ -35,6 +37,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     from hwnas.surrogates.base import uniform_latency
     from hwnas.surrogates.lut import LookupTable
 
+    # Everything checked before the table build and searches (minutes): no late refusal.
+    check_out(out, directory=True)
+    check_out(report_dir, directory=True, option="--report")
+    if warmup_epochs >= epochs:
+        raise HwnasError(f"--warmup-epochs must be below --epochs ({epochs}), got {warmup_epochs}")
     data = load_dataset("digits", seed=seed, limit=limit)
     deploy = Space("tfnas", resolution, width_mult, data.num_classes)
     measurer = make_measurer(backend_name, 1, 1, "fp32", 5, 20, 0.3, db)

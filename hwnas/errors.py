@@ -3,3 +3,9 @@
 
 class HwnasError(Exception):
     """A problem with the user's input or environment, not a bug in hwnas."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message for a one-line error, or its type when it has none."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__

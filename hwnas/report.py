@@ -26,7 +26,7 @@ import pandas as pd
 
 from hwnas import report_figures as figs
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import canonical_json, content_hash, read_json
+from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
 
 KNOWN_METHODS = ("tfnas", "unas", "snas")
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
@@ -133,22 +133,6 @@ class Run:
             return None
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut short by a crash; nothing after it is trusted
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def load_run(path: Path, name: str) -> Run:
     """A run directory as written by hwnas.search; HwnasError says why one cannot be read."""
     path = Path(path)
@@ -168,8 +152,13 @@ def load_run(path: Path, name: str) -> Run:
         raise HwnasError(f"{path}: unknown search method {method!r} (known: {', '.join(KNOWN_METHODS)}); skipped")
     summary = read_json(path / "summary.json", "run summary") if (path / "summary.json").exists() else None
     final = read_json(path / "final_arch.json", "final architecture") if (path / "final_arch.json").exists() else None
-    return Run(name, path, config, _jsonl(path / "log.jsonl"), summary if isinstance(summary, dict) else None,
-               _jsonl(path / "samples.jsonl"), final if isinstance(final, dict) else None)
+    log = read_jsonl(path / "log.jsonl", "run log")[0]
+    for i, rec in enumerate(log, 1):
+        if rec["epoch"] != i:  # a repeated or missing epoch: the plots would be wrong
+            raise HwnasError(f"run log {path / 'log.jsonl'} is damaged: record {i} is of epoch {rec['epoch']}; "
+                             f"repair it with `hwnas search ... --out {path} --repair`; skipped")
+    return Run(name, path, config, log, summary if isinstance(summary, dict) else None,
+               read_jsonl(path / "samples.jsonl", "sample log")[0], final if isinstance(final, dict) else None)
 
 
 def _unique_names(paths: list[Path]) -> list[str]:

@@ -25,8 +25,10 @@ import click
 def report(run_dirs, store, lut, trained, surrogates, no_surrogates, title, out):
     """Write report.html (self-contained), summary.md and one CSV per figure and table for
     search runs RUN_DIR..., the measurement store, a lookup table and trained results."""
+    from hwnas.cliutil import check_out
     from hwnas.report import build, default_out, write
 
+    check_out(out, directory=True)
     rep = build(list(run_dirs), store=store, lut=lut, trained=list(trained), surrogates=surrogates,
                 fit_surrogates=not no_surrogates, title=title,
                 warn=lambda msg: click.echo(f"hwnas: warning: {msg}", err=True))

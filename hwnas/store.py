@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import canonical_json, content_hash
+from hwnas.jsonutil import canonical_json, content_hash, parse_json
 from hwnas.profilers.protocol import Measurement
+from hwnas.validate import check_latency
 
 SCHEMA_VERSION = 2
 # Added in version 2, with what a version-1 row reads as: one process, no reference.
@@ -91,10 +92,24 @@ class Store:
             raise HwnasError(f"cannot create measurement store {self.path}: {e.strerror or e}") from None
 
     def _check_schema(self) -> None:
+        # One write transaction from check to creation: a process opening a new store at the same
+        # time waits, then finds it complete (not its meta table without a version yet).
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_and_create_schema()
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _check_and_create_schema(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            found = int(row[0]) if row and str(row[0]).isdigit() else None
+            try:
+                found = int(row[0]) if row else None
+            except (TypeError, ValueError):
+                found = repr(row[0])[:40]  # damaged: reported below as a version this hwnas cannot read
             if found == 1:
                 self._upgrade_from_1()
                 found = SCHEMA_VERSION
@@ -105,18 +120,18 @@ class Store:
                 )
         elif tables:
             raise HwnasError(f"{self.path} is an SQLite file but not an hwnas measurement store")
-        with self.conn:
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        for statement in _SCHEMA.split(";"):  # not executescript: it would commit first
+            if statement.strip():
+                self.conn.execute(statement)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _upgrade_from_1(self) -> None:
-        """Version 1 to 2 in one transaction: new columns with defaults that mark every old row
-        single-process; nothing is rewritten or lost."""
-        with self.conn:
-            for column, decl in V2_COLUMNS:
-                self.conn.execute(f"ALTER TABLE measurements ADD COLUMN {column} {decl}")
-            self.conn.execute("UPDATE measurements SET raw_median_ms = median_ms")
-            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        """Version 1 to 2, inside the schema check's transaction: new columns with defaults that
+        mark every old row single-process; nothing is rewritten or lost."""
+        for column, decl in V2_COLUMNS:
+            self.conn.execute(f"ALTER TABLE measurements ADD COLUMN {column} {decl}")
+        self.conn.execute("UPDATE measurements SET raw_median_ms = median_ms")
+        self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -139,13 +154,18 @@ class Store:
         stats = dict(zip(STAT_COLUMNS, rest[: len(STAT_COLUMNS)]))
         (noisy, session_ms, first_run_ms, fingerprint, protocol, _, ci_low, ci_high, ratio, flags, isolation,
          detail) = rest[len(STAT_COLUMNS):]
-        detail = json.loads(detail)
-        stats.update(detail.get("stats", {}))
+        damaged = f"measurement store {self.path} holds a damaged row {key}"
+        try:
+            check_latency("median_ms", stats["median_ms"])
+        except HwnasError as e:
+            raise HwnasError(f"{damaged} ({e}); re-measure it with --force") from None
+        detail = parse_json(detail, damaged)
+        stats.update(detail.get("stats", {}) if isinstance(detail, dict) else {})
         return Measurement(
-            json.loads(samples), stats, bool(noisy), session_ms, first_run_ms, json.loads(fingerprint), json.loads(protocol),
-            blocks=detail.get("blocks", []), processes=detail.get("processes", []),
-            ci95_ms=[ci_low, ci_high] if ci_low is not None else [], reference_ratio=ratio, flags=json.loads(flags),
-            isolation=isolation,
+            parse_json(samples, damaged), stats, bool(noisy), session_ms, first_run_ms, parse_json(fingerprint, damaged),
+            parse_json(protocol, damaged), blocks=detail.get("blocks", []), processes=detail.get("processes", []),
+            ci95_ms=[ci_low, ci_high] if ci_low is not None else [], reference_ratio=ratio,
+            flags=parse_json(flags, damaged), isolation=isolation,
         )
 
     def put(self, key: str, kind: str, spec: dict[str, Any], m: Measurement) -> None:
@@ -211,10 +231,10 @@ class Store:
             args.append(backend)
         df = pd.read_sql_query(query + " ORDER BY created_at, rowid", self.conn, params=args)
         for col in ("spec", "fingerprint", "protocol", "samples"):
-            df[col] = df[col].map(json.loads)
+            df[col] = df[col].map(lambda text: parse_json(text, f"a {col} column of measurement store {self.path}"))
         df["noisy"] = df["noisy"].astype(bool)
-        df["flags"] = df["flags"].map(json.loads)
-        df["detail"] = df["detail"].map(json.loads)
+        for col in ("flags", "detail"):
+            df[col] = df[col].map(lambda text: parse_json(text, f"a {col} column of measurement store {self.path}"))
         return df
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,8 @@ import torch
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import cache_root, content_hash, read_json, write_json
+from hwnas.jsonutil import atomic_path, cache_root, content_hash, read_json, write_json
+from hwnas.locks import locked
 from hwnas.modules import build_layer
 from hwnas.space import Arch, LayerSpec, Space
 
@@ -39,17 +43,14 @@ def export_module(module: torch.nn.Module, input_shape: tuple[int, ...], path: P
     """Export `module` at `input_shape` to `path`; check the graph; return the max abs difference."""
     module = module.eval()
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    _torch_export(module, x, tmp, opset)
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model, full_check=True)
-    onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    diff = _parity(tmp, module, x)
-    if not diff <= PARITY_TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise HwnasError(f"ONNX export of {path.name} differs from PyTorch by {diff:.3g} (> {PARITY_TOLERANCE})")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a unique name: two processes may export the same spec at once
+        _torch_export(module, x, tmp, opset)
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        diff = _parity(tmp, module, x)
+        if not diff <= PARITY_TOLERANCE:
+            raise HwnasError(f"ONNX export of {path.name} differs from PyTorch by {diff:.3g} (> {PARITY_TOLERANCE})")
     return diff
 
 
@@ -95,20 +96,59 @@ def _parity(path: Path, module: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def _cached_export(key: dict, make_model, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
-    """The file for `key`, made once: `make_model(tmp_path)` writes it and returns the parity."""
+    """The file for `key`, made once: `make_model(path)` writes it and returns the parity. One
+    process makes an entry at a time (a lock per entry); a damaged entry is made again."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = {**key, "opset": OPSET, "torch": torch.__version__, "hwnas": __version__}
     digest = content_hash(key)
     path, meta_path = cache_dir / f"{digest}.onnx", cache_dir / f"{digest}.json"
     if path.exists() and meta_path.exists():
-        meta = read_json(meta_path, "export record")
-        return Exported(path, tuple(meta["input_shape"]), meta["max_abs_diff"], cached=True)
-    try:
-        diff = make_model(path)
-    except OSError as e:
-        raise HwnasError(f"cannot write ONNX cache in {cache_dir}: {e.strerror or e}") from None
-    write_json(meta_path, {"key": key, "input_shape": list(input_shape), "max_abs_diff": diff})
+        try:
+            return _read_cached(path, meta_path, key, input_shape)
+        except HwnasError:
+            pass  # damaged, or being written by another process: decided below, under the lock
+    with locked(cache_dir / f"{digest}.lock"):
+        if path.exists() or meta_path.exists():
+            try:
+                return _read_cached(path, meta_path, key, input_shape)  # another process made it meanwhile
+            except HwnasError as e:
+                print(f"hwnas: warning: {e}; exporting it again", file=sys.stderr)
+        try:
+            diff = make_model(path)
+        except OSError as e:
+            raise HwnasError(f"cannot write ONNX cache in {cache_dir}: {e.strerror or e}") from None
+        write_json(meta_path, {"key": key, "input_shape": list(input_shape), "max_abs_diff": diff,
+                               "sha256": _sha256(path)})
     return Exported(path, input_shape, diff, cached=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_cached(path: Path, meta_path: Path, key: dict, input_shape: tuple[int, ...]) -> Exported:
+    """A cached export whose record matches its key and whose file is the one recorded."""
+    meta = read_json(meta_path, "export record")
+    damaged = f"cached export {path} is damaged"
+    if not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key)) \
+            or meta.get("input_shape") != list(input_shape):
+        raise HwnasError(f"{damaged} (its record {meta_path.name} does not match)")
+    diff = meta.get("max_abs_diff")
+    if isinstance(diff, bool) or not isinstance(diff, (int, float)) or not 0 <= diff <= PARITY_TOLERANCE:
+        raise HwnasError(f"{damaged} (its record holds no valid parity)")
+    try:
+        digest = _sha256(path)
+    except OSError as e:
+        raise HwnasError(f"{damaged} ({e.strerror or e})") from None
+    if "sha256" not in meta:  # recorded by an older hwnas: check the graph once, then record its hash
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as e:  # onnx raises several types for damaged files
+            raise HwnasError(f"{damaged} ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+        write_json(meta_path, {**meta, "sha256": digest})
+    elif meta["sha256"] != digest:
+        raise HwnasError(f"{damaged} (its content differs from the one recorded)")
+    return Exported(path, input_shape, float(diff), cached=True)
 
 
 def seeded_layer(spec: LayerSpec) -> torch.nn.Module:
@@ -164,10 +204,8 @@ def export_layers(specs: list[LayerSpec], cache_dir: Path | None = None) -> Expo
         model = compose([onnx.load(str(p.path)) for p in parts])
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        onnx.save(model, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
         # Each part passed its own parity check and composing only wires them together
         # (tests compare composed models with PyTorch end to end): report the worst part.
         return max(p.max_abs_diff for p in parts)

@@ -127,7 +127,7 @@ class OrtBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # fatal only: a failure reaches the user as hwnas's one line, not ORT's log too
         return opts
 
     def provider_options(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 from hwnas.profilers.protocol import MeasureProtocol, Measurement
 
 
@@ -51,7 +51,9 @@ def serve(stdin: IO[str], stdout: IO[str]) -> None:
         except HwnasError as e:
             reply = {"id": req.get("id"), "ok": False, "error": str(e)}
         except Exception as e:  # keep serving: one bad model must not end the worker
-            reply = {"id": req.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"}
+            # One line: the user sees it as hwnas's one-line error (a model that fails when run, say).
+            reply = {"id": req.get("id"), "ok": False, "error": f"{req.get('onnx', 'the model')} fails when run: "
+                                                                 f"{type(e).__name__}: {first_line(e)}"}
         stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
 

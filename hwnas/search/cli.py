@@ -8,8 +8,10 @@ from typing import Any, Callable
 
 import click
 
-from hwnas.cliutil import backend_options, fail, make_measurer
+from hwnas.cliutil import backend_options, check_out, fail, make_measurer
+from hwnas.errors import HwnasError
 from hwnas.spaces.cli import size_options
+from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
 
 
 def _given(opts: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -33,7 +35,8 @@ def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
     try:
         model, model_info = _latency_model(opts, data.num_classes, measurer)
         return search(config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True))
+                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True),
+                      repair=opts["repair"])
     finally:
         _close(measurer)
 
@@ -57,7 +60,7 @@ def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
         lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
         return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
                       run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
-                      echo=lambda s: click.echo(s, err=True))
+                      echo=lambda s: click.echo(s, err=True), repair=opts["repair"])
     finally:
         _close(measurer)
 
@@ -146,13 +149,14 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
         from hwnas.surrogates.models import load_model
 
         model = load_model(opts["model_path"], expect_space=deploy, expect_backend=opts["backend_name"],
-                           expect_batch=opts["batch"])
+                           expect_batch=opts["batch"], expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
         return model, {"latency_model_file": str(Path(opts["model_path"]).resolve())}
     from hwnas.surrogates.lut import LookupTable
 
     path = Path(opts["out"]) / "lut.json"
     if path.exists():  # resuming: the table this run was built with
-        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"])
+        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"],
+                                 expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
     else:
         click.echo(f"building a lookup table for {deploy} on {opts['backend_name']} (cached in the measurement store)", err=True)
         model = LookupTable.build(deploy, measurer, batch=opts["batch"], width_step=opts["width_step"])
@@ -163,44 +167,47 @@ def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
 
 @click.command()
 @click.option("--method", default="tfnas", show_default=True, help=f"Search method: {', '.join(METHODS)}.")
-@click.option("--target", type=float, required=True,
+@click.option("--target", type=POSITIVE_MS, required=True,
               help="Target latency in ms (at the deployment resolution); snas: in the --resource's units (ms, or millions).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run directory; a run there with a checkpoint is resumed.")
+@click.option("--repair", is_flag=True,
+              help="Resume a run whose log is damaged: keep its valid records (the checkpoint's epoch must have one), "
+                   "drop the rest, and warn what was lost.")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
-@click.option("--limit", type=int, default=None, help="Use at most this many training images (search-train + search-val).")
+@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images (search-train + search-val).")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
-@click.option("--width-mult", type=float, default=0.5, show_default=True, help="Channel width multiplier.")
-@click.option("--resolution", type=int, default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
-@click.option("--train-resolution", type=int, default=32, show_default=True, help="Resolution of the images the supernet trains on.")
+@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True, help="Channel width multiplier.")
+@click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
+@click.option("--train-resolution", type=Int(16, 2048), default=32, show_default=True, help="Resolution of the images the supernet trains on.")
 @backend_options
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model file (default: build a table on --backend).")
 @size_options
-@click.option("--width-step", type=int, default=32, show_default=True,
+@click.option("--width-step", type=Int(1, 4096), default=32, show_default=True,
               help="Mid-width grid of a table built here (interpolated between; 32 keeps the build to minutes).")
 @click.option("--cost", type=click.Choice(["hinge", "abs"]), default="hinge", show_default=True,
               help="Latency cost: max(LAT/T-1, 0) or |LAT/T-1|.")
-@click.option("--lambda", "lam", type=float, default=0.1, show_default=True, help="Weight of the latency cost.")
-@click.option("--epochs", type=int, default=12, show_default=True)
-@click.option("--warmup-epochs", type=int, default=4, show_default=True, help="Epochs training weights only.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
-@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
-@click.option("--arch-lr", type=float, default=None,
+@click.option("--lambda", "lam", type=Float(0, 1e6), default=0.1, show_default=True, help="Weight of the latency cost.")
+@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True)
+@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True, help="Epochs training weights only.")
+@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True, help="Training batch size.")
+@click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
+@click.option("--weight-decay", type=Float(0, 1), default=1e-5, show_default=True)
+@click.option("--arch-lr", type=Float(0, 100, lo_open=True), default=None,
               help="Adam learning rate of the architecture parameters (tfnas: 0.1, the paper's 0.01 scaled to a minutes-long run; unas: 0.01).")
-@click.option("--arch-weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--tau", type=float, default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
-@click.option("--tau-decay", type=float, default=None,
+@click.option("--arch-weight-decay", type=Float(0, 1), default=5e-4, show_default=True)
+@click.option("--tau", type=Float(0, 1000, lo_open=True), default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
+@click.option("--tau-decay", type=Float(0, 10, lo_open=True), default=None,
               help="tfnas: temperature factor per epoch after warm-up (0.7: the paper's 5.0 x 0.96 per epoch over 80 epochs, compressed to 8).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
-@click.option("--measure-every", type=int, default=4, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
+@click.option("--measure-every", type=Int(0, 10_000), default=4, show_default=True,
               help="Measure the derived architecture every K epochs (0: only the final one).")
-@click.option("--final-sessions", type=int, default=3, show_default=True,
+@click.option("--final-sessions", type=Int(1, 100), default=3, show_default=True,
               help="tfnas: the final architecture's measured latency is the median over this many fresh sessions.")
-@click.option("--train-threads", type=int, default=1, show_default=True,
+@click.option("--train-threads", type=Int(1, 1024), default=1, show_default=True,
               help="Torch threads for training (results are reproducible for a given count).")
-@click.option("--width-align", type=int, default=4, show_default=True,
+@click.option("--width-align", type=Int(1, 64), default=4, show_default=True,
               help="Widths set by elasticity-scaling (tfnas) or calibration (unas) are multiples of this: "
                    "kernels are several times slower off it (ONNX Runtime CPU: 4), so latency only grows with width on multiples.")
 @click.option("--elastic-depth/--no-elastic-depth", default=True, show_default=True,
@@ -228,6 +235,7 @@ def search(**opts):
     """Search a latency-constrained architecture on real data."""
     from hwnas.space import closest
 
+    check_out(opts["out"], directory=True)
     method = opts["method"]
     if method not in METHODS:
         fail(f"unknown search method {method!r}{closest(method, METHODS)}; known: {', '.join(METHODS)}")
@@ -240,6 +248,14 @@ def search(**opts):
 
         check_no_size_options(opts["space_name"])
     summary = METHODS[method](opts)
+    # Never a silent NaN or negative latency on stdout: a model that gives one is refused here.
+    for key in ("predicted_ms", "measured_ms"):
+        if summary.get(key) is not None:
+            try:
+                check_latency(key, summary[key])
+            except HwnasError as e:
+                fail(f"the search's latency model gives no latency for its final architecture ({e}); "
+                     f"check the latency model file")
     click.echo(json.dumps(summary, indent=2))
     if summary.get("target_ms") is None:  # snas with a non-latency cost: its value is in the summary
         click.echo(f"{summary['resource']} {summary['resource_value']}; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
@@ -252,26 +268,42 @@ def search(**opts):
         line += f", lookup error {lookup_err:+.2f}%"
     click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
 
+def _check_target_here(model, path) -> None:
+    """A table or model measured on another target (CPU, runtime version, threads) would scale
+    widths to the wrong latency here; refuse it as `surrogate eval` and `search` do."""
+    from hwnas.profilers import get_backend
+    from hwnas.surrogates.lut import check_config
+
+    target = getattr(model, "target", None) or {"fingerprint": getattr(model, "fingerprint", None)}
+    fp = target.get("fingerprint")
+    if not isinstance(fp, dict):
+        return  # fitted on a CSV: the target is the user's word
+    if not isinstance(fp.get("backend"), str) or isinstance(fp.get("threads"), bool) or not isinstance(fp.get("threads"), int):
+        fail(f"latency model {path} records no usable target (backend and threads)")
+    backend = get_backend(fp["backend"], threads=fp["threads"], precision=fp.get("precision") or "fp32")
+    check_config({"fingerprint": fp}, "latency model", path, None, None, None, backend.fingerprint(fp.get("batch") or 1))
+
+
 @click.command()
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), required=True,
               help="Architecture JSON (darts: or darts-v1 / darts-v2).")
 @click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
-@click.option("--limit", type=int, default=None, help="Use at most this many training images.")
+@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images.")
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
-@click.option("--width-mult", type=float, default=None, help="Width multiplier (default: the architecture's).")
-@click.option("--resolution", type=int, default=32, show_default=True, help="Training and test resolution.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (cosine).")
-@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data splits and the weights.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for training.")
+@click.option("--width-mult", type=Float(0.1, 4), default=None, help="Width multiplier (default: the architecture's).")
+@click.option("--resolution", type=Int(16, 2048), default=32, show_default=True, help="Training and test resolution.")
+@click.option("--epochs", type=Int(1, 10_000), default=10, show_default=True)
+@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True)
+@click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (cosine).")
+@click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits and the weights.")
+@click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
 @size_options
-@click.option("--target", type=float, default=None,
+@click.option("--target", type=POSITIVE_MS, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
 @click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table or differentiable latency model for --target.")
-@click.option("--width-align", type=int, default=4, show_default=True, help="With --target: scaled widths are multiples of this.")
+@click.option("--width-align", type=Int(1, 64), default=4, show_default=True, help="With --target: scaled widths are multiples of this.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result JSON here.")
 def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
           threads, target, model_path, width_align, out):
@@ -282,6 +314,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
 
     from hwnas.spaces.cli import is_new_space as _is_new
 
+    check_out(out, (".json",))
     doc = {} if _is_new(space_name) else read_json(arch_path, "architecture file")
     if width_mult is None:
         width_mult = doc.get("width_mult", 1.0) if isinstance(doc, dict) else 1.0
@@ -308,11 +341,13 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
         from hwnas.surrogates.models import load_model
 
         model = load_model(model_path)
+        _check_target_here(model, model_path)
         m = model.space
         if (m.name, m.width_mult, m.num_classes) != (space.name, space.width_mult, space.num_classes):
             fail(f"latency model {model_path} is for {m}, not space {space.name} at width {space.width_mult} "
                  f"with {space.num_classes} classes")
         r = elasticity_scale(model, arch.to_json(), target, align=width_align)
+        check_latency(f"latency model {model_path}: predicted latency", r.latency_ms)
         arch = space.validate(r.arch.to_json())
         scaled = {"target_ms": target, "predicted_ms": r.latency_ms, "seed_predicted_ms": r.seed_latency_ms,
                   "width_bound_note": r.message, "latency_model_file": str(model_path)}

@@ -276,13 +276,14 @@ def search(
     show_progress: bool = True,
     stop_after_epoch: int | None = None,
     echo: Callable[[str], None] = lambda s: None,
+    repair: bool = False,
 ) -> dict[str, Any] | None:
     """Run (or resume) a TF-NAS search into run directory `out`; returns the summary.
 
     model: a differentiable latency model whose .space is the deployment space.
     measurer: a `hwnas.measure.Measurer` for true latencies (every measure_every epochs and
     at the end), or None. stop_after_epoch: return None after checkpointing that epoch, as
-    if interrupted.
+    if interrupted. repair: rebuild a damaged log from its valid records and the checkpoint.
     """
     deploy = check_model(model, data.num_classes)
     train_space = Space(deploy.name, config.train_resolution, deploy.width_mult, deploy.num_classes)
@@ -299,7 +300,15 @@ def search(
         **(run_info or {}),
     }
     resume = run.start(full_config)
+    try:
+        return _search(run, resume, config, data, model, deploy, train_space, measurer, measure_batch, show_progress,
+                       stop_after_epoch, echo, repair)
+    finally:
+        run.close()
 
+
+def _search(run, resume, config, data, model, deploy, train_space, measurer, measure_batch, show_progress,
+            stop_after_epoch, echo, repair):
     with deterministic_training(config.train_threads, config.seed):  # the seed: weight initialisation
         net = Supernet(train_space, share_ops=config.share_ops)
         state = _State(
@@ -313,8 +322,8 @@ def search(
         )
         if resume:
             state.restore(run.load_checkpoint())
-            run.truncate_log(state.epoch)
             echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
+        run.resume_log(state.epoch, repair, echo)  # checked before the run directory changes
         steps_per_epoch = math.ceil(data.size("train") / config.batch_size)
         started = time.monotonic()
         while state.epoch < config.epochs:

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import write_text
 from hwnas.profilers.protocol import usable
 from hwnas.search import relax
-from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.tfnas import elasticity_scale
 from hwnas.search.train import deterministic_training
@@ -326,13 +327,15 @@ def search(
     show_progress: bool = True,
     stop_after_epoch: int | None = None,
     echo: Callable[[str], None] = lambda s: None,
+    repair: bool = False,
 ) -> dict[str, Any] | None:
     """Run (or resume) a UNAS search into run directory `out`; returns the summary.
 
     surrogate: a differentiable latency model (its .space is the deployment space): the control
     variate of the RELAX latency term. measurer: a Measurer for the true latency; with a worker
     (ONNX backends) each sample is measured in another process while the supernet trains. lut: the lookup table, to record its prediction for every sample
-    (and the latency used when config.true_latency is False)."""
+    (and the latency used when config.true_latency is False). repair: rebuild a damaged log
+    from its valid records and the checkpoint."""
     deploy = surrogate.space
     if deploy.num_classes != data.num_classes:
         raise HwnasError(f"the latency model is for {deploy.num_classes} classes but the data has {data.num_classes}")
@@ -357,6 +360,15 @@ def search(
         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")}, "measure_batch": measure_batch,
         **(run_info or {}),
     })
+    try:
+        return _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, latency_of, deploy,
+                       train_space, show_progress, stop_after_epoch, echo, repair)
+    finally:
+        run.close()
+
+
+def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, latency_of, deploy, train_space,
+            show_progress, stop_after_epoch, echo, repair):
     floor = fastest_arch(deploy)
     floor_ms = MeasuredLatency(deploy, measurer, measure_batch).predict(floor) if config.true_latency else lut.predict(floor)
     if floor_ms > config.target_ms:
@@ -375,9 +387,11 @@ def search(
         )
         if resume:
             state.restore(run.load_checkpoint())
-            run.truncate_log(state.epoch)
-            _truncate_jsonl(samples_path, state.epoch)
             echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
+        # Both logs are checked before either changes: a refused resume leaves the directory as it was.
+        samples = read_log_for_resume(samples_path, "sample log", repair)[0]
+        run.resume_log(state.epoch, repair, echo)
+        _rewrite_samples(samples_path, samples, state.epoch)
         steps = math.ceil(data.size("train") / config.batch_size)
         started = time.monotonic()
         while state.epoch < config.epochs:
@@ -404,18 +418,10 @@ def _waited(pending):
     return pending
 
 
-def _truncate_jsonl(path, epochs_done: int) -> None:
+def _rewrite_samples(path, samples: list[dict[str, Any]], epochs_done: int) -> None:
     """Drop sample records past the checkpoint's epoch (measured, then interrupted)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("epoch", 0) <= epochs_done:
-                keep.append(line)
-        except ValueError:
-            break  # a line cut short by a crash
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    if path.exists():
+        write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in samples if r["epoch"] <= epochs_done))
 
 
 def _append_jsonl(path, record: dict[str, Any]) -> None:

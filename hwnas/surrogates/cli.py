@@ -6,13 +6,16 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import backend_options, fail, make_measurer, make_space, space_options, write_table
+from hwnas.cliutil import (
+    OUTPUT_FORMATS, backend_options, check_out, fail, make_measurer, make_space, space_options, write_table,
+)
+from hwnas.validate import COUNT, SEED, Float, Int
 
 DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
 
 
 def width_step_option(f):
-    return click.option("--width-step", type=int, default=8, show_default=True,
+    return click.option("--width-step", type=Int(1, 4096), default=8, show_default=True,
                         help="Mid-channel grid of the lookup table (elastic spaces); interpolated between.")(f)
 
 
@@ -77,6 +80,7 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 
     from hwnas.surrogates.lut import LookupTable
 
+    check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     t0 = time.perf_counter()
@@ -98,9 +102,9 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
 @click.command()
 @space_options
 @backend_options
-@click.option("--n", "n", type=int, required=True, help="Number of random subnets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
-@click.option("--width-align", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--n", "n", type=COUNT, required=True, help="Number of random subnets.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Sampling seed (the same seed, the same subnets).")
+@click.option("--width-align", type=Int(1, 64), default=1, show_default=True,
               help="Round every width to a multiple of this (what `hwnas search --width-align` produces).")
 @click.option("--scale-to", metavar="LO:HI",
               help="Elasticity-scale each subnet under --lut to a latency drawn uniformly in LO..HI ms: subnets like "
@@ -114,6 +118,7 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
 
     from hwnas.surrogates.data import sample as sample_subnets
 
+    check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     scaling = None
@@ -143,8 +148,8 @@ def surrogate():
 def data_options(f):
     f = click.option("--csv", "csv_path", type=click.Path(path_type=Path),
                      help="Fit on a CSV of (arch JSON, latency_ms) pairs instead of the store's subnets.")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Split and model seed.")(f)
-    f = click.option("--train", "n_train", type=int, default=None, help="Training subnets (default: all available).")(f)
+    f = click.option("--seed", type=SEED, default=0, show_default=True, help="Split and model seed.")(f)
+    f = click.option("--train", "n_train", type=COUNT, default=None, help="Training subnets (default: all available).")(f)
     f = click.option("--lut", "lut_path", type=click.Path(path_type=Path),
                      help="Lookup table file (default: build it through the store).")(f)
     return width_step_option(f)
@@ -164,6 +169,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     from hwnas.surrogates.metrics import latency_metrics
     from hwnas.surrogates.models import NEEDS_LUT, check_fit, fit_model, parse_models, predict_all, save_model
 
+    check_out(out, (".json",))
     names = parse_models(model_name)
     if len(names) != 1:
         fail(f"surrogate fit takes one --model, got {', '.join(names)}")
@@ -195,7 +201,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
 @data_options
 @click.option("--model", "model_names", default=DEFAULT_EVAL_MODELS, show_default=True,
               help="Comma-separated models: lut, linear, lut+linear, mlp, gbt.")
-@click.option("--test", "n_test", type=int, default=None, help="Held-out subnets (default: a fifth, at least 5).")
+@click.option("--test", "n_test", type=Int(5, 1_000_000), default=None, help="Held-out subnets (default: a fifth, at least 5).")
 @click.option("--no-curve", is_flag=True, help="Skip the learning curve (25, 50, 100, 200, 400 training subnets).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the metrics (.csv, .parquet or .json).")
 def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
@@ -207,6 +213,7 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     from hwnas.surrogates.evaluate import evaluate
     from hwnas.surrogates.models import NEEDS_LUT, MIN_TRAIN, check_fit, parse_models
 
+    check_out(out, OUTPUT_FORMATS)
     names = parse_models(model_names)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
@@ -244,9 +251,9 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
 @click.command()
 @space_options
 @backend_options
-@click.option("--pairs", "n_pairs", type=int, default=20, show_default=True, help="Adjacent layer pairs to measure.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
-@click.option("--alpha", type=float, default=0.5, show_default=True,
+@click.option("--pairs", "n_pairs", type=COUNT, default=20, show_default=True, help="Adjacent layer pairs to measure.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
+@click.option("--alpha", type=Float(0, 1e6, lo_open=True), default=0.5, show_default=True,
               help="Flag fusion where T1 + T2 - T12 > alpha * min(T1, T2).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("additivity.csv"), show_default=True,
               help="Per-pair table (.csv, .parquet or .json).")
@@ -255,8 +262,7 @@ def additivity(space_name, resolution, width_mult, num_classes, backend_name, ba
     """Measure adjacent layer pairs as one model against the sum of their parts."""
     from hwnas.surrogates.additivity import additivity as run, summarize
 
-    if not 0 < alpha:
-        fail(f"--alpha must be positive, got {alpha}")
+    check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     pairs = run(space, measurer, n_pairs, seed, batch, alpha)

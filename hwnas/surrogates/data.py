@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import parse_json, read_text
+from hwnas.validate import check_latency
 from hwnas.space import Arch, Space
 
 
@@ -97,15 +99,15 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
     return Subnets(archs, np.asarray(lat, dtype=float))
 
 
+MAX_CSV_BYTES = 200_000_000
+
+
 def read_csv(path: str | Path, space: Space) -> Subnets:
     """An external CSV with columns `arch` (the architecture's JSON text) and `latency_ms`."""
     path = Path(path)
-    try:
-        f = path.open(newline="", encoding="utf-8")
-    except OSError as e:
-        raise HwnasError(f"cannot read CSV {path}: {e.strerror or e}") from None
+    text = read_text(path, "CSV", MAX_CSV_BYTES)
     archs, lat = [], []
-    with f:
+    with io.StringIO(text, newline="") as f:
         try:
             reader = csv.DictReader(f)
             missing = {"arch", "latency_ms"} - set(reader.fieldnames or [])
@@ -115,20 +117,15 @@ def read_csv(path: str | Path, space: Space) -> Subnets:
                 where = f"CSV {path} line {reader.line_num}"
                 if None in row or any(v is None for v in row.values()):
                     raise HwnasError(f"{where}: wrong number of fields")
-                try:
-                    doc = json.loads(row["arch"])
-                except json.JSONDecodeError as e:
-                    raise HwnasError(f"{where}: arch is not valid JSON ({e.msg})") from None
+                doc = parse_json(row["arch"], f"{where}: arch")
                 try:
                     arch = space.validate(doc)
                 except HwnasError as e:
                     raise HwnasError(f"{where}: {e}") from None
                 try:
-                    ms = float(row["latency_ms"])
-                except ValueError:
-                    ms = float("nan")
-                if not np.isfinite(ms) or ms <= 0:
-                    raise HwnasError(f"{where}: latency_ms must be a positive number, got {row['latency_ms']!r}")
+                    ms = check_latency("latency_ms", float(row["latency_ms"]))
+                except (ValueError, HwnasError):
+                    raise HwnasError(f"{where}: latency_ms must be a positive number, got {row['latency_ms'][:40]!r}") from None
                 archs.append(arch)
                 lat.append(ms)
         except (csv.Error, UnicodeDecodeError) as e:

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.jsonutil import canonical_json, write_json
+from hwnas.jsonutil import canonical_json, read_json, write_json
 from hwnas.space import SKIP, Arch, LayerSpec, Space, conv_out, distinct_layers
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
+from hwnas.validate import MAX_LATENCY_MS, check_number
 
 FORMAT = "hwnas-lut"
 FORMAT_VERSION = 1
@@ -101,15 +102,7 @@ def space_from_config(cfg: dict[str, Any]) -> Space:
 def read_doc(path: str | Path, what: str, formats: tuple[str, ...], version: int) -> dict[str, Any]:
     """Read a JSON file of ours; a truncated, corrupt or foreign file is one line."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise HwnasError(f"{what} {path} is {size} bytes; the limit is {MAX_FILE_BYTES}")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise HwnasError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HwnasError(f"{what} {path} is corrupt or truncated (not valid JSON: {e})") from None
+    doc = read_json(path, what, MAX_FILE_BYTES)
     if not isinstance(doc, dict) or doc.get("format") not in formats:
         raise HwnasError(f"{path} is not an hwnas {what}")
     if doc.get("version") != version:
@@ -157,9 +150,15 @@ class LookupTable:
         self.align = align
         self.entries = {k: (np.asarray(m, dtype=float), np.asarray(v, dtype=float)) for k, (m, v) in entries.items()}
         self.curves: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}  # (key, aligned) -> mids, ms
+        check_number("lookup table batch", batch, 1, 4096, integer=True)
         for k, (m, v) in self.entries.items():
-            if len(m) == 0 or len(m) != len(v) or np.any(np.diff(m) <= 0) or not np.all(np.isfinite(v)):
+            if m.ndim != 1 or len(m) == 0 or m.shape != v.shape or not np.all(np.isfinite(m)) or np.any(np.diff(m) <= 0):
                 raise HwnasError(f"lookup table entry {k} is malformed: mids must increase and match the latencies")
+            # Every value must be a latency: a NaN, zero, negative or absurd entry would give silent nonsense.
+            bad = ~((v > 0) & (v <= MAX_LATENCY_MS))
+            if bad.any():
+                raise HwnasError(f"lookup table entry {k} holds {v[bad][0]!r} ms at width {m[bad][0]:g}: "
+                                 f"not a latency (must be in (0, {MAX_LATENCY_MS:g}] ms)")
             for aligned in (True, False):
                 pick = (m % align == 0) == aligned
                 if pick.any():
@@ -242,6 +241,8 @@ class LookupTable:
         try:
             space = space_from_config(doc["space"])
             entries = {canonical_json(e["key"]): (e["mids"], e["ms"]) for e in doc["entries"]}
+            if len(entries) != len(doc["entries"]):
+                raise HwnasError(f"lookup table {path} holds an entry twice")
             return cls(space, doc["batch"], doc["backend"], doc["fingerprint"], doc["protocol"], doc["width_step"], entries,
                        doc["align"])
         except (KeyError, TypeError, ValueError) as e:

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import write_json
 from hwnas.space import Arch, Space
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.features import LearnedDesign, LinearDesign
 from hwnas.surrogates.lut import FORMAT as LUT_FORMAT, LookupTable, check_config, read_doc, space_from_config
+from hwnas.validate import MAX_LATENCY_MS
 
 FORMAT = "hwnas-latency-model"
 FORMAT_VERSION = 1
@@ -51,7 +52,12 @@ class FittedModel:
         self.space, self.target, self.n_train, self.lut = space, target, n_train, lut
 
     def predict(self, arch: Arch | dict) -> float:
-        return float(self.predict_many([self.space.validate(arch)])[0])
+        arch = self.space.validate(arch)
+        ms = float(self.predict_many([arch])[0])
+        if not 0 < ms <= MAX_LATENCY_MS:  # a fit can extrapolate below zero: never pass that on as a latency
+            raise HwnasError(f"the {self.name} latency model predicts {ms!r} ms for architecture {arch.hash}: "
+                             "not a latency; refit it on more subnets or use the lookup table")
+        return ms
 
     def predict_many(self, archs: list[Arch]) -> np.ndarray:
         raise NotImplementedError
@@ -153,7 +159,7 @@ class MlpModel(FittedModel):
         try:
             self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights["state"].items()})
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise HwnasError(f"mlp model weights do not fit its network: {str(e).splitlines()[0]}") from None
+            raise HwnasError(f"mlp model weights do not fit its network: {first_line(e)}") from None
         self.x_mean, self.x_std = np.asarray(weights["x_mean"]), np.asarray(weights["x_std"])
         self.t_mean, self.t_std = float(weights["t_mean"]), float(weights["t_std"])
 
@@ -294,11 +300,15 @@ def save_model(model, path: str | Path) -> None:
 
 
 def load_model(path: str | Path, expect_space: Space | None = None, expect_backend: str | None = None,
-               expect_batch: int | None = None):
-    """A model file written by `save_model`; a lookup table file loads as the lut model."""
+               expect_batch: int | None = None, expect_fingerprint: dict[str, Any] | None = None):
+    """A model file written by `save_model`; a lookup table file loads as the lut model.
+    expect_fingerprint: refuse a file measured on another target (a model fitted on a CSV
+    records no target, and is the user's word)."""
     doc = read_doc(path, "latency model", (FORMAT, LUT_FORMAT), FORMAT_VERSION)
     what = "lookup table" if doc["format"] == LUT_FORMAT else "latency model"
-    check_config(doc, what, path, expect_space, expect_backend, expect_batch, None)
+    if doc.get("fingerprint") is None and doc["format"] == FORMAT:
+        expect_fingerprint = None
+    check_config(doc, what, path, expect_space, expect_backend, expect_batch, expect_fingerprint)
     if doc["format"] == LUT_FORMAT:
         return LookupTable.from_json(doc, path)
     name = doc.get("model")
@@ -308,6 +318,33 @@ def load_model(path: str | Path, expect_space: Space | None = None, expect_backe
         lut = LookupTable.from_json(doc["lut"], path) if doc.get("lut") else None
         space = space_from_config(doc["space"])
         target = {k: doc.get(k) for k in ("batch", "backend", "fingerprint", "protocol")}
-        return FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+        _check_finite(doc["params"], f"latency model {path}")
+        model = FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise HwnasError(f"latency model {path} is corrupt: missing or malformed field {e}") from None
+    _check_predictions(model, f"latency model {path}")
+    return model
+
+
+def _check_finite(value, what: str) -> None:
+    """Every number of a model's parameters is finite: a NaN or infinity would predict nonsense."""
+    stack = [value]
+    while stack:  # iterative: the guarded reader bounds the depth, but no recursion is needed at all
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float) and not np.isfinite(v):
+            raise HwnasError(f"{what} holds a parameter {v!r}: not a finite number")
+
+
+def _check_predictions(model, what: str) -> None:
+    """A model that predicts no latency (NaN, zero, negative) for architectures of its own space
+    is refused when loaded, not discovered at the end of a search (`predict` checks each value)."""
+    space = model.space
+    for arch in [space.default_arch(), *space.random_archs(4, 0)]:
+        try:
+            model.predict(arch)
+        except HwnasError as e:
+            raise HwnasError(f"{what}: {e}") from None

@@ -293,7 +293,7 @@ def test_cli_rejects_bad_inputs_in_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = _cli(monkeypatch, capsys, "search", "--method", "tfnass", "--target", "5", "--out", str(tmp_path / "r"))
     assert code == 2 and err.strip().count("\n") == 0 and "unknown search method 'tfnass'" in err and "tfnas" in err
     code, _, err = _cli(monkeypatch, capsys, "search", "--target", "0", "--out", str(tmp_path / "r"))
-    assert code == 2 and "--target must be a positive" in err
+    assert code == 2 and "'--target': must be in (0, 1e+06], got 0.0" in err
     code, _, err = _cli(monkeypatch, capsys, "search", "--target", "5", "--data", f"folder:{tmp_path}/missing",
                         "--out", str(tmp_path / "r"))
     assert code == 2 and err.strip().count("\n") == 0 and "missing" in err
@@ -308,7 +308,7 @@ def test_cli_search_with_a_lookup_table_file(monkeypatch, capsys, tmp_path, depl
         ms = 0.02 + 1e-3 * spec.mid if spec.part == "searchable" else 0.05
         points.setdefault(entry_key(spec), {})[spec.mid] = ms
     entries = {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()}
-    lut = LookupTable(deploy, 1, "ort-cpu", {}, {}, 16, entries)
+    lut = LookupTable(deploy, 1, "ort-cpu", get_backend("ort-cpu").fingerprint(1), {}, 16, entries)
     lut.save(tmp_path / "lut.json")
     target = _target(lut, deploy)
     args = ["search", "--target", str(target), "--out", str(tmp_path / "run"), "--limit", "100", "--width-mult", "0.25",

@@ -61,6 +61,7 @@ def test_train_bad_inputs(digits, tmp_path, monkeypatch, capsys):
 
 def test_train_scales_the_architecture_to_a_target_latency_first(tmp_path, monkeypatch, capsys):
     """--target/--lut: random architectures of the same latency, for comparison with a searched one."""
+    from hwnas.profilers import get_backend
     from hwnas.search.tfnas import scale_widths
     from hwnas.space import distinct_layers
     from hwnas.surrogates.lut import LookupTable, entry_key
@@ -69,7 +70,8 @@ def test_train_scales_the_architecture_to_a_target_latency_first(tmp_path, monke
     points = {}
     for spec in distinct_layers(deploy, 1, 1):  # every width: the aligned and unaligned curves
         points.setdefault(entry_key(spec), {})[spec.mid] = 0.02 + 1e-3 * spec.mid if spec.part == "searchable" else 0.05
-    lut = LookupTable(deploy, 1, "ort-cpu", {}, {}, 16, {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()})
+    fingerprint = get_backend("ort-cpu").fingerprint(1)  # measured here: a table of another target is refused
+    lut = LookupTable(deploy, 1, "ort-cpu", fingerprint, {}, 16, {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()})
     lut.save(tmp_path / "lut.json")
     arch = deploy.random_archs(1, seed=4)[0]
     lo, hi = lut.predict(scale_widths(deploy, arch, 0, 1e-3)), lut.predict(scale_widths(deploy, arch, 0, 1e3))
@@ -84,3 +86,10 @@ def test_train_scales_the_architecture_to_a_target_latency_first(tmp_path, monke
     assert r["predicted_ms"] == lut.predict(r["arch"]) and r["arch"] != arch.to_json()
     code, _, err = _cli(monkeypatch, capsys, "train", "--arch", str(tmp_path / "a.json"), "--target", "5")
     assert code == 2 and "--target and --lut together" in err
+    # A table measured on another target (here another CPU) would scale to the wrong latency: refused.
+    doc = json.loads((tmp_path / "lut.json").read_text())
+    doc["fingerprint"]["cpu"] = "another CPU"
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    code, _, err = _cli(monkeypatch, capsys, "train", "--arch", str(tmp_path / "a.json"), "--limit", "100",
+                        "--resolution", "16", "--epochs", "1", "--target", str(target), "--lut", str(tmp_path / "other.json"))
+    assert code == 2 and "another target: cpu 'another CPU'" in err

@@ -123,7 +123,7 @@ def test_bad_inputs_are_one_line(hwnas, measured, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(lut.read_text()[:500])
     rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", broken, "--model", "lut", ok=False)
-    _one_error_line(rc, err, "is corrupt or truncated")
+    _one_error_line(rc, err, "is not valid JSON")
 
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text('arch,latency_ms\n"{""width_mult"": 0.25}",1.0\n')
