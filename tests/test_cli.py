@@ -54,6 +54,19 @@ def test_info_counts(tmp_path):
     assert r.returncode == 0 and "M parameters" in r.stdout and "stage8.layer1" in r.stdout
 
 
+def _reshape_that_cannot_hold(path):
+    """A valid model that fails only when run: its Reshape takes its target shape from an input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
 def bad_inputs(tmp_path):
     malformed = tmp_path / "malformed.json"
     malformed.write_text("{ not json")
@@ -65,6 +78,8 @@ def bad_inputs(tmp_path):
     bad_op.write_text(json.dumps({"width_mult": 0.25, "stages": [{"layers": ["k9_e3"]}] + [{"layers": ["k3_e3"]}] * 5}))
     bad_onnx = tmp_path / "bad.onnx"
     bad_onnx.write_bytes(b"\x00garbage")
+    fails_when_run = tmp_path / "reshape.onnx"
+    _reshape_that_cannot_hold(fails_when_run)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     m = ["measure", *FAST]
@@ -82,6 +97,7 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--random", "1", "--batch", "two"], "'two' is not a valid integer"),
         ([*m, "--onnx", str(bad_onnx)], "is not a valid ONNX file"),
         ([*m, "--onnx", str(tmp_path / "missing.onnx")], "cannot read ONNX file"),
+        ([*m, "--onnx", str(fails_when_run), "--processes", "1"], "fails when run"),
         ([*m, *TINY, "--random", "1", "--db", str(blocker / "m.sqlite")], "cannot create measurement store"),
         ([*m, *TINY, "--random", "1", "--backend", "tensorrt"], "tensorrt"),
         ([*m, *TINY, "--random", "1", "--backend", "ort-cuda"], "ort-cuda needs CUDAExecutionProvider"),

@@ -34,14 +34,15 @@ def _ort():
 
 def random_inputs(session, batch: int | None = None) -> dict[str, np.ndarray]:
     """A random tensor for every graph input; a symbolic first dimension takes `batch`, and a
-    fixed one that differs from a given `batch` is refused (it would silently time another batch)."""
+    fixed one that differs from a batch over 1 is refused (it would silently time another batch;
+    at batch 1, the default, fixed shapes are taken as they are)."""
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
         shape = []
         for i, d in enumerate(inp.shape):
             if isinstance(d, int) and d > 0:
-                if i == 0 and batch is not None and d != batch:
+                if i == 0 and batch not in (None, 1) and d != batch:
                     raise HwnasError(f"input {inp.name!r} has a fixed batch of {d}, so batch {batch} cannot be measured; "
                                      "export the model with a dynamic batch axis")
                 shape.append(d)
@@ -57,7 +58,7 @@ def random_inputs(session, batch: int | None = None) -> dict[str, np.ndarray]:
 
 
 def check_batch(path: Path, batch: int) -> None:
-    """Refuse, before anything is timed, a batch the model's first input cannot take."""
+    """Refuse, before anything is timed, a batch over 1 that a fixed first axis cannot take."""
     import onnx
 
     try:
@@ -69,7 +70,7 @@ def check_batch(path: Path, batch: int) -> None:
         if inp.name in inputs:
             continue
         dims = inp.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value not in (0, batch):
+        if batch != 1 and dims and dims[0].HasField("dim_value") and dims[0].dim_value not in (0, batch):
             raise HwnasError(f"{path.name}: input {inp.name!r} has a fixed batch of {dims[0].dim_value}, so --batch {batch} "
                              "cannot be measured; export it with a dynamic batch axis")
 
