@@ -37,7 +37,8 @@ def main() -> None:
     from hwnas.store import Store
 
     config = json.loads((args.run / "config.json").read_text())
-    space = Space(**{k: config["deploy_space"][k] for k in ("name", "resolution", "width_mult", "num_classes")})
+    c = config["deploy_space"]
+    space = Space(c["space"], resolution=c["resolution"], width_mult=c["width_mult"], num_classes=c["num_classes"])
     samples = {}
     for line in (args.run / "samples.jsonl").read_text().splitlines():
         s = json.loads(line)
