@@ -26,6 +26,20 @@ def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) 
     return f"{left}{show(lo, '-inf')}, {show(hi, 'inf')}{right}"
 
 
+def require(ok: bool, message: str) -> None:
+    """Raise HwnasError(message) unless ok: the one-line check of a configuration's fields."""
+    if not ok:
+        raise HwnasError(message)
+
+
+def is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def number_problem(value: Any, lo: float | None = None, hi: float | None = None, integer: bool = False,
                    lo_open: bool = False, hi_open: bool = False) -> str | None:
     """Why `value` is not a finite number (an integer if asked) in the range, or None when it is."""

@@ -82,15 +82,7 @@ class SNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-        def check(ok, msg):
-            if not ok:
-                raise HwnasError(msg)
-
-        def num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
+        from hwnas.validate import is_finite_number as num, is_int, require as check
 
         import difflib
 

@@ -62,15 +62,7 @@ class TFNASConfig:
     width_align: int = 4  # elasticity-scaled widths are multiples of this (see `elasticity_scale`)
 
     def __post_init__(self):
-        def check(ok: bool, msg: str):
-            if not ok:
-                raise HwnasError(msg)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
+        from hwnas.validate import is_finite_number as is_num, is_int, require as check
 
         check(is_num(self.target_ms) and self.target_ms > 0, f"target latency must be a positive number of ms, got {self.target_ms!r}")
         check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
