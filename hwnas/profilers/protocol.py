@@ -141,6 +141,9 @@ def usable(flags) -> bool:
 
 
 MIN_BLOCKS = 3  # with the reference: at least this many blocks, so one slow block cannot decide
+# ...and at least this many runs a block: the first run after the reference finds the caches cold,
+# and the block's median must not be that run.
+MIN_BLOCK_RUNS = 3
 
 
 def run_protocol(
@@ -195,7 +198,7 @@ def run_protocol(
         if reference is not None:
             enough = enough and len(blocks) + 1 >= MIN_BLOCKS
             done = enough or len(samples) >= protocol.max_runs or elapsed >= protocol.max_time_s
-            if block_t >= block_s or done:
+            if (block_t >= block_s and len(block) >= MIN_BLOCK_RUNS) or done:
                 after = ref_block()
                 blocks.append([float(np.median(block)), float(np.median(before + after))])
                 before, block, block_t = after, [], 0.0
