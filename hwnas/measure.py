@@ -90,7 +90,7 @@ class Measurer:
         cpus: list[int] | None = None,
         own_cpus: list[int] | None = None,
         isolation: str = "",
-        echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+        echo: Callable[[str], None] = lambda s: None,
     ):
         self.backend = backend
         self.store = store
@@ -161,7 +161,7 @@ class Measurer:
 
         self.echo(f"measuring the reference model's baseline for this target ({self.backend.name}); "
                   "it is stored and used by every later measurement")
-        path = reference_path(self.cache_dir or cache_root() / "onnx")
+        path = reference_path(self.cache_dir / "reference" if self.cache_dir else cache_root() / "reference")
         proto = replace(self.protocol, reference=False, min_time_s=max(self.protocol.min_time_s, 0.05),
                         min_runs=max(self.protocol.min_runs, 50))
         samples, medians = [], []

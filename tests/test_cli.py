@@ -105,7 +105,7 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--random", "1", "--layers"], "give exactly one of"),
         ([*m, *TINY, "--random", "1", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
         (["mesure"], "No such command"),
-        ([*m, *TINY, "--random", "1", "--processes", "0"], "--processes must be in [1, 100]"),
+        ([*m, *TINY, "--random", "1", "--processes", "0"], "must be in [1, 100], got 0"),
         ([*m, *TINY, "--random", "1", "--measure-cpus", "4096"], "does not let hwnas use"),
         ([*m, *TINY, "--random", "1", "--isolation", "sideways"], "Invalid value for '--isolation'"),
     ]

@@ -89,7 +89,7 @@ def reference_path(cache_dir: Path | None = None) -> Path:
     if cache_dir is None:
         from hwnas.jsonutil import cache_root
 
-        cache_dir = cache_root() / "onnx"
+        cache_dir = cache_root() / "reference"  # beside, not inside, the export cache (its entries carry records)
     data = reference_onnx()
     path = Path(cache_dir) / f"reference-v{REFERENCE_VERSION}-{hashlib.sha256(data).hexdigest()[:12]}.onnx"
     if not path.is_file() or path.read_bytes() != data:

@@ -386,6 +386,15 @@ def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measure
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})})
+    try:  # the run directory's lock is held until the search ends, however it ends
+        return _search(run, resume, config, space, data, table, measurer, measure_batch, show_progress,
+                       stop_after_epoch, echo, cost)
+    finally:
+        run.close()
+
+
+def _search(run, resume, config, space, data, table, measurer, measure_batch, show_progress, stop_after_epoch,
+            echo, cost):
     with deterministic_training(config.train_threads, config.seed):
         net = SNASSupernet(space)
         state = _State(
@@ -395,7 +404,7 @@ def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measure
             torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1))
         if resume:
             state.restore(run.load_checkpoint())
-            run.truncate_log(state.epoch)
+            run.resume_log(state.epoch, echo=echo)
             echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
         started = time.monotonic()
         while state.epoch < config.epochs:

@@ -11,7 +11,7 @@ from hwnas.profilers import MeasureProtocol, get_backend
 def test_real_ort_cpu_measurement_of_a_small_subnet(tiny_space, tmp_path):
     path = export_arch(tiny_space, tiny_space.default_arch(), cache_dir=tmp_path).path
     backend = get_backend("ort-cpu")
-    m = backend.measure(path, MeasureProtocol(warmup_runs=3, warmup_s=0, min_runs=30, min_time_s=0.05))
+    m = backend.measure(path, MeasureProtocol(warmup_runs=3, warmup_s=0, min_runs=30, min_time_s=0.05, reference=False))
     s = m.stats
     assert s["n"] == len(m.samples_ms) >= 30
     assert 0 < s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"] < 1000
@@ -26,7 +26,7 @@ def test_more_work_takes_longer(tmp_path):
 
     small = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     big = Space("tfnas", resolution=128, width_mult=0.5, num_classes=10)
-    p = MeasureProtocol(warmup_runs=2, warmup_s=0, min_runs=15, min_time_s=0)
+    p = MeasureProtocol(warmup_runs=2, warmup_s=0, min_runs=15, min_time_s=0, reference=False)
     backend = get_backend("ort-cpu")
     t_small = backend.measure(export_arch(small, small.default_arch(), cache_dir=tmp_path).path, p).median_ms
     t_big = backend.measure(export_arch(big, big.default_arch(), cache_dir=tmp_path).path, p).median_ms

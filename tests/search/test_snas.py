@@ -168,7 +168,7 @@ def tiny_table(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("snas")
     space = get_space("darts", channels=2, cells=2, num_classes=10, resolution=8)
-    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0)
+    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1, reference=False)
     measurer = Measurer(get_backend("ort-cpu"), Store(tmp / "m.sqlite"), protocol, cache_dir=tmp)
     table = CellLatencyTable.build(space, measurer, show_progress=False)
     yield space, table, measurer
