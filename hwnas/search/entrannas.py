@@ -507,7 +507,7 @@ def _epoch(state: SearchState, cfg: EnTranNASConfig, space: DartsSpace, data, ta
     bs, res = cfg.batch_size, space.resolution
     steps = math.ceil(data.size("train") / bs)
     total_steps = cfg.epochs * steps
-    sums = {"loss": 0.0, "val_loss": 0.0, "latency_term": 0.0, "expected_ms": 0.0, "sparsity": 0.0, "correct": 0, "n": 0}
+    sums = {"ce": 0.0, "val_loss": 0.0, "latency_term": 0.0, "expected_ms": 0.0, "sparsity": 0.0, "correct": 0, "n": 0}
 
     def val_batches():
         while True:
@@ -521,49 +521,52 @@ def _epoch(state: SearchState, cfg: EnTranNASConfig, space: DartsSpace, data, ta
         t = epoch * steps + step
         for g in state.opt_w.param_groups:
             g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / total_steps))
-        # architecture step on a search-val batch (first order, as DARTS's)
         xv, yv = next(val_iter)
-        coefs, qs = net.coefficients(tau, cfg.dst)
-        arch = space.validate(derive(coefs, cfg.derive))
-        graphs = {k: arch.cell(k) for k in CELL_TYPES}
-        val_loss = F.cross_entropy(net(xv, coefs, graphs), yv)
-        loss_a = val_loss
-        sparsity = sparsity_regulariser(net) if cfg.dst else torch.zeros(())
-        if cfg.dst:
-            loss_a = loss_a + cfg.dst_lambda * sparsity
-        lat_term, lat = torch.zeros(()), float("nan")
-        if table is not None:
-            expected = expected_latency(table, coefs, qs, arch)
-            lat = float(expected.detach())
-            if cfg.target is not None and cfg.lam > 0:
-                lat_term = cfg.lam * penalty(expected / cfg.target, cfg.penalty).to(torch.float32)
-                loss_a = loss_a + lat_term
-        state.opt_a.zero_grad(set_to_none=True)
-        loss_a.backward()
-        state.opt_a.step()
-        # weight step on the search-train batch, under the architecture derived again
-        with torch.no_grad():
-            coefs, _ = net.coefficients(tau, cfg.dst)
-        arch = space.validate(derive(coefs, cfg.derive))
-        logits = net(x, coefs, {k: arch.cell(k) for k in CELL_TYPES})
-        ce = F.cross_entropy(logits, y)
-        state.opt_w.zero_grad(set_to_none=True)
-        ce.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
-        state.opt_w.step()
+        r = train_step(net, state.opt_w, state.opt_a, cfg, space, table, tau, x, y, xv, yv)
         n = y.numel()
-        sums["loss"] += ce.item() * n
-        sums["val_loss"] += val_loss.item() * n
-        sums["latency_term"] += float(lat_term.detach()) * n
-        sums["expected_ms"] += lat * n
-        sums["sparsity"] += float(sparsity.detach()) * n
-        sums["correct"] += int((logits.argmax(1) == y).sum())
+        for key in ("ce", "val_loss", "latency_term", "expected_ms", "sparsity"):
+            sums[key] += r[key] * n
+        sums["correct"] += int((r["logits"].argmax(1) == y).sum())
         sums["n"] += n
-        bar.set_postfix(tau=f"{tau:.3g}", ms=f"{lat:.4g}")
+        bar.set_postfix(tau=f"{tau:.3g}", ms=f"{r['expected_ms']:.4g}")
     bar.close()
     n = sums["n"]
-    return {"epoch": epoch + 1, "tau": tau, "lr": state.opt_w.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
+    return {"epoch": epoch + 1, "tau": tau, "lr": state.opt_w.param_groups[0]["lr"], "train_loss": sums["ce"] / n,
             "train_acc": sums["correct"] / n, "arch_val_loss": sums["val_loss"] / n,
             "latency_term": sums["latency_term"] / n, "step_expected_ms": sums["expected_ms"] / n,
             "sparsity_term": sums["sparsity"] / n}
+
+
+def train_step(net: EnTranNASNet, opt_w, opt_a, cfg: EnTranNASConfig, space: DartsSpace, table, tau: float,
+               x, y, xv, yv) -> dict[str, Any]:
+    """One bi-level step: the architecture on a search-val batch (first order, as DARTS's), then
+    the weights on a search-train batch under the architecture derived again."""
+    coefs, qs = net.coefficients(tau, cfg.dst)
+    arch = space.validate(derive(coefs, cfg.derive))
+    val_loss = F.cross_entropy(net(xv, coefs, {k: arch.cell(k) for k in CELL_TYPES}), yv)
+    loss_a = val_loss
+    sparsity = sparsity_regulariser(net) if cfg.dst else torch.zeros(())
+    if cfg.dst:
+        loss_a = loss_a + cfg.dst_lambda * sparsity
+    lat_term, lat = torch.zeros(()), float("nan")
+    if table is not None:
+        expected = expected_latency(table, coefs, qs, arch)
+        lat = float(expected.detach())
+        if cfg.target is not None and cfg.lam > 0:
+            lat_term = cfg.lam * penalty(expected / cfg.target, cfg.penalty).to(torch.float32)
+            loss_a = loss_a + lat_term
+    opt_a.zero_grad(set_to_none=True)
+    loss_a.backward()
+    opt_a.step()
+    with torch.no_grad():
+        coefs, _ = net.coefficients(tau, cfg.dst)
+    arch = space.validate(derive(coefs, cfg.derive))
+    logits = net(x, coefs, {k: arch.cell(k) for k in CELL_TYPES})
+    ce = F.cross_entropy(logits, y)
+    opt_w.zero_grad(set_to_none=True)
+    ce.backward()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+    opt_w.step()
+    return {"ce": ce.item(), "val_loss": val_loss.item(), "latency_term": float(lat_term.detach()), "expected_ms": lat,
+            "sparsity": float(sparsity.detach()), "logits": logits.detach()}
