@@ -316,3 +316,21 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table, dst):
     assert straight["arch_hash"] == summary["arch_hash"]
     with pytest.raises(HwnasError, match="different configuration"):
         search(EnTranNASConfig(dst=dst, epochs=3), space, digits, out, table=table, show_progress=False)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--engine-cells", "0,9"], "engine cell 9 is out of range: 5 cells are at positions 0..4"),
+    (["--dst", "--dst-lambda", "-0.5"], "the DST lambda must be >= 0, got -0.5"),
+    (["--lambda", "-1"], "lambda must be >= 0"),
+    (["--bottleneck", "3"], "bottleneck ratio 3 does not divide cell 0's 8 channels"),
+    (["--dst", "--derive", "top2"], "--derive top2 contradicts it"),
+    (["--engine-cells", "zero"], "expected comma-separated cell positions"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2_before_any_work(capsys, tmp_path, args, message):
+    from hwnas.cli import main
+
+    out = tmp_path / "run"
+    code = main(["search", "--method", "entrannas", "--target", "1", "--out", str(out), "--limit", "50", *args])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not out.exists()  # nothing built, trained or written
