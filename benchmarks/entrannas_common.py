@@ -31,13 +31,15 @@ def setup(args):
 
 
 def run(name: str, method: str, args, data, space, table=None, measurer=None, **options) -> dict:
-    """Search (or resume) variant `name`; returns {"summary", "log", "wall_s" (this call's)}."""
+    """Search (or resume) variant `name`, or read a finished one; returns {"summary", "log", "wall_s" (this call's)}."""
     from hwnas.search import entrannas, snas
 
     out = args.out / name
     started = time.monotonic()
     info = {"limit": args.limit}
-    if method == "snas":
+    if (out / "summary.json").exists():  # finished: read it back as it is
+        summary = json.loads((out / "summary.json").read_text())
+    elif method == "snas":
         cfg = snas.SNASConfig(epochs=args.epochs, seed=args.seed, **options)
         summary = snas.search(cfg, space, data, out, table=table, measurer=measurer, run_info=info, show_progress=False,
                               echo=lambda s: print(f"[{name}] {s}", flush=True))

@@ -45,11 +45,12 @@ class SearchState:
 def run_epochs(run: RunDir, resume: bool, state: SearchState, epochs: int, train_epoch: Callable[[], dict[str, Any]],
                derive: Callable[[], dict[str, Any]], extras: Callable[[Any], dict[str, Any]], space: DartsSpace,
                table, measurer, measure_every: int, measure_batch: int, stop_after_epoch: int | None,
-               echo: Callable[[str], None], line: Callable[[dict[str, Any]], str]):
+               echo: Callable[[str], None], line: Callable[[dict[str, Any]], str],
+               on_measured: Callable[[dict[str, Any]], None] | None = None):
     """Resume from the run's checkpoint if there is one, then per epoch: train (`train_epoch`
     returns the epoch's record), derive the architecture, describe it (`extras` adds the method's
-    own figures), measure it every `measure_every` epochs, append the record and save the
-    checkpoint. Returns the final derived architecture, or None when stopped after `stop_after_epoch`."""
+    own figures), measure it every `measure_every` epochs (then `on_measured(record)` may act on
+    it before the checkpoint), append the record and save the checkpoint. Returns the final derived architecture, or None when stopped after `stop_after_epoch`."""
     if resume:
         state.restore(run.load_checkpoint())
         run.resume_log(state.epoch, echo=echo)
@@ -62,7 +63,10 @@ def run_epochs(run: RunDir, resume: bool, state: SearchState, epochs: int, train
         record.update(describe(space, arch, table))
         record.update(extras(arch))
         if measurer is not None and measure_every and state.epoch % measure_every == 0:
-            record["measured_ms"] = measure(measurer, space, arch, measure_batch)
+            m = measure(measurer, space, arch, measure_batch)
+            record["measured_ms"], record["measured_flags"] = m.stats["median_ms"], list(m.flags or [])
+            if on_measured is not None:
+                on_measured(record)
         record["seconds"] = round(time.monotonic() - started, 2)
         run.append_log(record)  # the record first: a crash before the checkpoint repeats the epoch
         run.save_checkpoint(state.checkpoint())
@@ -98,10 +102,11 @@ def describe(space: DartsSpace, arch, table) -> dict[str, Any]:
     return d
 
 
-def measure(measurer, space: DartsSpace, arch, batch: int, force: bool = False) -> float:
+def measure(measurer, space: DartsSpace, arch, batch: int, force: bool = False):
+    """The derived network's Measurement (its median and flags)."""
     from hwnas.spaces.pipeline import measure_arch
 
-    return float(measure_arch(measurer, space, arch, batch, force).measurement.stats["median_ms"])
+    return measure_arch(measurer, space, arch, batch, force).measurement
 
 
 def finish(run: RunDir, space: DartsSpace, arch, table, measurer, measure_batch: int, final_sessions: int, epochs: int,

@@ -88,6 +88,7 @@ class EnTranNASConfig:
     target: float | None = None  # ms, under the cell table
     lam: float = 1.0  # weight of the latency cost
     penalty: str = "abs"
+    calibrate: bool = True  # at each measurement, the target in table units = target * table / measured
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025  # DARTS: SGD 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4
@@ -356,6 +357,9 @@ class EnTranNASNet(nn.Module):
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(N_EDGES, K))
         self.beta_normal = nn.Parameter(torch.zeros(STEPS))  # t = 0.5: every connection starts active
         self.beta_reduce = nn.Parameter(torch.zeros(STEPS))
+        # The latency term's target in the table's units, set by calibration (NaN: the target itself);
+        # a buffer, so the checkpoint keeps it.
+        self.register_buffer("table_target", torch.tensor(float("nan"), dtype=torch.float64))
 
     def alphas(self) -> dict[str, torch.Tensor]:
         return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
@@ -485,11 +489,21 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
             _, coefs, _ = current()
             return derive(coefs, config.derive)
 
+        def calibrate(record):
+            """The table's error at the derived network, taken out of the target: the latency term
+            then aims the table at target * table / measured. A flagged measurement is not used."""
+            from hwnas.profilers.protocol import usable
+
+            if config.calibrate and config.target is not None and usable(record["measured_flags"]):
+                net.table_target.fill_(config.target * record["table_ms"] / record["measured_ms"])
+                record["table_target_ms"] = float(net.table_target)
+
         arch = run_epochs(
             run, resume, state, config.epochs, lambda: _epoch(state, config, space, data, table, show_progress),
             derived, extras, space, table, measurer, config.measure_every, measure_batch, stop_after_epoch, echo,
             lambda r: (f"loss {r['train_loss']:.3f}, val acc supernet {r['val_acc_supernet']:.3f} derived "
-                       f"{r['val_acc_derived']:.3f}, in-degrees {r['in_degrees']['normal']}/{r['in_degrees']['reduce']}"))
+                       f"{r['val_acc_derived']:.3f}, in-degrees {r['in_degrees']['normal']}/{r['in_degrees']['reduce']}"),
+            on_measured=calibrate if table is not None else None)
     if arch is None:
         return None
     return finish(run, space, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
@@ -553,7 +567,8 @@ def train_step(net: EnTranNASNet, opt_w, opt_a, cfg: EnTranNASConfig, space: Dar
         expected = expected_latency(table, coefs, qs, arch)
         lat = float(expected.detach())
         if cfg.target is not None and cfg.lam > 0:
-            lat_term = cfg.lam * penalty(expected / cfg.target, cfg.penalty).to(torch.float32)
+            target = cfg.target if torch.isnan(net.table_target) else float(net.table_target)
+            lat_term = cfg.lam * penalty(expected / target, cfg.penalty).to(torch.float32)
             loss_a = loss_a + lat_term
     opt_a.zero_grad(set_to_none=True)
     loss_a.backward()

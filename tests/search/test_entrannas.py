@@ -294,14 +294,20 @@ def tiny_table(tmp_path_factory):
 def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table, dst):
     space, table, measurer = tiny_table
     target = 0.9 * table.predict(space.default_arch())
+    # without DST: calibrated on the measurements; with DST: not, so that a run without a measurer
+    # (below) must take the same steps
     cfg = EnTranNASConfig(dst=dst, target=target, epochs=2, batch_size=32, measure_every=1, final_sessions=1,
-                          bottleneck=2 if dst else 1)
+                          bottleneck=2 if dst else 1, calibrate=not dst)
     out = tmp_path / "run"
     assert search(cfg, space, digits, out, table=table, measurer=measurer, show_progress=False, stop_after_epoch=1) is None
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and {"train_loss", "val_acc_supernet", "val_acc_derived", "in_degrees", "arch", "table_ms",
                               "expected_ms", "measured_ms", "tau"} <= set(log[0])
     assert ("thresholds" in log[0]) == dst
+    # calibration: the table's target is the target times the derived network's table / measured latency
+    if not dst and "noisy" not in log[0]["measured_flags"] and "disturbed" not in log[0]["measured_flags"]:
+        assert log[0]["table_target_ms"] == pytest.approx(target * log[0]["table_ms"] / log[0]["measured_ms"])
+    assert not (dst and "table_target_ms" in log[0])
     summary = search(cfg, space, digits, out, table=table, measurer=measurer, show_progress=False)
     assert summary["method"] == ("entrannas-dst" if dst else "entrannas")
     assert summary["epochs"] == 2 and summary["measured_ms"] > 0 and summary["lookup_error_pct"] is not None
@@ -311,9 +317,9 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table, dst):
     assert all(d >= 1 for degrees in summary["in_degrees"].values() for d in degrees)
     if not dst:
         assert summary["in_degrees"] == {"normal": [2] * STEPS, "reduce": [2] * STEPS}
-    # the resumed run equals one run straight through
-    straight = search(cfg, space, digits, tmp_path / "straight", table=table, measurer=None, show_progress=False)
-    assert straight["arch_hash"] == summary["arch_hash"]
+    if dst:  # the resumed run equals one run straight through
+        straight = search(cfg, space, digits, tmp_path / "straight", table=table, measurer=None, show_progress=False)
+        assert straight["arch_hash"] == summary["arch_hash"]
     with pytest.raises(HwnasError, match="different configuration"):
         search(EnTranNASConfig(dst=dst, epochs=3), space, digits, out, table=table, show_progress=False)
 

@@ -51,6 +51,9 @@ OPTIONS = [
                  help="Latency penalty against --target: hinge or abs."),
     click.option("--lambda", "lam", type=float, default=EnTranNASConfig.lam, show_default=True,
                  help="Weight of the latency cost (0: the target is only recorded)."),
+    click.option("--calibrate/--no-calibrate", default=EnTranNASConfig.calibrate, show_default=True,
+                 help="At each measurement (--measure-every), aim the table at target x table / measured of the "
+                      "derived network, so the table's error at that size is taken out."),
 ]
 
 
@@ -59,6 +62,7 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
     return EnTranNASConfig(
         dst=opts["dst"], dst_lambda=opts["dst_lambda"], derive=opts["derive"], engine_cells=opts["engine_cells"],
         bottleneck=opts["bottleneck"], target=opts["target"], lam=opts["lam"], penalty=opts["cost"],
+        calibrate=opts["calibrate"],
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
         arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"], tau=opts["tau"], tau_min=opts["tau_min"],
         seed=opts["seed"], measure_every=opts["measure_every"], final_sessions=opts["final_sessions"],
