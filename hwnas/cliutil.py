@@ -71,10 +71,42 @@ def backend_options(f):
     return f
 
 
-def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int, new_spaces: bool = False):
-    """new_spaces: the command also works with the spaces of hwnas.spaces (darts)."""
+def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) -> tuple[str, float]:
+    """An MBConv architecture file's space and width multiplier, where the user gave no --space or
+    --width-mult; given ones that contradict the file are refused, never silently overridden."""
+    from hwnas.jsonutil import read_json
+    from hwnas.spaces.cli import _given
+
+    if arch_path is None or not Path(arch_path).is_file():
+        return space_name, width_mult
+    doc = read_json(arch_path, "architecture file")
+    if not isinstance(doc, dict) or "stages" not in doc:
+        return space_name, width_mult  # another space's form (darts), checked by that space
+    for option, name, value, cast in (("--space", "space_name", space_name, str), ("--width-mult", "width_mult", width_mult, float)):
+        key = "space" if name == "space_name" else "width_mult"
+        if key not in doc:
+            continue
+        try:
+            theirs = cast(doc[key])
+        except (TypeError, ValueError):
+            continue  # validation names the bad field
+        if _given(name) and theirs != value:
+            fail(f"{arch_path} is an architecture of {key} {theirs}, but {option} {value} was given")
+        if name == "space_name":
+            space_name = theirs
+        else:
+            width_mult = theirs
+    return space_name, width_mult
+
+
+def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int, new_spaces: bool = False,
+               arch_path: Path | None = None):
+    """new_spaces: the command also works with the spaces of hwnas.spaces (darts). arch_path: the
+    space and width multiplier come from this architecture file unless given."""
     from hwnas.space import Space
     from hwnas.spaces.cli import check_no_size_options, is_new_space, make_new_space
+
+    space_name, width_mult = arch_file_space(space_name, width_mult, arch_path)
 
     if is_new_space(space_name):
         if not new_spaces:

@@ -145,3 +145,15 @@ def test_system_check_prints_each_fact_with_advice_and_the_reference(tmp_path):
                  "worker affinity", "reference model"):
         assert fact in r.stdout, fact
     assert "baseline" in r.stdout
+
+
+def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_path, capsys):
+    from hwnas.cli import main
+
+    arch = tmp_path / "a.json"
+    assert main(["arch", "--space", "proxyless", "--width-mult", "1.0", "--resolution", "32", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--arch", str(arch), "--resolution", "32"]) == 0  # proxyless at 1.0, from the file
+    assert "architecture" in capsys.readouterr().out
+    assert main(["info", "--arch", str(arch), "--resolution", "32", "--width-mult", "0.5"]) == 2
+    assert "an architecture of width_mult 1.0, but --width-mult 0.5 was given" in capsys.readouterr().err
