@@ -633,6 +633,29 @@ def search_section(rep: Report, inp: Inputs) -> None:
                               lambda df=df, t=r.target_ms: figs.search_curves(df, t),
                               "latency of the derived architecture each epoch (dashed: target); supernet accuracy; "
                               "entropy of the architecture parameters"))
+        moved = distribution_frame(r)
+        if moved is not None:
+            sec.items.append(Table(f"distribution_{r.name}", f"How {r.name}'s architecture distribution moved", moved))
+
+
+# What an epoch logs about the architecture distribution, and how it is shown.
+DISTRIBUTION_COLUMNS = ("alpha_entropy", "grad_norm_ce", "grad_norm_latency", "grad_var_relax", "grad_var_reinforce")
+
+
+def distribution_frame(run: Run) -> pd.DataFrame | None:
+    """Per epoch: entropy, the mean and lowest per-decision max probability, and (UNAS) the gradient
+    norms and variances that moved it. None for a log written before these were recorded."""
+    rows = []
+    for rec in run.log:
+        probs = rec.get("max_prob")
+        if not isinstance(probs, list) or not probs:
+            continue
+        rows.append({"epoch": rec.get("epoch"), "max_prob_mean": float(np.mean(probs)), "max_prob_min": float(np.min(probs)),
+                     **{c: rec.get(c) for c in DISTRIBUTION_COLUMNS}})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    return df[[c for c in df if df[c].notna().any()]]
 
 
 def _store_latency(inp: Inputs, arch_hash: str, spaces) -> tuple[float | None, str]:
