@@ -27,8 +27,9 @@ import pandas as pd
 from hwnas import report_figures as figs
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
+from hwnas.search.registry import method_names
 
-KNOWN_METHODS = ("tfnas", "unas", "snas")
+KNOWN_METHODS = tuple(method_names())
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
 PAPER_TOP1 = {"TF-NAS-A": 76.9, "TF-NAS-B": 76.3, "TF-NAS-C": 75.2, "TF-NAS-D": 74.2, "TF-NAS-A-wose": 76.5,
               "MobileNetV2": 72.0}
