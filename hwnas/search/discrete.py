@@ -20,6 +20,7 @@ scoring that architecture again is cheap) and goes on to the asked number of fin
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -91,7 +92,7 @@ class MetricsChain:
         from hwnas.spaces.pipeline import measure_arch
 
         m = measure_arch(self.measurer, self.space, arch, self.batch, force=force).measurement
-        if not usable(m.flags) and not force:  # once more, fresh: a disturbed minute should not cost a trial
+        if not usable(m.flags) and not force:  # once more, fresh (as UNAS); the flags of what is used are kept
             return self.measure(arch, force=True)
         ci = m.ci95_ms or [math.nan, math.nan]
         return {"latency": m.stats["median_ms"], "latency_ci_low": ci[0], "latency_ci_high": ci[1],
@@ -119,8 +120,9 @@ def params_of(space, arch) -> dict[str, str]:
 
 
 def constraint_violations(trial) -> list[float]:
-    """Optuna's constraints_func: each constraint's value less its bound (<= 0 is feasible)."""
-    return list(trial.user_attrs.get("constraints", []))
+    """Each constraint's value less its bound (<= 0 is feasible), as Optuna 5 keeps them
+    (`Trial.set_constraint`, which replaces the deprecated constraints_func)."""
+    return list(trial.constraints.values())
 
 
 def _done(study) -> list:
@@ -157,7 +159,7 @@ class Optimizer:
     def __init__(self, seed: int = 0, **options: Any):
         self.seed = seed
 
-    def sampler(self, seed: int, constraints: bool):
+    def sampler(self, seed: int):
         import optuna
 
         return optuna.samplers.RandomSampler(seed=seed)
@@ -178,11 +180,10 @@ class NSGA2(Optimizer):
         super().__init__(seed)
         self.population = population
 
-    def sampler(self, seed: int, constraints: bool):
+    def sampler(self, seed: int):
         import optuna
 
-        return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed,
-                                             constraints_func=constraint_violations if constraints else None)
+        return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)
 
 
 class TPE(Optimizer):
@@ -192,11 +193,10 @@ class TPE(Optimizer):
         super().__init__(seed)
         self.init = init
 
-    def sampler(self, seed: int, constraints: bool):
+    def sampler(self, seed: int):
         import optuna
 
-        return optuna.samplers.TPESampler(n_startup_trials=self.init, seed=seed, multivariate=True,
-                                          constraints_func=constraint_violations if constraints else None)
+        return optuna.samplers.TPESampler(n_startup_trials=self.init, seed=seed, multivariate=True)
 
 
 class RegularizedEvolution(Optimizer):
@@ -280,7 +280,7 @@ def storage_url(path_or_url: str) -> str:
     return path_or_url if "://" in str(path_or_url) else f"sqlite:///{path_or_url}"
 
 
-def open_study(url: str, search_hash: str, directions: list[str], optimizer: Optimizer, constraints: bool):
+def open_study(url: str, search_hash: str, directions: list[str], optimizer: Optimizer):
     """The search's study in the storage: created there, or reopened when it is this search's; a
     storage holding another search's study (or anything else) is refused."""
     import optuna
@@ -288,6 +288,7 @@ def open_study(url: str, search_hash: str, directions: list[str], optimizer: Opt
     from sqlalchemy.exc import SQLAlchemyError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
                                              if url.startswith("sqlite") else {})
@@ -306,7 +307,7 @@ def open_study(url: str, search_hash: str, directions: list[str], optimizer: Opt
                              f"{search_hash}); use another storage or run directory")
         previous = len(probe.trials)
     # Seeded by the trials already there, so a resumed search does not draw its first trials again.
-    sampler = optimizer.sampler(int(np.random.SeedSequence([optimizer.seed, previous]).generate_state(1)[0]), constraints)
+    sampler = optimizer.sampler(int(np.random.SeedSequence([optimizer.seed, previous]).generate_state(1)[0]))
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, directions=directions,
                                 load_if_exists=True)
     if previous == 0 and "hwnas_search" not in study.user_attrs:
@@ -324,7 +325,6 @@ def run_study(study, optimizer: Optimizer, space, chain: MetricsChain, objective
     directions = [METRICS[o].direction for o in objectives]
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)  # interrupted by a kill; nothing of it was told
-    failures = 0
     while len(_done(study)) < n_trials:
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             for params in optimizer.propose(study, space, directions):
@@ -334,20 +334,12 @@ def run_study(study, optimizer: Optimizer, space, chain: MetricsChain, objective
         metrics = chain.compute(arch)
         trial.set_user_attr("arch_hash", arch.hash)
         trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("constraints", [float(metrics[m] - bound) for m, bound in constraints.items()])
-        if not metrics.get("latency_usable", True):
-            # A flagged measurement must not feed the optimizer: the trial fails, visibly, in trials.csv.
-            study.tell(trial, state=TrialState.FAIL)
-            failures += 1
-            echo(f"trial {trial.number}: latency measurement flagged ({metrics['latency_flags']}); not scored")
-            if failures > max(5, n_trials):
-                raise HwnasError(f"{failures} latency measurements were flagged (the machine is too busy to "
-                                 "measure); see `hwnas system check`")
-            continue
+        for m, bound in constraints.items():
+            trial.set_constraint(m, float(metrics[m] - bound))
         study.tell(trial, [float(metrics[o]) for o in objectives])
         done = len(_done(study))
-        echo(f"trial {trial.number} ({done}/{n_trials}): " + ", ".join(
-            f"{o} {metrics[o]:.4g}" for o in objectives) + (f"; constraints {trial.user_attrs['constraints']}" if constraints else ""))
+        flags = f" [latency flagged {metrics['latency_flags']}]" if not metrics.get("latency_usable", True) else ""
+        echo(f"trial {trial.number} ({done}/{n_trials}): " + ", ".join(f"{o} {metrics[o]:.4g}" for o in objectives) + flags)
         if on_trial is not None:
             on_trial(trial)
 
@@ -363,7 +355,7 @@ def trial_rows(study, space) -> list[dict[str, Any]]:
         if not t.params:
             continue
         m = t.user_attrs.get("metrics", {})
-        viol = t.user_attrs.get("constraints", [])
+        viol = constraint_violations(t)
         row = {"number": t.number, "state": t.state.name, "arch_hash": t.user_attrs.get("arch_hash", ""),
                **{k: m.get(k) for k in ("accuracy", "latency", "latency_ci_low", "latency_ci_high", "lut_latency",
                                          "params", "macs", "memory", "latency_flags")},

@@ -74,6 +74,9 @@ class Supernet(nn.Module):
         return self.net(x)
 
 
+RECALIBRATION_BATCHES = 8  # SPOS recalibrates on a few thousand ImageNet images; here 8 batches (512 at 64)
+
+
 class SPOSEstimator:
     name = "spos"
 
@@ -139,7 +142,7 @@ class SPOSEstimator:
         """Inherited weights, BatchNorm recalibrated on the training batches for this path."""
         with deterministic_training(self.threads, self.seed):
             self.supernet.set_path(arch)
-            recalibrate_bn(self.supernet, self.data, self.space.resolution, self.batch_size)
+            recalibrate_bn(self.supernet, self.data, self.space.resolution, self.batch_size, RECALIBRATION_BATCHES)
             return float(evaluate(self.supernet, self.data, split, self.space.resolution)[1])
 
 

@@ -105,7 +105,7 @@ def search(cfg: dict[str, Any], out: str | Path, echo: Callable[[str], None] = l
         chain = MetricsChain(space, estimator, measurer, table, batch)
         directions = [METRICS[o].direction for o in cfg["objectives"]]
         url = storage_url(cfg["storage"] or str(out / "study.db"))
-        study = open_study(url, content_hash({"method": "modnas", **cfg}), directions, optimizer, bool(cfg["constraints"]))
+        study = open_study(url, content_hash({"method": "modnas", **cfg}), directions, optimizer)
         estimator.prepare(out, echo)
         run_study(study, optimizer, space, chain, cfg["objectives"], cfg["constraints"], cfg["optimizer"]["trials"],
                   echo=echo)
@@ -126,6 +126,7 @@ def write_results(out: Path, study, space, cfg: dict[str, Any]) -> dict[str, Any
     front = pd.DataFrame()
     hv, ref = 0.0, cfg["hypervolume_reference_ms"]
     if len(ok) and ok["accuracy"].notna().all() and ok["latency"].notna().all():
+        ok = ok.drop_duplicates("arch_hash")  # a sampler may try one architecture twice; it is one point
         ok["on_front"] = pareto_mask(ok["accuracy"].to_numpy(float), ok["latency"].to_numpy(float))
         front = ok[ok["on_front"]].sort_values("latency")
         ref = ref or float(df["latency"].max() * 1.1)

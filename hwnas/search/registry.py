@@ -27,6 +27,7 @@ _MODULES = {
     "tfnas": "hwnas.search.methods.tfnas",
     "unas": "hwnas.search.methods.unas",
     "snas": "hwnas.search.methods.snas",
+    "modnas": "hwnas.search.methods.modnas",
 }
 
 
