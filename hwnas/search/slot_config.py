@@ -94,6 +94,23 @@ def _type_problem(kind: str, v: Any) -> str | None:
             "kindlists": "a mapping of slot kind: list of candidate names"}[kind]
 
 
+def _yaml_number(kind: str, value: Any) -> Any:
+    """PyYAML reads 2.0e6 (no sign in the exponent) as a string: such a number is taken as one."""
+    def number(v):
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
+
+    if kind.startswith("float"):
+        return number(value)
+    if kind == "bounds" and isinstance(value, dict):
+        return {k: number(v) for k, v in value.items()}
+    return value
+
+
 def check(doc: Any, where: str = "search config") -> dict[str, Any]:
     """The configuration with defaults filled in; HwnasError naming the first bad key."""
     if doc is None:
@@ -117,6 +134,7 @@ def check(doc: Any, where: str = "search config") -> dict[str, Any]:
                     raise HwnasError(f"{where}: {path} must be a mapping, got {value!r}")
                 walk(spec, value, into[key], path + ".")
                 continue
+            value = _yaml_number(spec[0], value)
             problem = _type_problem(spec[0], value)
             if problem:
                 raise HwnasError(f"{where}: {path} must be {problem}, got {value!r}")
