@@ -123,6 +123,13 @@ def test_killed_study_keeps_every_finished_trial(tmp_path):
     assert len(after) == 6
     assert all(after[n] == before[n] for n in before)  # every finished trial kept, unchanged
     assert (out / "pareto.csv").exists() and (out / "trials.csv").read_text().count("COMPLETE") == 6
+    # the report renders the run: its front, with the measured interval of each point
+    from hwnas import report
+
+    rep = report.build([out], fit_surrogates=False)
+    sec = next(s for s in rep.sections if s.title.startswith("Slot searches"))
+    points = next(i for i in sec.items if i.name.startswith("slot_front_points"))
+    assert len(points.df) >= 1 and (points.df["latency_ci_low"] <= points.df["latency"]).all()
 
 
 
