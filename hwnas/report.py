@@ -553,7 +553,7 @@ def surrogate_section(rep: Report, inp: Inputs, fit: bool) -> None:
 def _evaluate_surrogates(sec: Section, inp: Inputs):
     from hwnas.surrogates.data import Subnets, split
     from hwnas.surrogates.evaluate import evaluate
-    from hwnas.surrogates.models import MIN_TRAIN, MODEL_NAMES
+    from hwnas.surrogates.models import MODELS
 
     if not inp.luts:
         sec.notes.append("no lookup table to evaluate surrogates against (give --lut or runs with one), "
@@ -587,7 +587,7 @@ def _evaluate_surrogates(sec: Section, inp: Inputs):
     data = Subnets(archs, np.asarray(lat))
     n_test = max(5, len(data) // 5)
     train, test = split(data, n_test, 0)
-    models = [m for m in MODEL_NAMES if MIN_TRAIN[m] <= len(train)]
+    models = [m for m, cls in MODELS.items() if cls.min_train <= len(train)]
     fp, proto = json.loads(canonical_json(group[0]["fingerprint"])), group[0]["protocol"]
     inp.use_fingerprint(fp, "surrogate evaluation", len(archs))
     target = {"batch": lut.batch, "backend": lut.backend, "fingerprint": fp, "protocol": proto}

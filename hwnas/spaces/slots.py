@@ -323,6 +323,7 @@ class SlotSpace(SearchSpace):
 
     name = "slots"
     references: dict[str, Any] = {}  # marks a new-shape space for the shared CLI code; no named architectures
+    small_options = {"model": "torchvision:mobilenet_v2", "width_mult": 0.25, "resolution": 16, "num_classes": 10}
 
     def __init__(self, model: str = "torchvision:mobilenet_v2", resolution: int = 224, num_classes: int = 1000,
                  width_mult: float | None = None, model_kwargs: dict[str, Any] | None = None,
