@@ -26,6 +26,7 @@ import copy
 import difflib
 import importlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -229,6 +230,8 @@ def load_model(spec: Any, num_classes: int | None = None, kwargs: dict[str, Any]
             return tv.models.get_model(name, weights=None, **kw)
         takes_classes = True
     else:
+        if os.getcwd() not in sys.path:  # the user's own module, run from its folder (as uvicorn and pytest do)
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # any import failure of the user's code is bad input here
