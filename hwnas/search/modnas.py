@@ -52,19 +52,13 @@ def make_space(cfg: dict[str, Any], num_classes: int):
 
 
 def make_measurer(cfg: dict[str, Any]):
-    """The backend section's measurer (the CLI's --processes/--isolation where given on the command line)."""
-    from hwnas.cliutil import isolation_cores, measurement_settings
-    from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
-    from hwnas.store import Store
+    """The backend section's measurer."""
+    from hwnas.measure import open_measurer
 
     b = cfg["backend"]
-    backend = get_backend(b["name"], threads=b["threads"], precision=b["precision"])
-    protocol = MeasureProtocol(warmup_runs=b["warmup"], min_runs=b["min_runs"], min_time_s=b["min_time"],
-                               processes=b["processes"], reference=b["reference"])
-    mode, worker, own = isolation_cores(b["isolation"], None, backend)
-    return Measurer(backend, Store(Path(b["db"]) if b["db"] else None), protocol, cpus=worker, own_cpus=own,
-                    isolation=mode)
+    return open_measurer(b["name"], threads=b["threads"], precision=b["precision"], warmup=b["warmup"],
+                         min_runs=b["min_runs"], min_time=b["min_time"], db=b["db"], processes=b["processes"],
+                         reference=b["reference"], isolation=b["isolation"])
 
 
 def slot_table(space, measurer, out: Path, batch: int, echo):
