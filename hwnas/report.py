@@ -625,6 +625,8 @@ def search_section(rep: Report, inp: Inputs) -> None:
                           "path": str(r.path)} for r in inp.runs])
     sec.items.append(Table("runs", "Runs", runs))
     for r in inp.runs:
+        if r.method == "modnas":  # a slot search has trials, not epochs: its own section
+            continue
         if not r.log:
             sec.notes.append(f"run {r.name}: no epoch logged yet")
             continue
@@ -656,6 +658,45 @@ def distribution_frame(run: Run) -> pd.DataFrame | None:
         return None
     df = pd.DataFrame(rows)
     return df[[c for c in df if df[c].notna().any()]]
+
+
+def slot_search_section(rep: Report, inp: Inputs) -> None:
+    """Slot searches (--method modnas): each run's trials against measured latency, its Pareto front
+    with the measured interval, the table's prediction and the lookup error along it."""
+    runs = [r for r in inp.runs if r.method == "modnas" and (r.path / "trials.csv").exists()]
+    if not runs:
+        return
+    sec = rep.section("Slot searches: Pareto fronts on measured latency")
+    rows = []
+    for r in runs:
+        trials = pd.read_csv(r.path / "trials.csv")
+        done = trials[(trials["state"] == "COMPLETE") & trials["feasible"]].drop_duplicates("arch_hash")
+        front = pd.read_csv(r.path / "pareto.csv") if (r.path / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
+        on_front = set(front["arch_hash"]) if len(front) else set()
+        s = r.summary or {}
+        err = front["lookup_error_pct"].abs() if "lookup_error_pct" in front else pd.Series(dtype=float)
+        rows.append({"run": r.name, "optimizer": r.config.get("optimizer", {}).get("name"),
+                     "estimator": r.config.get("estimator", {}).get("name"), "trials": len(trials),
+                     "feasible": len(done), "front": len(front), "hypervolume": s.get("hypervolume"),
+                     "front_lookup_error_abs_median_pct": float(err.median()) if len(err) else None})
+        df = pd.DataFrame({"label": "", "kind": ["front" if h in on_front else "dominated" for h in done["arch_hash"]],
+                           "latency_ms": done["latency"].astype(float), "accuracy": done["accuracy"].astype(float),
+                           "pareto": [h in on_front for h in done["arch_hash"]]})
+        sec.items.append(Plot(f"slot_front_{r.name}", f"{r.name}: accuracy against measured latency", df,
+                              lambda df=df: figs.accuracy_latency(df),
+                              "every feasible trial (accuracy: the estimator's search-val); dashed: the Pareto front"))
+        if len(front):
+            cols = ["number", "accuracy", "latency", "latency_ci_low", "latency_ci_high", "lut_latency",
+                    "lookup_error_pct", "latency_flags", "arch_hash"]
+            sec.items.append(Table(f"slot_front_points_{r.name}", f"{r.name}: the front", front[[c for c in cols if c in front]],
+                                   "latency: measured median (ms) with its 95% interval; lut_latency: the slot table's "
+                                   "prediction; lookup error = lut / measured − 1"))
+            flagged = front["latency_flags"].fillna("").str.contains("noisy|disturbed")
+            if flagged.any():
+                sec.notes.append(f"{r.name}: {int(flagged.sum())} front point(s) carry a flagged latency "
+                                 "(noisy or disturbed, measured twice); see latency_flags")
+    sec.items.insert(0, Table("slot_searches", "Slot searches", pd.DataFrame(rows),
+                              "hypervolume of (accuracy, latency) up to accuracy 0 and the run's reference latency"))
 
 
 def _store_latency(inp: Inputs, arch_hash: str, spaces) -> tuple[float | None, str]:
@@ -812,6 +853,11 @@ def provenance_section(rep: Report, inp: Inputs) -> None:
 
 def _command(r: Run) -> str:
     c = r.config
+    if c.get("method") == "modnas":  # its configuration is the command: written back as the YAML it reads
+        import yaml
+
+        cfg = {k: v for k, v in c.items() if k != "method"}
+        return f"hwnas search --method modnas --config search.yaml --out {r.path}\n# search.yaml:\n" + yaml.safe_dump(cfg)
     space = c.get("deploy_space") or {}
     train = c.get("train_space") or {}
     parts = ["hwnas search", f"--method {c.get('method')}", f"--target {json.dumps(c.get('target_ms'))}",
@@ -874,6 +920,7 @@ def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surro
     lookup_section(rep, inp)
     surrogate_section(rep, inp, fit_surrogates)
     search_section(rep, inp)
+    slot_search_section(rep, inp)
     accuracy_section(rep, inp)
     target_section(rep, inp)
     quality_section(rep, quality)
