@@ -43,6 +43,20 @@ def _measurement_option(name: str):
     return store
 
 
+class StoreParam(click.ParamType):
+    """--db: a database URL stays text (checked when the store opens); anything else is a file path."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from hwnas.store import is_url
+
+        return value if isinstance(value, Path) or is_url(value) else Path(value)
+
+
+STORE = StoreParam()
+
+
 def backend_options(f):
     f = click.option("--measure-cpus", default=None, expose_value=False, callback=_measurement_option("cpus"),
                      help="Cores the measurement worker runs on, e.g. 1 or 2,3 (with --isolation pin; "
@@ -58,8 +72,9 @@ def backend_options(f):
                      help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
     f = click.option("--no-reference", is_flag=True, expose_value=False, callback=_measurement_option("no_reference"),
                      help="Do not time the reference model beside each measurement (no drift check or normalisation).")(f)
-    f = click.option("--db", type=click.Path(path_type=Path), default=None,
-                     help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory.")(f)
+    f = click.option("--db", type=STORE, default=None,
+                     help="Measurement store: an SQLite file, or postgresql://user:password@host:port/database for a "
+                          "fleet. Default: $HWNAS_DB or the user cache directory.")(f)
     f = click.option("--min-time", type=Float(0, 3600), default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
     f = click.option("--min-runs", type=Int(1, 1_000_000), default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
     f = click.option("--warmup", type=Int(0, 100_000), default=5, show_default=True, help="Untimed warm-up runs.")(f)
