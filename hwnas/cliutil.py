@@ -58,6 +58,11 @@ STORE = StoreParam()
 
 
 def backend_options(f):
+    f = click.option("--device", default=None, expose_value=False, callback=_measurement_option("device"),
+                     help="With --cluster: the device to measure on (a name given to `hwnas worker --device`).")(f)
+    f = click.option("--cluster", default=None, expose_value=False, callback=_measurement_option("cluster"),
+                     help="HOST:PORT of a measurement fleet's Ray head node: measure on its workers for --device "
+                          "instead of on this machine (see docs/fleet.md).")(f)
     f = click.option("--measure-cpus", default=None, expose_value=False, callback=_measurement_option("cpus"),
                      help="Cores the measurement worker runs on, e.g. 1 or 2,3 (with --isolation pin; "
                           "default: the last core this process may use).")(f)
@@ -106,10 +111,11 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
 
 
 def measurement_settings() -> dict:
-    """--processes, --isolation, --measure-cpus, --no-reference of the running command (defaults elsewhere)."""
+    """--processes, --isolation, --measure-cpus, --no-reference, --cluster, --device of the running
+    command (defaults elsewhere)."""
     ctx = click.get_current_context(silent=True)
     given = dict(ctx.meta.get("hwnas.measure", {})) if ctx is not None else {}
-    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False,
+    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False, "cluster": None, "device": None,
             **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -163,11 +169,37 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
     settings = measurement_settings()
     if not 1 <= settings["processes"] <= 100:
         fail(f"--processes must be in [1, 100], got {settings['processes']}")
-    backend = get_backend(backend_name, threads=threads, precision=precision)
     protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
                                processes=settings["processes"], reference=not settings["no_reference"])
+    if settings["cluster"] or settings["device"]:
+        return _fleet_measurer(settings["cluster"], settings["device"], backend_name, threads, precision, protocol, db, force)
+    backend = get_backend(backend_name, threads=threads, precision=precision)
     mode, worker_cores, own_cores = isolation_cores(settings["isolation"], parse_cpus(settings["cpus"]), backend)
     return Measurer(backend, Store(db), protocol, force=force, cpus=worker_cores, own_cpus=own_cores, isolation=mode)
+
+
+def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol, db, force):
+    """A Measurer whose worker is the fleet's devices of one name (hwnas.fleet); this machine
+    only exports and stores, so it needs neither the backend's hardware nor core isolation."""
+    from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
+    from hwnas.measure import Measurer
+    from hwnas.profilers import get_backend
+    from hwnas.store import Store
+
+    if not (cluster and device):
+        fail("--cluster and --device go together: the fleet's head node and the device to measure on")
+    parse_address(cluster)
+    check_device_name(device)
+    backend = get_backend(backend_name, threads=threads, precision=precision, check=False)
+    if backend.input != "onnx":
+        fail(f"backend {backend_name} measures PyTorch modules in this process; a fleet measures ONNX backends")
+    store = Store(db)  # a bad store is refused before the cluster is joined
+    try:
+        fleet = FleetWorker(cluster, device, backend.name, threads, precision)
+    except BaseException:
+        store.close()
+        raise
+    return Measurer(FleetBackend(backend, fleet), store, protocol, force=force, worker=fleet, isolation="fleet")
 
 
 def load_arch(space, path: Path):
