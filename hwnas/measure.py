@@ -246,6 +246,11 @@ class Measurer:
             for i in todo:
                 self.store.drop_replicates(items[i].key)
         k = self._processes()
+        for i in todo:
+            if have[i] >= k:  # every process stored before an interruption, the measurement not yet combined
+                results[i] = self._finish(items[i], self.store.replicates(items[i].key),
+                                          self.store.replicate_retries(items[i].key))
+        todo = [i for i in todo if have[i] < k]
         total = sum(k - have[i] for i in todo)
         paths: dict[int, Any] = {}
         bar = tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True,

@@ -2,9 +2,11 @@
 its reason where none is given)."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -178,3 +180,160 @@ def test_the_cli_takes_a_postgresql_url(pg_url, tmp_path):
     assert r.returncode == 0, r.stderr
     with Store(pg_url) as store:
         assert len(store.dataframe(kind="arch")) == 1
+
+
+# --- faults, with real processes -----------------------------------------------------------------
+
+WRITER = """
+import sys
+from hwnas.profilers import Measurement, summarize
+from hwnas.store import Store
+where, w, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with Store(where) as store:
+    for i in range(n):
+        key, samples = f"w{w}-{i}", [1.0, 2.0, 3.0 + i]
+        m = Measurement(samples, summarize(samples), False, 1.0, 1.0, {"backend": "ort-cpu"}, {"writer": w})
+        store.put_replicate(key, 0, m)
+        store.put(key, "layer", {"w": w, "i": i}, m)
+        store.drop_replicates(key)
+"""
+
+
+def integrity_problems(where: str) -> list[str]:
+    """SQLite's integrity check; on PostgreSQL, amcheck's check of every index against its table."""
+    engine = sa.create_engine(store_url(where) if "://" in where else f"sqlite:///{where}")
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            problems = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check") if r[0] != "ok"]
+        else:
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+            indexes = conn.exec_driver_sql(
+                "SELECT c.oid, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t "
+                "ON t.oid = i.indrelid WHERE t.relname IN ('meta', 'measurements', 'replicates', 'reference_baselines')").all()
+            assert len(indexes) >= 5
+            problems = []
+            for oid, name in indexes:
+                try:
+                    conn.exec_driver_sql(f"SELECT bt_index_check({oid}, true)")
+                except sa.exc.DBAPIError as e:
+                    problems.append(f"{name}: {e.orig}")
+    engine.dispose()
+    return problems
+
+
+def test_four_concurrent_writers_lose_nothing(where):
+    """4 processes x 50 measurements into one new store at once: every row there, once, intact."""
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, where, str(w), "50"], stderr=subprocess.PIPE, text=True)
+               for w in range(4)]
+    for p in writers:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with Store(where) as store:
+        df = store.dataframe()
+        assert len(store) == 200 and df["key"].is_unique
+        assert set(df["key"]) == {f"w{w}-{i}" for w in range(4) for i in range(50)}
+        assert all(store.get(f"w{w}-{i}").samples_ms[-1] == 3.0 + i for w in range(4) for i in range(50))
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM replicates").scalar() == 0
+    assert integrity_problems(where) == []
+
+
+class PrivateServer:
+    """A PostgreSQL server of this test's own, to stop and start (as `postgres` where run as root)."""
+
+    def __init__(self):
+        import pwd
+        import shutil
+        import tempfile
+
+        self.bin = Path(os.environ["HWNAS_TEST_PG_BIN"])
+        self.dir = Path(tempfile.mkdtemp(prefix="hwnas-pg-test-"))
+        self.dir.chmod(0o755)
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.dir, pwd.getpwnam("postgres").pw_uid)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._pg("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust")
+        self.start()
+        self._pg("createdb", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "t")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/t"
+
+    def _pg(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o",
+                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60)
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_pg(pg_url):
+    server = PrivateServer()
+    yield server
+    server.remove()
+
+
+def measure_job(db: str, n: int, wait_s: float, tmp_path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "hwnas.cli", "measure", "--space", "tfnas", "--resolution", "32", "--width-mult", "0.25",
+           "--classes", "10", "--random", str(n), "--min-runs", "5", "--min-time", "0.3", "--warmup", "1", "-k", "1",
+           "--no-reference", "--db", db]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HWNAS_CACHE": str(tmp_path), "HWNAS_STORE_WAIT_S": str(wait_s)})
+
+
+def stored_rows(url: str) -> int:
+    try:
+        with Store(url, wait_s=0) as store:
+            return len(store)
+    except HwnasError:
+        return -1
+
+
+def wait_until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_store_that_stops_answering_is_waited_for_then_written(private_pg, tmp_path):
+    import threading
+
+    job = measure_job(private_pg.url, 4, 60, tmp_path)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(iter(job.stderr.readline, "")), daemon=True).start()
+    wait_until(lambda: stored_rows(private_pg.url) >= 1 or job.poll() is not None, 120)
+    private_pg.stop()
+    # The server stays away until the job has a result it cannot write and says it holds it.
+    wait_until(lambda: any("holding the result" in line for line in err) or job.poll() is not None, 120)
+    time.sleep(1)
+    private_pg.start()
+    job.wait(timeout=180)
+    assert job.returncode == 0, "".join(err)
+    assert any("does not answer" in line and "holding the result" in line for line in err)
+    assert stored_rows(private_pg.url) == 4
+
+
+def test_a_store_that_stays_away_stops_the_job_in_one_line(private_pg, tmp_path):
+    job = measure_job(private_pg.url, 4, 2, tmp_path)
+    wait_until(lambda: stored_rows(private_pg.url) >= 1 or job.poll() is not None, 120)
+    private_pg.stop()
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hwnas: error: measurement store ") and "did not answer for 2 s" in last
+    assert "every measurement committed before is kept" in last
+    private_pg.start()
+    assert 1 <= stored_rows(private_pg.url) < 4
