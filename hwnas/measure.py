@@ -45,6 +45,19 @@ class Measured:
     measurement: Measurement
     cached: bool  # True where the store already held it
 
+    @property
+    def latency_ms(self) -> float:
+        """The latency every consumer uses: the median over processes (reference-normalised)."""
+        return self.measurement.median_ms
+
+    @property
+    def ci95_ms(self) -> list[float]:
+        return self.measurement.ci95_ms
+
+    @property
+    def flags(self) -> list[str]:
+        return self.measurement.flags
+
 
 @dataclass
 class Item:
@@ -118,6 +131,12 @@ class Measurer:
     def overlap(self) -> bool:
         """Export the next model while one is timed only where the worker has cores of its own."""
         return self.worker is not None and (self.worker.cpus is not None or getattr(self.worker, "slots", 0) > 0)
+
+    def __enter__(self) -> "Measurer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.worker is not None:  # first: a fleet cancels what is still running (after Ctrl-C, say)
@@ -364,3 +383,57 @@ class Measurer:
 
         check_batch(path, batch)
         return self.measure(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    """'1' or '2,3' or '0-3' as a list of cores this process may use; an unknown core is refused."""
+    if text is None:
+        return None
+    cores: set[int] = set()
+    try:
+        for part in str(text).split(","):
+            lo, _, hi = part.strip().partition("-")
+            cores.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise HwnasError(f"--measure-cpus must be core numbers like 1 or 2,3 or 0-3, got {text!r}")
+    allowed = os.sched_getaffinity(0)
+    unknown = sorted(cores - allowed)
+    if unknown or not cores:
+        raise HwnasError(f"--measure-cpus names core(s) {unknown or text} that this machine does not let hwnas use "
+             f"(available: {','.join(map(str, sorted(allowed)))})")
+    return sorted(cores)
+
+
+def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[str, list[int] | None, list[int] | None]:
+    """(the mode, the worker's cores, the cores left for this process): with pin the worker gets
+    `cpus` (default: the last `threads` cores) and this process the rest; auto is pin where that
+    leaves this process a core, else pause."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if isolation not in ("pin", "auto"):
+        return isolation, None, None
+    worker = cpus or allowed[-max(1, backend.threads):]
+    rest = [c for c in allowed if c not in worker]
+    if not rest:
+        if isolation == "auto":
+            return "pause", None, None
+        raise HwnasError(f"--isolation pin needs a core for the measurement worker ({len(worker)}) and one for hwnas's own work, "
+             f"but only {len(allowed)} core(s) are available; use --isolation pause")
+    return "pin", worker, rest
+
+
+def open_measurer(backend: str = "ort-cpu", *, threads: int = 1, precision: str = "fp32", warmup: int = 5,
+                  min_runs: int = 20, min_time: float = 0.3, db: str | Path | None = None, force: bool = False,
+                  processes: int = 3, reference: bool = True, isolation: str = "auto",
+                  cpus: str | list[int] | None = None) -> Measurer:
+    """A measurer on a named backend with the default protocol: k fresh processes, the reference
+    model, isolation from this process's own work. Close it (or use `with`) to restore affinity."""
+    from hwnas.profilers import get_backend
+
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 100:
+        raise HwnasError(f"--processes must be in [1, 100], got {processes}")
+    target = get_backend(backend, threads=threads, precision=precision)
+    protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
+                               processes=processes, reference=reference)
+    cores = parse_cpus(cpus) if isinstance(cpus, str) or cpus is None else parse_cpus(",".join(map(str, cpus)))
+    mode, worker_cores, own_cores = isolation_cores(isolation, cores, target)
+    return Measurer(target, Store(db), protocol, force=force, cpus=worker_cores, own_cpus=own_cores, isolation=mode)

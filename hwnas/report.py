@@ -27,8 +27,9 @@ import pandas as pd
 from hwnas import report_figures as figs
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
+from hwnas.search.registry import method_names
 
-KNOWN_METHODS = ("tfnas", "unas", "snas")
+KNOWN_METHODS = tuple(method_names())
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
 PAPER_TOP1 = {"TF-NAS-A": 76.9, "TF-NAS-B": 76.3, "TF-NAS-C": 75.2, "TF-NAS-D": 74.2, "TF-NAS-A-wose": 76.5,
               "MobileNetV2": 72.0}
@@ -552,7 +553,7 @@ def surrogate_section(rep: Report, inp: Inputs, fit: bool) -> None:
 def _evaluate_surrogates(sec: Section, inp: Inputs):
     from hwnas.surrogates.data import Subnets, split
     from hwnas.surrogates.evaluate import evaluate
-    from hwnas.surrogates.models import MIN_TRAIN, MODEL_NAMES
+    from hwnas.surrogates.models import MODELS
 
     if not inp.luts:
         sec.notes.append("no lookup table to evaluate surrogates against (give --lut or runs with one), "
@@ -586,7 +587,7 @@ def _evaluate_surrogates(sec: Section, inp: Inputs):
     data = Subnets(archs, np.asarray(lat))
     n_test = max(5, len(data) // 5)
     train, test = split(data, n_test, 0)
-    models = [m for m in MODEL_NAMES if MIN_TRAIN[m] <= len(train)]
+    models = [m for m, cls in MODELS.items() if cls.min_train <= len(train)]
     fp, proto = json.loads(canonical_json(group[0]["fingerprint"])), group[0]["protocol"]
     inp.use_fingerprint(fp, "surrogate evaluation", len(archs))
     target = {"batch": lut.batch, "backend": lut.backend, "fingerprint": fp, "protocol": proto}

@@ -111,7 +111,7 @@ def test_the_reference_baseline_is_measured_once_and_stored(tiny_space, fast_pro
 
 
 def test_pin_refuses_cores_the_machine_lacks_and_a_single_core():
-    from hwnas.cliutil import isolation_cores, parse_cpus
+    from hwnas.measure import isolation_cores, parse_cpus
 
     with pytest.raises(HwnasError, match="does not let hwnas use"):
         parse_cpus("4096")
@@ -129,7 +129,7 @@ def test_pin_refuses_cores_the_machine_lacks_and_a_single_core():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 cores")
 def test_pin_keeps_this_process_off_the_worker_core_until_close(tiny_space, fast_protocol, tmp_path):
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, range(os.cpu_count()))  # an earlier in-process CLI call may have pinned this process

@@ -4,250 +4,95 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
-
 import click
 
-from hwnas.cliutil import backend_options, check_out, fail, make_measurer
+from hwnas.cliutil import backend_options, check_out, fail
 from hwnas.errors import HwnasError
+from hwnas.search.registry import get_method, method_names
 from hwnas.spaces.cli import size_options
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
 
 
-def _given(opts: dict[str, Any], *names: str) -> dict[str, Any]:
-    """The options the user gave; the others keep the method's own defaults."""
-    return {n: opts[n] for n in names if opts[n] is not None}
+# Options every method shares; each method adds its own (hwnas.search.methods.<name>).
+SHARED_OPTIONS = [
+    click.option("--method", default="tfnas", show_default=True,
+                 help=f"Search method: {', '.join(method_names())}. `hwnas search --method M --help` lists M's options."),
+    click.option("--target", type=POSITIVE_MS, default=None,
+                 help="Target latency in ms (snas: the target of --resource, in its units)."),
+    click.option("--out", type=click.Path(path_type=Path), required=True,
+                 help="Run directory: config, log, checkpoints, final architecture. An existing one resumes."),
+    click.option("--repair", is_flag=True,
+                 help="Resume a run whose log has a damaged line: keep the lines before it (the rest is redone)."),
+    click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR."),
+    click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images (search-train + search-val)."),
+    backend_options,
+    click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
+                 help="Latency model file (lookup table, fitted model or cell table); default: a table built on --backend."),
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits, weights and sampling."),
+    click.option("--measure-every", type=Int(0, 10_000), default=4, show_default=True,
+                 help="Measure the derived architecture every K epochs (0: only at the end)."),
+    click.option("--final-sessions", type=Int(1, 100), default=3, show_default=True,
+                 help="The final architecture's latency: the median of this many measurements."),
+    click.option("--train-threads", type=Int(1, 1024), default=1, show_default=True,
+                 help="Torch threads for training (--threads are the measurement's)."),
+]
 
 
-def _run_tfnas(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.tfnas import TFNASConfig, search
+def _params(decorators) -> list[click.Parameter]:
+    """The click parameters a list of option decorators declares, in the list's order."""
+    def holder():
+        pass
 
-    config = TFNASConfig(
-        target_ms=opts["target"], epochs=opts["epochs"], warmup_epochs=opts["warmup_epochs"],
-        batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],
-        weight_decay=opts["weight_decay"], arch_weight_decay=opts["arch_weight_decay"],
-        lam=opts["lam"], cost=opts["cost"], seed=opts["seed"], **_given(opts, "arch_lr", "tau", "tau_decay"),
-        measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"],
-        share_ops=opts["share_ops"], elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
-    )
-    data = _load_data(opts["data"], opts["seed"], opts["limit"])
-    measurer = _search_measurer(opts)
+    for decorate in reversed(decorators):
+        holder = decorate(holder)
+    return list(reversed(holder.__click_params__))
+
+
+def _method_in(args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--method" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    return "tfnas"
+
+
+class SearchCommand(click.Command):
+    """`hwnas search`: the shared options plus those of the method named by --method, so that
+    `--method M --help` shows M's options and an option of another method is refused by name."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        name = _method_in(args)
+        try:
+            method = get_method(name)
+        except HwnasError as e:
+            fail(str(e))
+        self.help = f"Search a latency-constrained architecture on real data.\n\n--method {method.name}: {method.help}"
+        self.params = _params(SHARED_OPTIONS) + _params(method.options)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            owners = [m for m in method_names() if m != name and e.option_name in _option_names(m)]
+            if owners:
+                fail(f"{e.option_name} is an option of --method {' or '.join(owners)}, not {name}")
+            raise
+
+
+def _option_names(method: str) -> set[str]:
     try:
-        model, model_info = _latency_model(opts, data.num_classes, measurer)
-        return search(config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], **model_info}, echo=lambda s: click.echo(s, err=True),
-                      repair=opts["repair"])
-    finally:
-        _close(measurer)
+        return {o for p in _params(get_method(method).options) for o in p.opts + p.secondary_opts}
+    except HwnasError:
+        return set()
 
 
-def _run_unas(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.unas import UNASConfig, search
-    from hwnas.surrogates.lut import LookupTable
-
-    config = UNASConfig(
-        target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
-        warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
-        lr=opts["lr"], weight_decay=opts["weight_decay"], **_given(opts, "arch_lr", "tau"), lam=opts["lam"], penalty=opts["penalty"],
-        ce_estimator=opts["ce_estimator"], generalization_loss=opts["generalization_loss"],
-        calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
-        train_threads=opts["train_threads"], width_align=opts["width_align"],
-    )
-    data = _load_data(opts["data"], opts["seed"], opts["limit"])
-    measurer = _search_measurer(opts)
-    try:
-        model, model_info = _latency_model(opts, data.num_classes, measurer)
-        lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
-        return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
-                      echo=lambda s: click.echo(s, err=True), repair=opts["repair"])
-    finally:
-        _close(measurer)
-
-
-def _run_snas(opts: dict[str, Any]) -> dict[str, Any]:
-    """SNAS on the darts space; the search's own defaults where the shared options were not given."""
-    from hwnas.search.snas import SNASConfig, search
-    from hwnas.spaces.cli import _given as given_on_command_line, make_new_space
-
-    if opts["space_name"] not in ("tfnas", "darts") or (opts["space_name"] == "tfnas" and given_on_command_line("space_name")):
-        fail(f"--method snas searches the darts space, not {opts['space_name']}")
-    own = {"lam": "lam", "cost": "penalty", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-           "weight_decay": "weight_decay", "arch_weight_decay": "arch_weight_decay", "seed": "seed",
-           "measure_every": "measure_every", "final_sessions": "final_sessions", "train_threads": "train_threads",
-           "arch_lr": "arch_lr", "tau": "tau"}
-    chosen = {field: opts[name] for name, field in own.items()
-              if opts.get(name) is not None and given_on_command_line(name)}
-    for name in ("seed", "measure_every", "final_sessions", "train_threads"):
-        chosen.setdefault(own[name], opts[name])
-    config = SNASConfig(resource=opts["resource"], target=opts["target"], gradient=opts["gradient"],
-                        log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"],
-                        **{"epochs": SNAS_DEFAULTS["epochs"], **chosen})
-    data = _load_data(opts["data"], opts["seed"], opts["limit"])
-    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": SNAS_DEFAULTS["resolution"]},
-                           channels=SNAS_DEFAULTS["channels"], cells=SNAS_DEFAULTS["cells"])
-    measurer = _search_measurer(opts)
-    try:
-        table, info = _cell_table(opts, space, measurer)
-        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info},
-                      echo=lambda s: click.echo(s, err=True))
-    finally:
-        _close(measurer)
-
-
-# A default SNAS search runs in minutes on one CPU core at this size (docs/darts.md).
-SNAS_DEFAULTS = {"channels": 8, "cells": 5, "resolution": 16, "epochs": 10}
-
-
-def _cell_table(opts: dict[str, Any], space, measurer):
-    """The given cell table (--lut), else one built on the backend, kept in the run directory."""
-    from hwnas.latency.cells import CellLatencyTable
-
-    if opts["model_path"] is not None:
-        return CellLatencyTable.load(opts["model_path"], expect_space=space), {
-            "latency_model_file": str(Path(opts["model_path"]).resolve())}
-    path = Path(opts["out"]) / "cell_lut.json"
-    if path.exists():
-        table = CellLatencyTable.load(path, expect_space=space)
-    else:
-        click.echo(f"building a cell latency table for {space} on {opts['backend_name']} (cached in the measurement store)", err=True)
-        table = CellLatencyTable.build(space, measurer, batch=opts["batch"])
-        table.save(path)
-    return table, {"latency_model_file": str(path.resolve())}
-
-
-def _search_measurer(opts: dict[str, Any]):
-    """A measurer whose ONNX measurements run in worker processes, out of the training process,
-    where ONNX Runtime read up to 6% slow (TF-NAS's final architecture: 2.85 ms there, 2.67 ms
-    in a fresh process), and isolated from the training by --isolation."""
-    return make_measurer(opts["backend_name"], opts["batch"], opts["threads"], opts["precision"], opts["warmup"],
-                         opts["min_runs"], opts["min_time"], opts["db"])
-
-
-def _close(measurer) -> None:
-    measurer.close()
-
-
-# Search methods by name; each takes the parsed options and returns the run's summary.
-METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"tfnas": _run_tfnas, "unas": _run_unas, "snas": _run_snas}
-
-
-def _load_data(spec: str, seed: int, limit: int | None):
-    from hwnas.data import load_dataset
-
-    return load_dataset(spec, seed=seed, limit=limit)
-
-
-def _latency_model(opts: dict[str, Any], num_classes: int, measurer):
-    """The given model file (a lookup table or a differentiable fitted model), else a lookup
-    table built on the backend at the deployment resolution and kept in the run directory."""
-    from hwnas.space import Space
-
-    deploy = Space(opts["space_name"], opts["resolution"], opts["width_mult"], num_classes)
-    if opts["model_path"] is not None:
-        from hwnas.surrogates.models import load_model
-
-        model = load_model(opts["model_path"], expect_space=deploy, expect_backend=opts["backend_name"],
-                           expect_batch=opts["batch"], expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
-        return model, {"latency_model_file": str(Path(opts["model_path"]).resolve())}
-    from hwnas.surrogates.lut import LookupTable
-
-    path = Path(opts["out"]) / "lut.json"
-    if path.exists():  # resuming: the table this run was built with
-        model = LookupTable.load(path, expect_space=deploy, expect_backend=opts["backend_name"], expect_batch=opts["batch"],
-                                 expect_fingerprint=measurer.backend.fingerprint(opts["batch"]))
-    else:
-        click.echo(f"building a lookup table for {deploy} on {opts['backend_name']} (cached in the measurement store)", err=True)
-        model = LookupTable.build(deploy, measurer, batch=opts["batch"], width_step=opts["width_step"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model, {"latency_model_file": str(path.resolve()), "width_step": opts["width_step"]}
-
-
-@click.command()
-@click.option("--method", default="tfnas", show_default=True, help=f"Search method: {', '.join(METHODS)}.")
-@click.option("--target", type=POSITIVE_MS, required=True,
-              help="Target latency in ms (at the deployment resolution); snas: in the --resource's units (ms, or millions).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run directory; a run there with a checkpoint is resumed.")
-@click.option("--repair", is_flag=True,
-              help="Resume a run whose log is damaged: keep its valid records (the checkpoint's epoch must have one), "
-                   "drop the rest, and warn what was lost.")
-@click.option("--data", default="digits", show_default=True, help="digits, digits-translated, cifar10:DIR or folder:DIR.")
-@click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images (search-train + search-val).")
-@click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
-@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True, help="Channel width multiplier.")
-@click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution: latency is looked up and measured here.")
-@click.option("--train-resolution", type=Int(16, 2048), default=32, show_default=True, help="Resolution of the images the supernet trains on.")
-@backend_options
-@click.option("--lut", "--latency-model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="Lookup table or differentiable latency model file (default: build a table on --backend).")
-@size_options
-@click.option("--width-step", type=Int(1, 4096), default=32, show_default=True,
-              help="Mid-width grid of a table built here (interpolated between; 32 keeps the build to minutes).")
-@click.option("--cost", type=click.Choice(["hinge", "abs"]), default="hinge", show_default=True,
-              help="Latency cost: max(LAT/T-1, 0) or |LAT/T-1|.")
-@click.option("--lambda", "lam", type=Float(0, 1e6), default=0.1, show_default=True, help="Weight of the latency cost.")
-@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True)
-@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True, help="Epochs training weights only.")
-@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True, help="Training batch size.")
-@click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (weights, cosine).")
-@click.option("--weight-decay", type=Float(0, 1), default=1e-5, show_default=True)
-@click.option("--arch-lr", type=Float(0, 100, lo_open=True), default=None,
-              help="Adam learning rate of the architecture parameters (tfnas: 0.1, the paper's 0.01 scaled to a minutes-long run; unas: 0.01).")
-@click.option("--arch-weight-decay", type=Float(0, 1), default=5e-4, show_default=True)
-@click.option("--tau", type=Float(0, 1000, lo_open=True), default=None, help="Gumbel-softmax temperature (tfnas: 5.0 initially; unas: 0.4, fixed).")
-@click.option("--tau-decay", type=Float(0, 10, lo_open=True), default=None,
-              help="tfnas: temperature factor per epoch after warm-up (0.7: the paper's 5.0 x 0.96 per epoch over 80 epochs, compressed to 8).")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits, weights and sampling.")
-@click.option("--measure-every", type=Int(0, 10_000), default=4, show_default=True,
-              help="Measure the derived architecture every K epochs (0: only the final one).")
-@click.option("--final-sessions", type=Int(1, 100), default=3, show_default=True,
-              help="tfnas: the final architecture's measured latency is the median over this many fresh sessions.")
-@click.option("--train-threads", type=Int(1, 1024), default=1, show_default=True,
-              help="Torch threads for training (results are reproducible for a given count).")
-@click.option("--width-align", type=Int(1, 64), default=4, show_default=True,
-              help="Widths set by elasticity-scaling (tfnas) or calibration (unas) are multiples of this: "
-                   "kernels are several times slower off it (ONNX Runtime CPU: 4), so latency only grows with width on multiples.")
-@click.option("--elastic-depth/--no-elastic-depth", default=True, show_default=True,
-              help="tfnas: elasticity-scaling adds or removes layers where the width bound stops it from reaching the target; "
-                   "--no-elastic-depth: widths only, as the paper.")
-@click.option("--share-ops/--no-share-ops", default=True, show_default=True,
-              help="tfnas: one weight set per layer shared by its ops (trains in minutes); --no-share-ops: TF-NAS's per-op weights.")
-@click.option("--true-latency", is_flag=True, help="unas: the latency term uses latency measured on --backend.")
-@click.option("--ce-estimator", type=click.Choice(["gumbel", "rebar"]), default="gumbel", show_default=True,
-              help="unas: gradient of the cross-entropy term.")
-@click.option("--generalization-loss", is_flag=True, help="unas: L_train + 0.5 |L_val - L_train| as the architecture's loss.")
-@click.option("--penalty", type=click.Choice(["hinge", "relative", "abs"]), default="hinge", show_default=True,
-              help="unas: lambda * relu(L - T) in ms, lambda * relu(L/T - 1), or lambda * |L/T - 1|.")
-@click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
-              help="unas: end by elasticity-scaling the widths on the measured latency.")
-@click.option("--resource", default="latency", show_default=True,
-              help="snas: the constrained cost: params, flops, mac (memory access), latency or mixed (the SNAS authors').")
-@click.option("--gradient", type=click.Choice(["score", "reparam", "discrete"]), default="reparam", show_default=True,
-              help="snas: gradient of the cost: score function (the paper's), reparameterised, or softmax(alpha).")
-@click.option("--log-penalty", is_flag=True, help="snas: log(1 + c / mean c) per op cost (without a target only).")
-@click.option("--derive", type=click.Choice(["argmax", "top2"]), default="argmax", show_default=True,
-              help="snas: every edge keeps its argmax op, none dropping it (SNAS), or DARTS's top-2 per node.")
-@click.option("--bilevel", is_flag=True, help="snas: update alpha on search-val batches (default: one-level, as SNAS).")
+@click.command(cls=SearchCommand)
 def search(**opts):
     """Search a latency-constrained architecture on real data."""
-    from hwnas.space import closest
-
     check_out(opts["out"], directory=True)
-    method = opts["method"]
-    if method not in METHODS:
-        fail(f"unknown search method {method!r}{closest(method, METHODS)}; known: {', '.join(METHODS)}")
-    if opts["target"] <= 0:
-        fail(f"--target must be a positive number of ms, got {opts['target']}")
-    if opts["true_latency"] and method != "unas":
-        fail(f"--true-latency is an option of --method unas; {method} searches on its latency model")
-    if method != "snas":
-        from hwnas.spaces.cli import check_no_size_options
-
-        check_no_size_options(opts["space_name"])
-    summary = METHODS[method](opts)
+    method = get_method(opts["method"])
+    if opts["target"] is None and method.name != "snas":
+        fail(f"--method {method.name} needs --target (ms)")
+    summary = method.run(opts)
     # Never a silent NaN or negative latency on stdout: a model that gives one is refused here.
     for key in ("predicted_ms", "measured_ms"):
         if summary.get(key) is not None:
@@ -258,7 +103,8 @@ def search(**opts):
                      f"check the latency model file")
     click.echo(json.dumps(summary, indent=2))
     if summary.get("target_ms") is None:  # snas with a non-latency cost: its value is in the summary
-        click.echo(f"{summary['resource']} {summary['resource_value']}; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
+        if "resource" in summary:
+            click.echo(f"{summary['resource']} {summary['resource_value']}; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
         return
     target, m, lookup_err = summary["target_ms"], summary.get("measured_ms"), summary.get("lookup_error_pct")
     line = f"target {target:.4g} ms: predicted {summary['predicted_ms']:.4g} ms ({100 * (summary['predicted_ms'] / target - 1):+.2f}%)"
@@ -267,6 +113,7 @@ def search(**opts):
     if lookup_err is not None:
         line += f", lookup error {lookup_err:+.2f}%"
     click.echo(line + f"; architecture in {Path(opts['out']) / 'final_arch.json'}", err=True)
+
 
 def _check_target_here(model, path) -> None:
     """A table or model measured on another target (CPU, runtime version, threads) would scale
@@ -297,7 +144,7 @@ def _check_target_here(model, path) -> None:
 @click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (cosine).")
 @click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits and the weights.")
-@click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
+@click.option("--train-threads", "threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
 @size_options
 @click.option("--target", type=POSITIVE_MS, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
@@ -322,7 +169,9 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
         fail("give --target and --lut together")
     if target is not None and not target > 0:
         fail(f"--target must be a positive number of ms, got {target}")
-    dataset = _load_data(data, seed, limit)
+    from hwnas.data import load_dataset
+
+    dataset = load_dataset(data, seed=seed, limit=limit)
     from hwnas.spaces.cli import is_new_space, load_new_arch, make_new_space
 
     if is_new_space(space_name):  # darts: --channels/--cells; --arch may name a reference (darts-v2)
@@ -337,7 +186,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     arch = space.validate(doc)
     scaled = {}
     if target is not None:
-        from hwnas.search.tfnas import elasticity_scale
+        from hwnas.spaces.elastic import elasticity_scale
         from hwnas.surrogates.models import load_model
 
         model = load_model(model_path)

@@ -25,7 +25,8 @@ from hwnas.profilers.protocol import usable
 from hwnas.search import relax
 from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
-from hwnas.search.tfnas import elasticity_scale
+from hwnas.latency.measured import MeasuredLatency
+from hwnas.spaces.elastic import calibrate, elasticity_scale
 from hwnas.search.train import deterministic_training
 from hwnas.space import SKIP, Arch, LayerChoice, Space
 from hwnas.surrogates.base import DifferentiableLatencyModel
@@ -168,7 +169,7 @@ class UNASConfig:
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
     calibrate_tol: float = 0.01  # stop calibrating once the measurement is this close to the target (relative)
-    width_align: int = 4  # calibrated widths are multiples of this (see `tfnas.elasticity_scale`)
+    width_align: int = 4  # calibrated widths are multiples of this (see `hwnas.spaces.elastic`)
     measure_every: int = 1
     seed: int = 0
     train_threads: int = 1  # leave a core to the measurement worker
@@ -197,63 +198,6 @@ class UNASConfig:
         if self.lam_ramp_epochs <= 0:
             return self.lam
         return self.lam * min(1.0, max(0.0, epoch - self.warmup_epochs) / self.lam_ramp_epochs)
-
-
-class MeasuredLatency:
-    """The true latency as a model: predict(arch) measures it (the store makes repeats free)."""
-
-    name = "measured"
-
-    def __init__(self, space: Space, measurer, batch: int = 1):
-        self.space, self.measurer, self.batch = space, measurer, batch
-        self.flags: list[str] = []
-
-    def predict(self, arch) -> float:
-        """The measured latency; a measurement flagged noisy or disturbed (`protocol.usable`) is
-        measured once more, fresh, and the flags of what was used are kept in `flags`."""
-        m = self.measurer.arch(self.space, arch, self.batch).measurement
-        if not usable(m.flags):
-            m = self.measurer.arch(self.space, arch, self.batch, force=True).measurement
-        self.flags = m.flags
-        return float(m.stats["median_ms"])
-
-
-class ScaledModel:
-    """A latency model times a factor: the surrogate corrected by the ratio measured on one architecture."""
-
-    def __init__(self, model, factor: float):
-        self.model, self.factor, self.space = model, factor, model.space
-
-    def predict(self, arch) -> float:
-        return self.factor * float(self.model.predict(arch))
-
-
-def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
-              rounds: int = 4, **scale_options) -> tuple[Arch, dict[str, Any]]:
-    """Fit an architecture's widths (and, with `full`/`depth_probs`, depths) to the target on the
-    measured latency: elasticity-scaling under the surrogate times the measured/predicted ratio,
-    re-measured, the ratio updated, until the measurement is within `tol` of the target.
-
-    One measurement a round, and no decision rests on comparing two noisy measurements (a
-    bisection on the measured latency itself stalls wherever noise makes a wider net look slower).
-    Returns the round whose measurement came closest to the target, and every round."""
-    seed_ms = measured.predict(arch)
-    factor = seed_ms / float(surrogate.predict(arch))
-    rounds_log, best = [], None
-    for _ in range(rounds):
-        r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
-        ms = measured.predict(r.arch)
-        rounds_log.append({"factor": factor, "predicted_ms": r.latency_ms, "measured_ms": ms,
-                           "flags": list(getattr(measured, "flags", [])),
-                           "width_bound": r.bound, "depth_changes": r.depth_changes})
-        if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
-            best = (r, ms)
-        if abs(ms / target_ms - 1) <= tol or r.bound:
-            break
-        factor = ms / float(surrogate.predict(r.arch))
-    r, ms = best
-    return r.arch, {"seed_measured_ms": seed_ms, "rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
-                    "depth_changes": r.depth_changes, "gammas": r.gammas}
 
 
 def fastest_arch(space: Space) -> Arch:

@@ -155,7 +155,7 @@ def test_bad_inputs(tmp_path, tiny_data):
 
 
 def test_calibration_lands_on_a_measured_target_the_surrogate_mispredicts():
-    from hwnas.search.unas import calibrate
+    from hwnas.spaces.elastic import calibrate
 
     space = Space("tfnas", resolution=32, width_mult=0.5, num_classes=10)
     table = Table(space, seed=3)
@@ -193,7 +193,7 @@ def test_true_latency_samples_under_a_cpu_hog_agree_with_an_isolated_remeasureme
     import sys
     from dataclasses import replace
 
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
     from hwnas.profilers.protocol import usable
 
     space = tiny()

@@ -25,7 +25,7 @@ def test_info_json_reports_the_references_at_evaluation_size(capsys):
 
 
 def test_arch_random_round_trips_through_measure_validation(capsys, tmp_path):
-    code, out, _ = run(capsys, "arch", "--space", "darts", "--random", "2")
+    code, out, _ = run(capsys, "arch", "--space", "darts", "--random", "--seed", "2")
     assert code == 0
     path = tmp_path / "a.json"
     path.write_text(out)
@@ -38,7 +38,7 @@ def test_arch_random_round_trips_through_measure_validation(capsys, tmp_path):
     (["info", "--space", "dart"], "did you mean 'darts'"),
     (["info", "--channels", "8"], "--channels is an option of the darts space"),
     (["additivity", "--space", "darts"], "space darts works with"),
-    (["search", "--method", "snas", "--target", "1", "--out", "OUT", "--resource", "latncy"], "unknown cost 'latncy'"),
+    (["search", "--method", "snas", "--target", "1", "--out", "OUT", "--resource", "latncy"], "'latncy' is not one of 'params'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
     args = [str(tmp_path / "run") if a == "OUT" else a for a in args]

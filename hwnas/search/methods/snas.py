@@ -1,0 +1,60 @@
+"""`hwnas search --method snas`: SNAS on the darts cell space, with a hardware cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hwnas.search.methods.common import cell_table, echo, load_data, search_measurer, training_options
+from hwnas.search.registry import register_method
+from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig
+from hwnas.spaces.cli import size_options
+from hwnas.validate import Float, Int
+
+# A default SNAS search runs in minutes on one CPU core at this size (docs/darts.md).
+SIZE = {"channels": 8, "cells": 5, "resolution": 16}
+
+OPTIONS = [
+    size_options,  # --channels, --cells
+    click.option("--resolution", type=Int(8, 2048), default=SIZE["resolution"], show_default=True,
+                 help="Input resolution of the searched network (training and latency)."),
+    *training_options(SNASConfig, epochs=SNASConfig.epochs, warmup=False),
+    click.option("--arch-weight-decay", type=Float(0, 1), default=SNASConfig.arch_weight_decay, show_default=True,
+                 help="Architecture parameters' weight decay."),
+    click.option("--resource", type=click.Choice(RESOURCES), default=SNASConfig.resource, show_default=True,
+                 help="The cost: latency (cell table), params, flops, mac (memory access) or mixed."),
+    click.option("--cost", type=click.Choice(PENALTIES), default=SNASConfig.penalty, show_default=True,
+                 help="Penalty against --target: hinge or abs."),
+    click.option("--lambda", "lam", type=Float(0, 1e6), default=SNASConfig.lam, show_default=True, help="Weight of the cost."),
+    click.option("--gradient", type=click.Choice(GRADIENTS), default=SNASConfig.gradient, show_default=True,
+                 help="Gradient of the cost: score function, reparameterised, or discrete."),
+    click.option("--log-penalty", is_flag=True, help="log(1 + c / mean c) per op cost (without a target only)."),
+    click.option("--derive", type=click.Choice(DERIVATIONS), default=SNASConfig.derive, show_default=True,
+                 help="Child graph: argmax per edge (SNAS) or the top two inputs per node (DARTS)."),
+    click.option("--bilevel", is_flag=True, help="Update alpha on search-val batches (default: one-level, as SNAS)."),
+]
+
+
+@register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS)
+def run(opts: dict[str, Any]) -> dict[str, Any]:
+    from hwnas.search.snas import search
+    from hwnas.spaces.cli import make_new_space
+
+    config = SNASConfig(
+        resource=opts["resource"], target=opts["target"], penalty=opts["cost"], gradient=opts["gradient"],
+        log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"], lam=opts["lam"],
+        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+        arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"], tau=opts["tau"], seed=opts["seed"],
+        measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"],
+    )
+    data = load_data(opts)
+    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
+                           channels=SIZE["channels"], cells=SIZE["cells"])
+    measurer = search_measurer(opts)
+    try:
+        table, info = cell_table(opts, space, measurer)
+        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo)
+    finally:
+        measurer.close()

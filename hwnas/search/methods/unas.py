@@ -1,0 +1,53 @@
+"""`hwnas search --method unas`: UNAS with RELAX gradients, on the true measured latency or a latency model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hwnas.search.methods.common import (
+    echo, load_data, mbconv_latency_model, mbconv_space_options, search_measurer, training_options,
+)
+from hwnas.search.registry import register_method
+from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig
+from hwnas.validate import Float
+
+OPTIONS = [
+    *mbconv_space_options(),
+    *training_options(UNASConfig, epochs=12),
+    click.option("--true-latency", is_flag=True, help="The latency term uses latency measured on --backend (else the latency model's)."),
+    click.option("--cost", type=click.Choice(PENALTIES), default=UNASConfig.penalty, show_default=True,
+                 help="Latency cost: hinge per ms over the target (UNAS), relative max(L/T - 1, 0), or abs |L/T - 1|."),
+    click.option("--lambda", "lam", type=Float(0, 1e6), default=UNASConfig.lam, show_default=True, help="Weight of the latency cost."),
+    click.option("--ce-estimator", type=click.Choice(CE_ESTIMATORS), default=UNASConfig.ce_estimator, show_default=True,
+                 help="Gradient of the cross-entropy term: Gumbel-softmax, or REBAR (discrete samples, RELAX control variate)."),
+    click.option("--generalization-loss", is_flag=True, help="L_train + 0.5 |L_val - L_train| as the architecture's loss."),
+    click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
+                 help="End with elasticity-scaling on the measured latency (elastic spaces)."),
+]
+
+
+@register_method("unas", "UNAS: RELAX gradients on the measured (--true-latency) or modelled latency.", OPTIONS)
+def run(opts: dict[str, Any]) -> dict[str, Any]:
+    from hwnas.search.unas import search
+    from hwnas.surrogates.lut import LookupTable
+
+    config = UNASConfig(
+        target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
+        warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
+        lr=opts["lr"], weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], tau=opts["tau"], lam=opts["lam"],
+        penalty=opts["cost"], ce_estimator=opts["ce_estimator"], generalization_loss=opts["generalization_loss"],
+        calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
+        train_threads=opts["train_threads"], width_align=opts["width_align"],
+    )
+    data = load_data(opts)
+    measurer = search_measurer(opts)
+    try:
+        model, model_info = mbconv_latency_model(opts, data.num_classes, measurer)
+        lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
+        return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
+                      echo=echo, repair=opts["repair"])
+    finally:
+        measurer.close()
