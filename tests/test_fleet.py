@@ -174,7 +174,7 @@ def test_bad_fleet_input_is_one_line_and_exit_2_in_bounded_time(fleet, tmp_path,
 
     for args, expected in bad_cluster_inputs(fleet["address"]):
         started = time.monotonic()
-        code = main(["measure", *TINY, *FAST, "--random", "1", *args, "--db", str(tmp_path / "m.sqlite")])
+        code = main(["measure", *TINY, *FAST, "--random", "--n", "1", *args, "--db", str(tmp_path / "m.sqlite")])
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, lines)
         assert expected in lines[0] and time.monotonic() - started < 30, (args, lines[0])
@@ -184,7 +184,7 @@ def test_bad_fleet_input_is_one_line_and_exit_2_in_bounded_time(fleet, tmp_path,
 
 def test_ctrl_c_stops_the_job_keeps_what_finished_and_it_resumes(fleet, tmp_path):
     db = tmp_path / "m.sqlite"
-    args = ["measure", *TINY, *FAST, "--random", "3", "-k", "1", "--min-time", "0.5", "--cluster", fleet["address"],
+    args = ["measure", *TINY, *FAST, "--random", "--n", "3", "-k", "1", "--min-time", "0.5", "--cluster", fleet["address"],
             "--device", "cpu"]
     job = subprocess.Popen([sys.executable, "-m", "hwnas.cli", *args, "--db", str(db)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HWNAS_CACHE": str(tmp_path / "job")})
@@ -239,7 +239,7 @@ def measuring_under(root: int) -> bool:
 def test_a_worker_killed_mid_measurement_is_retried_on_another(fleet, tmp_path):
     """Last in this module: it kills a worker."""
     db = tmp_path / "m.sqlite"
-    args = ["measure", *TINY, *FAST, "--random", "3", "-k", "1", "--min-time", "1.5", "--cluster", fleet["address"],
+    args = ["measure", *TINY, *FAST, "--random", "--n", "3", "-k", "1", "--min-time", "1.5", "--cluster", fleet["address"],
             "--device", "cpu"]
     job = subprocess.Popen([sys.executable, "-m", "hwnas.cli", *args, "--db", str(db)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HWNAS_CACHE": str(tmp_path / "job")})

@@ -174,7 +174,7 @@ def test_wrong_credentials_and_no_server_fail_in_one_line_at_once(pg_url):
 def test_the_cli_takes_a_postgresql_url(pg_url, tmp_path):
     """`--db postgresql://...` through the CLI: one measurement stored, read back from the server."""
     cmd = [sys.executable, "-m", "hwnas.cli", "measure", "--space", "tfnas", "--resolution", "32", "--width-mult", "0.25",
-           "--classes", "10", "--random", "1", "--min-runs", "5", "--min-time", "0", "--warmup", "1", "-k", "1",
+           "--classes", "10", "--random", "--n", "1", "--min-runs", "5", "--min-time", "0", "--warmup", "1", "-k", "1",
            "--no-reference", "--db", pg_url]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "HWNAS_CACHE": str(tmp_path)})
     assert r.returncode == 0, r.stderr
@@ -278,19 +278,48 @@ class PrivateServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def private_pg(pg_url):
+@pytest.fixture(scope="module")
+def pg_server():
+    if not os.environ.get("HWNAS_TEST_PG_URL") or not os.environ.get("HWNAS_TEST_PG_BIN"):
+        pytest.skip("no PostgreSQL: HWNAS_TEST_PG_URL/HWNAS_TEST_PG_BIN unset (source .ci/postgres.sh to start one)")
     server = PrivateServer()
     yield server
     server.remove()
 
 
-def measure_job(db: str, n: int, wait_s: float, tmp_path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hwnas.cli", "measure", "--space", "tfnas", "--resolution", "32", "--width-mult", "0.25",
-           "--classes", "10", "--random", str(n), "--min-runs", "5", "--min-time", "0.3", "--warmup", "1", "-k", "1",
-           "--no-reference", "--db", db]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HWNAS_CACHE": str(tmp_path), "HWNAS_STORE_WAIT_S": str(wait_s)})
+@pytest.fixture
+def private_pg(pg_server):
+    """The module's own server, running and emptied of hwnas's tables."""
+    execute(pg_server.url, "DROP TABLE IF EXISTS meta, measurements, replicates, reference_baselines CASCADE")
+    return pg_server
+
+
+SLOW_WRITER = """
+import sys, time
+from hwnas.errors import HwnasError
+from hwnas.profilers import Measurement, summarize
+from hwnas.store import Store
+try:
+    with Store(sys.argv[1]) as store:
+        for i in range(int(sys.argv[2])):
+            time.sleep(0.3)  # a measurement
+            m = Measurement([1.0, 2.0], summarize([1.0, 2.0]), False, 1.0, 1.0, {"backend": "ort-cpu"}, {})
+            store.put(f"k{i}", "layer", {"i": i}, m)
+except HwnasError as e:  # as hwnas's CLI reports it
+    print(f"hwnas: error: {e}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def writer(url: str, n: int, wait_s: float) -> tuple[subprocess.Popen, list[str]]:
+    """A process that stores a measurement every 0.3 s; its stderr lines, as they come."""
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, url, str(n)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HWNAS_STORE_WAIT_S": str(wait_s)})
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return proc, err
 
 
 def stored_rows(url: str) -> int:
@@ -305,35 +334,32 @@ def wait_until(condition, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
-def test_a_store_that_stops_answering_is_waited_for_then_written(private_pg, tmp_path):
-    import threading
-
-    job = measure_job(private_pg.url, 4, 60, tmp_path)
-    err: list[str] = []
-    threading.Thread(target=lambda: err.extend(iter(job.stderr.readline, "")), daemon=True).start()
-    wait_until(lambda: stored_rows(private_pg.url) >= 1 or job.poll() is not None, 120)
+def test_a_store_that_stops_answering_is_waited_for_then_written(private_pg):
+    job, err = writer(private_pg.url, 20, 60)
+    wait_until(lambda: stored_rows(private_pg.url) >= 3 or job.poll() is not None, 60)
     private_pg.stop()
     # The server stays away until the job has a result it cannot write and says it holds it.
-    wait_until(lambda: any("holding the result" in line for line in err) or job.poll() is not None, 120)
+    wait_until(lambda: any("holding the result" in line for line in err) or job.poll() is not None, 60)
     time.sleep(1)
     private_pg.start()
-    job.wait(timeout=180)
+    job.wait(timeout=120)
     assert job.returncode == 0, "".join(err)
     assert any("does not answer" in line and "holding the result" in line for line in err)
-    assert stored_rows(private_pg.url) == 4
+    assert stored_rows(private_pg.url) == 20  # the held one too: nothing lost
 
 
-def test_a_store_that_stays_away_stops_the_job_in_one_line(private_pg, tmp_path):
-    job = measure_job(private_pg.url, 4, 2, tmp_path)
-    wait_until(lambda: stored_rows(private_pg.url) >= 1 or job.poll() is not None, 120)
+def test_a_store_that_stays_away_stops_the_job_in_one_line(private_pg):
+    job, err = writer(private_pg.url, 20, 2)
+    wait_until(lambda: stored_rows(private_pg.url) >= 3 or job.poll() is not None, 60)
     private_pg.stop()
-    _, err = job.communicate(timeout=120)
-    assert job.returncode == 2 and "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("hwnas: error: ")]  # beside the progress bar
+    started = time.monotonic()
+    job.wait(timeout=60)
+    assert job.returncode == 2 and time.monotonic() - started < 20 and not any("Traceback" in line for line in err), err
+    errors = [line for line in err if line.startswith("hwnas: error: ")]
     assert len(errors) == 1 and errors[0].startswith("hwnas: error: measurement store ")
     assert "did not answer for 2 s" in errors[0] and "every measurement committed before is kept" in errors[0]
     private_pg.start()
-    assert 1 <= stored_rows(private_pg.url) < 4
+    assert 3 <= stored_rows(private_pg.url) < 20
