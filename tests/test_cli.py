@@ -129,7 +129,7 @@ def test_every_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     from hwnas.store import Store
 
     with Store(db) as store:
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.engine.connect().exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
 def test_pin_on_one_core_is_refused_in_one_line(tmp_path):
