@@ -36,7 +36,7 @@ def main() -> None:
 
     import tempfile
 
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
     from hwnas.profilers import MeasureProtocol, get_backend
     from hwnas.profilers.fingerprint import cpu_model

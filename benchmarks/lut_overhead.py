@@ -37,7 +37,7 @@ def main() -> None:
     os.environ["HWNAS_CACHE"] = str(tmp)  # a cold ONNX cache: every export counts
     import torch
 
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
     from hwnas.profilers import MeasureProtocol, get_backend
     from hwnas.space import Space, distinct_layers

@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="per-subnet results as CSV")
     args = ap.parse_args()
 
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
     from hwnas.profilers import get_backend
     from hwnas.profilers.fingerprint import cpu_model

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60, help="re-measure at most this many distinct subnets")
     args = ap.parse_args()
 
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
     from hwnas.profilers import MeasureProtocol, get_backend
     from hwnas.profilers.fingerprint import cpu_model

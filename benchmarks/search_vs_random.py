@@ -46,7 +46,7 @@ def main(argv=None):
     from hwnas.data import load_dataset
     from hwnas.errors import HwnasError
     from hwnas.jsonutil import read_json, write_json
-    from hwnas.search.tfnas import elasticity_scale
+    from hwnas.spaces.elastic import elasticity_scale
     from hwnas.search.train import train_arch
     from hwnas.space import Space
     from hwnas.surrogates.models import load_model

@@ -30,23 +30,25 @@ def cli():
 @space_options
 @backend_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Measure this architecture (JSON).")
-@click.option("--random", "n_random", type=Int(1, 100_000), help="Measure N random architectures of the space.")
+@click.option("--random", "random", is_flag=True, help="Measure --n random architectures of the space.")
+@click.option("--n", "n", type=Int(1, 100_000), default=1, show_default=True, help="How many random architectures (with --random).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for --random.")
 @click.option("--layers", "all_layers", is_flag=True, help="Measure every distinct layer spec of the space.")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Measure an ONNX file.")
 @click.option("--force", is_flag=True, help="Re-measure what the store already holds.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table (.csv, .parquet or .json).")
 def measure(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
-            min_runs, min_time, db, arch_path, n_random, seed, all_layers, onnx_path, force, out):
+            min_runs, min_time, db, arch_path, random, n, seed, all_layers, onnx_path, force, out):
     """Measure architectures, layers or an ONNX file on a backend."""
     import pandas as pd
 
-    chosen = [o for o, v in (("--arch", arch_path), ("--random", n_random), ("--layers", all_layers), ("--onnx", onnx_path)) if v]
+    n_random = n if random else None
+    chosen = [o for o, v in (("--arch", arch_path), ("--random", random), ("--layers", all_layers), ("--onnx", onnx_path)) if v]
     if len(chosen) != 1:
         fail("give exactly one of --arch, --random, --layers or --onnx" + (f" (got {' '.join(chosen)})" if chosen else ""))
     check_out(out, OUTPUT_FORMATS)
     if onnx_path is None:
-        space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+        space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True, arch_path=arch_path)
         if all_layers and hasattr(space, "references"):
             fail(f"--layers measures the layers of the MBConv spaces; for {space_name} build a cell table")
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force)
@@ -85,7 +87,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""
     import pandas as pd
 
-    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True, arch_path=arch_path)
     if hasattr(space, "references"):  # darts: per network, or its references DARTS-V1/V2
         from hwnas.spaces.cli import info as new_info
 
@@ -104,9 +106,10 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
 
 @cli.command()
 @space_options
-@click.option("--random", "random_seed", type=SEED, default=None, help="A random architecture from this seed.")
+@click.option("--random", "random", is_flag=True, help="A random architecture (from --seed) instead of the default.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for --random.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the JSON here instead of printing it.")
-def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
+def arch(space_name, resolution, width_mult, num_classes, random, seed, out):
     """Print an architecture of the space as JSON: its default, or a random one."""
     import numpy as np
 
@@ -115,7 +118,7 @@ def arch(space_name, resolution, width_mult, num_classes, random_seed, out):
     check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
     sample = getattr(space, "sample", None) or space.random_arch
-    a = space.default_arch() if random_seed is None else sample(np.random.default_rng(random_seed))
+    a = sample(np.random.default_rng(seed)) if random else space.default_arch()
     if out:
         write_json(out, a.to_json())
     else:
@@ -169,7 +172,8 @@ def _register_commands() -> None:
             cli.add_command(command)
 
 
-COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo"]
+COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.spaces.slots_cli",
+                   "hwnas.fleet_cli"]
 
 
 def main(argv: list[str] | None = None) -> int:

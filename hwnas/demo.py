@@ -14,9 +14,11 @@ from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
 @click.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Where the lookup table and both run directories go (a rerun resumes and reuses them).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where the lookup table and both run directories go (a rerun resumes and reuses them). "
+                   "Default: demo/ in the user data directory, never the current folder.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Where the report goes. Default: report/ beside the runs.")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="Measurement store (default: $HWNAS_DB or the user cache).")
 @click.option("--backend", "backend_name", default="ort-cpu", show_default=True)
 @click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution.")
@@ -38,6 +40,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     from hwnas.surrogates.lut import LookupTable
 
     # Everything checked before the table build and searches (minutes): no late refusal.
+    if out is None:
+        from platformdirs import user_data_path
+
+        out = user_data_path("hwnas") / "demo"
+    report_dir = report_dir if report_dir is not None else out / "report"
     check_out(out, directory=True)
     check_out(report_dir, directory=True, option="--report")
     if warmup_epochs >= epochs:
@@ -60,10 +67,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
         echo(f"2/4 TF-NAS search on the lookup table, target {target:.4g} ms")
         info = {"latency_model_file": str(lut_path.resolve()), "width_step": width_step}
         t_cfg = tfnas.TFNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
-        tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)
+        summaries = {"TF-NAS on the table": tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)}
         echo(f"3/4 UNAS search on the true latency measured on {backend_name}, target {target:.4g} ms")
         u_cfg = unas.UNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
-        unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut, run_info=info, echo=echo)
+        summaries["UNAS on the true latency"] = unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut,
+                                                            run_info=info, echo=echo)
     finally:
         measurer.close()
     echo(f"4/4 report in {report_dir}")
@@ -72,7 +80,24 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
 
     rep = build([out / "tfnas", out / "unas"], store=db or default_db_path(), lut=lut_path, title="hwnas demo",
                 warn=lambda msg: echo(f"hwnas: warning: {msg}"))
-    echo(f"wrote {write(rep, report_dir)}")
+    report_file = write(rep, report_dir)
+    click.echo(summary_lines(summaries, out, Path(report_file)))
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:+.2f}%"
+
+
+def summary_lines(summaries: dict, out: Path, report_file: Path) -> str:
+    """What each search reached: target, latency under its model, measured latency, lookup error."""
+    lines = ["", "search                     target ms  model ms  measured ms (vs target)  lookup error"]
+    for name, s in summaries.items():
+        measured = s.get("measured_ms")
+        vs = None if measured is None else 100 * (measured / s["target_ms"] - 1)
+        lines.append(f"{name:<26} {s['target_ms']:>9.4g} {s['predicted_ms']:>9.4g} "
+                     f"{'n/a' if measured is None else f'{measured:.4g}':>12} ({_pct(vs)})  {_pct(s.get('lookup_error_pct')):>12}")
+    lines += ["", f"runs:   {out.resolve()}", f"report: {report_file.resolve()}"]
+    return "\n".join(lines)
 
 
 commands = [demo]

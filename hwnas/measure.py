@@ -18,6 +18,7 @@ import hashlib
 import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +44,19 @@ BASELINE_QUANTILE = 50
 class Measured:
     measurement: Measurement
     cached: bool  # True where the store already held it
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency every consumer uses: the median over processes (reference-normalised)."""
+        return self.measurement.median_ms
+
+    @property
+    def ci95_ms(self) -> list[float]:
+        return self.measurement.ci95_ms
+
+    @property
+    def flags(self) -> list[str]:
+        return self.measurement.flags
 
 
 @dataclass
@@ -111,17 +125,23 @@ class Measurer:
         if own_cpus is not None:
             self._restore_cpus = os.sched_getaffinity(0)
             os.sched_setaffinity(0, own_cpus)
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwnas-measurer")
+        self._background = ThreadPoolExecutor(max_workers=getattr(worker, "slots", 1), thread_name_prefix="hwnas-measurer")
 
     @property
     def overlap(self) -> bool:
         """Export the next model while one is timed only where the worker has cores of its own."""
-        return self.worker is not None and self.worker.cpus is not None
+        return self.worker is not None and (self.worker.cpus is not None or getattr(self.worker, "slots", 0) > 0)
+
+    def __enter__(self) -> "Measurer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
-        self._background.shutdown(wait=True)
-        if self.worker is not None:
+        if self.worker is not None:  # first: a fleet cancels what is still running (after Ctrl-C, say)
             self.worker.close()
+        self._background.shutdown(wait=True)
         if self._restore_cpus is not None:
             os.sched_setaffinity(0, self._restore_cpus)
             self._restore_cpus = None
@@ -245,35 +265,47 @@ class Measurer:
             for i in todo:
                 self.store.drop_replicates(items[i].key)
         k = self._processes()
+        for i in todo:
+            if have[i] >= k:  # every process stored before an interruption, the measurement not yet combined
+                results[i] = self._finish(items[i], self.store.replicates(items[i].key),
+                                          self.store.replicate_retries(items[i].key))
+        todo = [i for i in todo if have[i] < k]
         total = sum(k - have[i] for i in todo)
         paths: dict[int, Any] = {}
         bar = tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True,
                    disable=not show_progress or total < 2)
         if todo:
             self.baseline_ms()
+        slots = getattr(self.worker, "slots", 1)  # a fleet measures on several devices at once
         for r in range(k):
             need = [i for i in todo if have[i] <= r]
             if not need:
                 continue
             if self.worker is not None:
                 self.worker.restart()  # one fresh process per round
-            future, current = None, None
-            for i in need + [None]:
-                if i is not None and i not in paths and self.overlap:
-                    paths[i] = items[i].load()  # exported on the other cores while the previous item is timed
-                if future is not None:
-                    m, retried = future.result()
-                    self.store.put_replicate(items[current].key, have[current], m, retried)
-                    have[current] += 1
-                    bar.update(1)
-                    if have[current] >= k:
-                        results[current] = self._finish(items[current], self.store.replicates(items[current].key),
-                                                        self.store.replicate_retries(items[current].key))
-                if i is not None:
-                    if i not in paths:
-                        paths[i] = items[i].load()
-                    future = self._background.submit(self._process, paths[i], items[i].batch, False)
-                    current = i
+            running: deque[tuple[int, Future]] = deque()
+
+            def collect() -> None:
+                i, future = running.popleft()
+                m, retried = future.result()
+                self.store.put_replicate(items[i].key, have[i], m, retried)
+                have[i] += 1
+                bar.update(1)
+                if have[i] >= k:
+                    results[i] = self._finish(items[i], self.store.replicates(items[i].key),
+                                              self.store.replicate_retries(items[i].key))
+
+            for i in need:
+                if not self.overlap:
+                    while running:  # nothing of hwnas runs beside a timing
+                        collect()
+                if i not in paths:
+                    paths[i] = items[i].load()  # with overlap: exported while the previous items are timed
+                while len(running) >= slots:
+                    collect()
+                running.append((i, self._background.submit(self._process, paths[i], items[i].batch, False)))
+            while running:
+                collect()
         bar.close()
         return results  # type: ignore[return-value]
 
@@ -351,3 +383,57 @@ class Measurer:
 
         check_batch(path, batch)
         return self.measure(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    """'1' or '2,3' or '0-3' as a list of cores this process may use; an unknown core is refused."""
+    if text is None:
+        return None
+    cores: set[int] = set()
+    try:
+        for part in str(text).split(","):
+            lo, _, hi = part.strip().partition("-")
+            cores.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise HwnasError(f"--measure-cpus must be core numbers like 1 or 2,3 or 0-3, got {text!r}")
+    allowed = os.sched_getaffinity(0)
+    unknown = sorted(cores - allowed)
+    if unknown or not cores:
+        raise HwnasError(f"--measure-cpus names core(s) {unknown or text} that this machine does not let hwnas use "
+             f"(available: {','.join(map(str, sorted(allowed)))})")
+    return sorted(cores)
+
+
+def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[str, list[int] | None, list[int] | None]:
+    """(the mode, the worker's cores, the cores left for this process): with pin the worker gets
+    `cpus` (default: the last `threads` cores) and this process the rest; auto is pin where that
+    leaves this process a core, else pause."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if isolation not in ("pin", "auto"):
+        return isolation, None, None
+    worker = cpus or allowed[-max(1, backend.threads):]
+    rest = [c for c in allowed if c not in worker]
+    if not rest:
+        if isolation == "auto":
+            return "pause", None, None
+        raise HwnasError(f"--isolation pin needs a core for the measurement worker ({len(worker)}) and one for hwnas's own work, "
+             f"but only {len(allowed)} core(s) are available; use --isolation pause")
+    return "pin", worker, rest
+
+
+def open_measurer(backend: str = "ort-cpu", *, threads: int = 1, precision: str = "fp32", warmup: int = 5,
+                  min_runs: int = 20, min_time: float = 0.3, db: str | Path | None = None, force: bool = False,
+                  processes: int = 3, reference: bool = True, isolation: str = "auto",
+                  cpus: str | list[int] | None = None) -> Measurer:
+    """A measurer on a named backend with the default protocol: k fresh processes, the reference
+    model, isolation from this process's own work. Close it (or use `with`) to restore affinity."""
+    from hwnas.profilers import get_backend
+
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 100:
+        raise HwnasError(f"--processes must be in [1, 100], got {processes}")
+    target = get_backend(backend, threads=threads, precision=precision)
+    protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
+                               processes=processes, reference=reference)
+    cores = parse_cpus(cpus) if isinstance(cpus, str) or cpus is None else parse_cpus(",".join(map(str, cpus)))
+    mode, worker_cores, own_cores = isolation_cores(isolation, cores, target)
+    return Measurer(target, Store(db), protocol, force=force, cpus=worker_cores, own_cpus=own_cores, isolation=mode)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.spaces.base import SearchSpace
 from hwnas.jsonutil import content_hash
 
 ACTIVATIONS = ("relu", "relu6", "swish")
@@ -278,8 +279,11 @@ class StageShape:
     act: str
 
 
-class Space:
-    """A search space at a given input resolution, width multiplier and number of classes."""
+class Space(SearchSpace):
+    """An MBConv search space (tfnas, proxyless) at a given input resolution, width multiplier
+    and number of classes."""
+
+    small_options = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}
 
     def __init__(self, name: str, resolution: int = 224, width_mult: float = 1.0, num_classes: int = 1000):
         if name not in SPACE_DEFS:
@@ -448,6 +452,17 @@ class Space:
                 layers.append(choice)
             stages.append(tuple(layers))
         return Arch(self.name, self.width_mult, tuple(stages))
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        return self.random_arch(rng)
+
+    def build(self, arch: Arch | dict):
+        from hwnas.modules import build  # torch: this module stays importable without it
+
+        return build(self, self.validate(arch)).eval()
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return (batch, 3, self.resolution, self.resolution)
 
     def random_archs(self, n: int, seed: int = 0, align: int = 1) -> list[Arch]:
         _check_int("width alignment", align, 1, 64)

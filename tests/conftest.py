@@ -27,3 +27,26 @@ def tiny_space() -> Space:
 @pytest.fixture
 def fast_protocol() -> MeasureProtocol:
     return MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The test PostgreSQL database (`.ci/postgres.sh` starts it), emptied of hwnas's tables."""
+    import os
+
+    url = os.environ.get("HWNAS_TEST_PG_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: HWNAS_TEST_PG_URL is unset (source .ci/postgres.sh to start one)")
+    drop_store_tables(url)
+    return url
+
+
+def drop_store_tables(url: str) -> None:
+    import sqlalchemy as sa
+
+    from hwnas.store import store_url
+
+    engine = sa.create_engine(store_url(url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS meta, measurements, replicates, reference_baselines, other CASCADE")
+    engine.dispose()

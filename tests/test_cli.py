@@ -20,12 +20,12 @@ def hwnas(*args, db=None):
 
 def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
     out = tmp_path / "r.csv"
-    r = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(out), db=tmp_path / "m.sqlite")
+    r = hwnas("measure", *TINY, *FAST, "--random", "--n", "3", "--seed", "1", "--out", str(out), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
     assert len(df) == 3 and {"median_ms", "ci_low_ms", "ci_high_ms", "k", "ref_ratio", "flags", "p90_ms", "n"} <= set(df.columns)
     assert (df["median_ms"] > 0).all() and (~df["cached"]).all()
-    r2 = hwnas("measure", *TINY, *FAST, "--random", "3", "--seed", "1", "--out", str(tmp_path / "r.json"), db=tmp_path / "m.sqlite")
+    r2 = hwnas("measure", *TINY, *FAST, "--random", "--n", "3", "--seed", "1", "--out", str(tmp_path / "r.json"), db=tmp_path / "m.sqlite")
     assert r2.returncode == 0
     again = pd.read_json(tmp_path / "r.json")
     assert again["cached"].all() and list(again["median_ms"]) == pytest.approx(list(df["median_ms"]))
@@ -33,11 +33,11 @@ def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
 
 def test_measure_arch_file_layers_and_onnx(tmp_path):
     arch = tmp_path / "a.json"
-    assert hwnas("arch", *TINY, "--random", "4", "--out", str(arch)).returncode == 0
+    assert hwnas("arch", *TINY, "--random", "--seed", "4", "--out", str(arch)).returncode == 0
     r = hwnas("measure", *TINY, *FAST, "--arch", str(arch), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     assert json.loads(arch.read_text())["space"] == "tfnas"
-    r = hwnas("measure", *TINY, *FAST, "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
+    r = hwnas("measure", *TINY, *FAST, "--processes", "1", "--no-reference", "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     layers = pd.read_parquet(tmp_path / "l.parquet")
     assert len(layers) > 20 and set(layers["kind"]) == {"stem", "mbinvres", "head"}
@@ -89,49 +89,54 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--arch", str(huge)], "the limit is"),
         ([*m, *TINY, "--arch", str(tmp_path / "none.json")], "cannot read architecture file"),
         ([*m, *TINY, "--arch", str(bad_op)], "stages[0].layers[0].op 'k9_e3'"),
-        ([*m, "--space", "mobilenet", "--random", "1"], "unknown space 'mobilenet'"),
-        ([*m, *TINY, "--random", "1", "--backend", "onnx"], "unknown backend 'onnx'"),
-        ([*m, "--resolution", "7", "--random", "1"], "'--resolution': must be in [16, 2048], got 7"),
-        ([*m, *TINY, "--random", "1", "--batch", "0"], "'--batch': must be in [1, 4096], got 0"),
-        ([*m, *TINY, "--random", "1", "--threads", "0"], "'--threads': must be in [1, 1024], got 0"),
-        ([*m, *TINY, "--random", "1", "--batch", "two"], "'two' is not a valid integer"),
+        ([*m, "--space", "mobilenet", "--random"], "unknown space 'mobilenet'"),
+        ([*m, *TINY, "--random", "--backend", "onnx"], "unknown backend 'onnx'"),
+        ([*m, "--resolution", "7", "--random"], "'--resolution': must be in [16, 2048], got 7"),
+        ([*m, *TINY, "--random", "--batch", "0"], "'--batch': must be in [1, 4096], got 0"),
+        ([*m, *TINY, "--random", "--threads", "0"], "'--threads': must be in [1, 1024], got 0"),
+        ([*m, *TINY, "--random", "--batch", "two"], "'two' is not a valid integer"),
         ([*m, "--onnx", str(bad_onnx)], "is not a valid ONNX file"),
         ([*m, "--onnx", str(tmp_path / "missing.onnx")], "cannot read ONNX file"),
         ([*m, "--onnx", str(fails_when_run), "--processes", "1"], "fails when run"),
-        ([*m, *TINY, "--random", "1", "--db", str(blocker / "m.sqlite")], "cannot create measurement store"),
-        ([*m, *TINY, "--random", "1", "--backend", "tensorrt"], "tensorrt"),
-        ([*m, *TINY, "--random", "1", "--backend", "ort-cuda"], "ort-cuda needs CUDAExecutionProvider"),
+        ([*m, *TINY, "--random", "--db", str(blocker / "m.sqlite")], "cannot create measurement store"),
+        ([*m, *TINY, "--random", "--backend", "tensorrt"], "tensorrt"),
+        ([*m, *TINY, "--random", "--backend", "ort-cuda"], "ort-cuda needs CUDAExecutionProvider"),
         ([*m, *TINY], "give exactly one of"),
-        ([*m, *TINY, "--random", "1", "--layers"], "give exactly one of"),
-        ([*m, *TINY, "--random", "1", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
+        ([*m, *TINY, "--random", "--layers"], "give exactly one of"),
+        ([*m, *TINY, "--random", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
         (["mesure"], "No such command"),
-        ([*m, *TINY, "--random", "1", "--processes", "0"], "must be in [1, 100], got 0"),
-        ([*m, *TINY, "--random", "1", "--measure-cpus", "4096"], "does not let hwnas use"),
-        ([*m, *TINY, "--random", "1", "--isolation", "sideways"], "Invalid value for '--isolation'"),
+        ([*m, *TINY, "--random", "--processes", "0"], "must be in [1, 100], got 0"),
+        ([*m, *TINY, "--random", "--measure-cpus", "4096"], "does not let hwnas use"),
+        ([*m, *TINY, "--random", "--isolation", "sideways"], "Invalid value for '--isolation'"),
     ]
 
 
-def test_every_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_every_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    """In process (a traceback would fail the test as an exception); tests/fuzz runs real processes."""
+    from hwnas.cli import main
+
     db = tmp_path / "m.sqlite"
     for args, expected in bad_inputs(tmp_path):
-        r = hwnas(*args, db=db) if "--db" not in args and args[0] == "measure" else hwnas(*args)
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr, (args, r.stderr)
-        assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, r.stderr)
+        if "--db" not in args and args[0] == "measure":
+            args = [*args, "--db", str(db)]
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, (args, err)
+        assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, err)
         assert expected in lines[0], (args, lines[0])
     # the store is still a valid store after all of that
     from hwnas.store import Store
 
     with Store(db) as store:
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.engine.connect().exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
 def test_pin_on_one_core_is_refused_in_one_line(tmp_path):
     import os
 
     core = min(os.sched_getaffinity(0))
-    r = subprocess.run([sys.executable, "-m", "hwnas.cli", "measure", *TINY, *FAST, "--random", "1", "--isolation", "pin",
+    r = subprocess.run([sys.executable, "-m", "hwnas.cli", "measure", *TINY, *FAST, "--random", "--n", "1", "--isolation", "pin",
                         "--db", str(tmp_path / "m.sqlite")], capture_output=True, text=True, timeout=120,
                        preexec_fn=lambda: os.sched_setaffinity(0, {core}))
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
@@ -145,3 +150,15 @@ def test_system_check_prints_each_fact_with_advice_and_the_reference(tmp_path):
                  "worker affinity", "reference model"):
         assert fact in r.stdout, fact
     assert "baseline" in r.stdout
+
+
+def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_path, capsys):
+    from hwnas.cli import main
+
+    arch = tmp_path / "a.json"
+    assert main(["arch", "--space", "proxyless", "--width-mult", "1.0", "--resolution", "32", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--arch", str(arch), "--resolution", "32"]) == 0  # proxyless at 1.0, from the file
+    assert "architecture" in capsys.readouterr().out
+    assert main(["info", "--arch", str(arch), "--resolution", "32", "--width-mult", "0.5"]) == 2
+    assert "an architecture of width_mult 1.0, but --width-mult 0.5 was given" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def test_many_models_are_measured_interleaved_each_in_k_processes(tiny_space, fa
         assert len(ms.processes) == 2 and ms.ci95_ms[0] <= ms.stats["median_ms"] <= ms.ci95_ms[1]
         assert all(p["latency_ms"] > 0 and p["reference_ratio"] > 0 for p in ms.processes)
     stored = store.dataframe(kind="arch")
-    assert (stored["processes"] == 2).all() and store.conn.execute("SELECT COUNT(*) FROM replicates").fetchone()[0] == 0
+    assert (stored["processes"] == 2).all() and store.engine.connect().exec_driver_sql("SELECT COUNT(*) FROM replicates").scalar() == 0
     measurer.close()
 
 
@@ -111,7 +111,7 @@ def test_the_reference_baseline_is_measured_once_and_stored(tiny_space, fast_pro
 
 
 def test_pin_refuses_cores_the_machine_lacks_and_a_single_core():
-    from hwnas.cliutil import isolation_cores, parse_cpus
+    from hwnas.measure import isolation_cores, parse_cpus
 
     with pytest.raises(HwnasError, match="does not let hwnas use"):
         parse_cpus("4096")
@@ -129,7 +129,7 @@ def test_pin_refuses_cores_the_machine_lacks_and_a_single_core():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 cores")
 def test_pin_keeps_this_process_off_the_worker_core_until_close(tiny_space, fast_protocol, tmp_path):
-    from hwnas.cliutil import isolation_cores
+    from hwnas.measure import isolation_cores
 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, range(os.cpu_count()))  # an earlier in-process CLI call may have pinned this process

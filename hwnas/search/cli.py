@@ -90,7 +90,7 @@ def search(**opts):
     """Search a latency-constrained architecture on real data."""
     check_out(opts["out"], directory=True)
     method = get_method(opts["method"])
-    if opts["target"] is None and method.name != "snas":
+    if opts["target"] is None and method.name not in ("snas", "modnas"):  # modnas: constraints in its config
         fail(f"--method {method.name} needs --target (ms)")
     summary = method.run(opts)
     # Never a silent NaN or negative latency on stdout: a model that gives one is refused here.
@@ -144,7 +144,7 @@ def _check_target_here(model, path) -> None:
 @click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (cosine).")
 @click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits and the weights.")
-@click.option("--threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
+@click.option("--train-threads", "threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
 @size_options
 @click.option("--target", type=POSITIVE_MS, default=None,
               help="First elasticity-scale the widths to this latency (ms) under --lut: same-latency comparisons.")
@@ -186,7 +186,7 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     arch = space.validate(doc)
     scaled = {}
     if target is not None:
-        from hwnas.search.tfnas import elasticity_scale
+        from hwnas.spaces.elastic import elasticity_scale
         from hwnas.surrogates.models import load_model
 
         model = load_model(model_path)

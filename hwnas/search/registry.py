@@ -28,6 +28,7 @@ _MODULES = {
     "unas": "hwnas.search.methods.unas",
     "snas": "hwnas.search.methods.snas",
     "entrannas": "hwnas.search.methods.entrannas",
+    "modnas": "hwnas.search.methods.modnas",
 }
 
 

@@ -30,7 +30,8 @@ from hwnas.errors import HwnasError
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
 from hwnas.search.train import deterministic_training
-from hwnas.space import Arch, LayerChoice, Space
+from hwnas.space import Arch, Space
+from hwnas.spaces.elastic import elasticity_scale
 
 COSTS = ("hinge", "abs")
 
@@ -100,123 +101,6 @@ def latency_cost(latency: torch.Tensor, target_ms: float, kind: str = "hinge") -
     """C(LAT): max(LAT/T - 1, 0) (TF-NAS Eq. 9) or |LAT/T - 1|."""
     r = latency / target_ms - 1.0
     return torch.relu(r) if kind == "hinge" else r.abs()
-
-
-# --- elasticity-scaling ---------------------------------------------------------------------------
-
-
-@dataclass
-class ScaleResult:
-    arch: Arch
-    latency_ms: float
-    gammas: list[float]  # one per step: stages 1-6, 2-6, ..., 6
-    bound: str | None = None  # "min": the target is below the latency at the minimum widths; "max": above it at the maximum
-    message: str = ""
-    seed_latency_ms: float = 0.0
-    depth_changes: list[str] = field(default_factory=list)  # layers added or removed to get within the width bound
-
-
-def scale_widths(space: Space, arch: Arch, first_stage: int, gamma: float, align: int = 1) -> Arch:
-    """gamma * sn[first_stage:]: every mid width from that stage on scaled, rounded to a multiple
-    of `align` and clipped to its op's [e_min * C_in, e_max * C_in] (the paper's bound)."""
-    stages = list(arch.stages)
-    for i in range(first_stage, len(stages)):
-        layers = []
-        for j, c in enumerate(stages[i]):
-            layers.append(LayerChoice(c.op, space.aligned_width(c.op, space.layer_c_in(i, j), gamma * c.mid, align), c.se))
-        stages[i] = tuple(layers)
-    return Arch(arch.space, arch.width_mult, tuple(stages))
-
-
-def _gamma_range(space: Space, arch: Arch, first_stage: int) -> tuple[float, float]:
-    """The gammas that put every width from that stage on at its lower / upper bound."""
-    mids = [(c.mid, *space.width_range(c.op, space.layer_c_in(i, j)))
-            for i in range(first_stage, len(space.stages)) for j, c in enumerate(arch.stages[i])]
-    return min(lo / mid for mid, lo, _ in mids), max(hi / mid for mid, _, hi in mids)
-
-
-def fit_depth(model, full: Arch, depths: list[int], depth_probs: list[list[float]], target_ms: float,
-              align: int = 1) -> tuple[Arch, list[str]]:
-    """Depths from which elasticity-scaling can reach the target within the width bound.
-
-    The paper scales widths only, so a seed network too shallow (or too deep) for the target
-    stops at the bound and misses it (a known complaint about the authors' code). Here, while
-    the latency at the maximum widths is under the target, the stage whose searched depth
-    distribution puts the most mass beyond its current depth gets its next layer (taken from
-    `full`, the seed network at every stage's maximum depth); while the latency at the minimum
-    widths is over it, the stage with the most mass below its depth loses its last layer."""
-    space = model.space
-    depths, changes = list(depths), []
-
-    def at(ds):
-        return Arch(full.space, full.width_mult, tuple(st[:d] for st, d in zip(full.stages, ds)))
-
-    while True:
-        arch = at(depths)
-        g_lo, g_hi = _gamma_range(space, arch, 0)
-        if model.predict(scale_widths(space, arch, 0, g_hi, align)) < target_ms:
-            step = 1
-        elif model.predict(scale_widths(space, arch, 0, g_lo, align)) > target_ms:
-            step = -1
-        else:
-            return arch, changes
-        candidates = []
-        for i, (shape, probs) in enumerate(zip(space.stages, depth_probs)):
-            d = depths[i] + step
-            if shape.min_depth <= d <= shape.max_depth:
-                k = depths[i] - shape.min_depth  # index of the current depth in probs
-                candidates.append((sum(probs[k + 1:]) if step > 0 else sum(probs[:k]), i))
-        if not candidates:
-            return arch, changes
-        _, i = max(candidates, key=lambda c: c[0])  # ties: the earliest stage
-        depths[i] += step
-        changes.append(f"stage {i + 1} depth {depths[i] - step} -> {depths[i]}")
-
-
-def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e-6,
-                     full: Arch | None = None, depth_probs: list[list[float]] | None = None, align: int = 1) -> ScaleResult:
-    """Algorithm 1: for stages 1-6, then 2-6, ..., then 6, the largest gamma whose predicted
-    latency is within the target (bisection; latency is taken to grow with width, which holds
-    on widths that are multiples of the backend's `align`). With `full` and `depth_probs`, depths
-    are first fitted so the width bound cannot stop it (`fit_depth`)."""
-    space = model.space
-    arch = space.validate(arch)
-    seed_ms = float(model.predict(arch))
-    changes: list[str] = []
-    if full is not None:
-        arch, changes = fit_depth(model, space.validate(full), list(arch.depths), depth_probs, target_ms, align)
-    gammas, bound, message = [], None, ""
-    for s in range(len(space.stages)):
-        g_lo, g_hi = _gamma_range(space, arch, s)
-
-        def fits(g: float) -> bool:
-            return model.predict(scale_widths(space, arch, s, g, align)) <= target_ms
-
-        if fits(g_hi):
-            g = g_hi
-            if s == 0:
-                bound = "max"
-                message = (f"at the maximum widths the predicted latency "
-                           f"{model.predict(scale_widths(space, arch, 0, g_hi, align)):.4g} ms is still under the target {target_ms:.4g} ms")
-        elif not fits(g_lo):
-            g = g_lo
-            if s == 0:
-                bound = "min"
-                message = (f"the width bound e_min*C_in stops the latency at "
-                           f"{model.predict(scale_widths(space, arch, 0, g_lo, align)):.4g} ms, above the target {target_ms:.4g} ms")
-        else:
-            lo, hi = g_lo, g_hi  # fits(lo), not fits(hi)
-            while hi - lo > tol * hi:
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-            g = lo
-        arch = scale_widths(space, arch, s, g, align)
-        gammas.append(g)
-    if bound and changes:
-        message += f" (after depth changes: {', '.join(changes)})"
-    elif bound and full is not None:
-        message += " at every depth the space allows"
-    return ScaleResult(arch, float(model.predict(arch)), gammas, bound, message, seed_ms, changes)
 
 
 # --- the search ----------------------------------------------------------------------------------
@@ -422,6 +306,7 @@ def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, s
         "train_acc": sums["train_correct"] / sums["train_n"],
         "alpha_entropy": entropy(list(net.alpha)),
         "beta_entropy": entropy([b for b in net.beta if b.numel() > 1]),
+        "max_prob": [round(float(torch.softmax(a.detach(), 0).max()), 4) for a in net.alpha],
     }
     if arch_steps:
         record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],

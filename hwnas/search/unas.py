@@ -25,7 +25,8 @@ from hwnas.profilers.protocol import usable
 from hwnas.search import relax
 from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
-from hwnas.search.tfnas import elasticity_scale
+from hwnas.latency.measured import MeasuredLatency
+from hwnas.spaces.elastic import calibrate, elasticity_scale
 from hwnas.search.train import deterministic_training
 from hwnas.space import SKIP, Arch, LayerChoice, Space
 from hwnas.surrogates.base import DifferentiableLatencyModel
@@ -120,6 +121,38 @@ class ArchDistribution(nn.Module):
         p = logp.exp()
         return float(-(p * logp.masked_fill(~self.mask, 0.0)).sum())
 
+    def max_probs(self) -> list[float]:
+        """Each decision's most likely choice's probability (1/K: uniform; 1: decided)."""
+        return relax.masked_log_softmax(self.logits.detach(), self.mask).exp().max(-1).values.tolist()
+
+
+class GradientLog:
+    """Per epoch, what moves alpha: the mean norms of the cross-entropy and latency gradients, and
+    the variance of the latency gradient under RELAX against plain REINFORCE on the same samples
+    (summed over the logits' components: the total variance)."""
+
+    def __init__(self):
+        self.n = 0
+        self.sums: dict[str, torch.Tensor | float] = {}
+
+    def add(self, ce: torch.Tensor | None, latency: torch.Tensor, reinforce: torch.Tensor) -> None:
+        self.n += 1
+        for name, g in (("relax", latency), ("reinforce", reinforce)):
+            self.sums[name] = self.sums.get(name, 0.0) + g
+            self.sums[name + "_sq"] = self.sums.get(name + "_sq", 0.0) + g * g
+        self.sums["ce_norm"] = self.sums.get("ce_norm", 0.0) + (float(ce.norm()) if ce is not None else 0.0)
+        self.sums["latency_norm"] = self.sums.get("latency_norm", 0.0) + float(latency.norm())
+
+    def record(self) -> dict[str, float]:
+        if self.n < 2:
+            return {}
+        out = {"grad_norm_ce": self.sums["ce_norm"] / self.n, "grad_norm_latency": self.sums["latency_norm"] / self.n}
+        for name in ("relax", "reinforce"):
+            mean = self.sums[name] / self.n
+            var = (self.sums[name + "_sq"] / self.n - mean * mean).clamp_min(0) * self.n / (self.n - 1)
+            out[f"grad_var_{name}"] = float(var.sum())
+        return out
+
 
 def relax_latency_loss(
     dist: ArchDistribution,
@@ -168,7 +201,7 @@ class UNASConfig:
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
     calibrate_tol: float = 0.01  # stop calibrating once the measurement is this close to the target (relative)
-    width_align: int = 4  # calibrated widths are multiples of this (see `tfnas.elasticity_scale`)
+    width_align: int = 4  # calibrated widths are multiples of this (see `hwnas.spaces.elastic`)
     measure_every: int = 1
     seed: int = 0
     train_threads: int = 1  # leave a core to the measurement worker
@@ -197,63 +230,6 @@ class UNASConfig:
         if self.lam_ramp_epochs <= 0:
             return self.lam
         return self.lam * min(1.0, max(0.0, epoch - self.warmup_epochs) / self.lam_ramp_epochs)
-
-
-class MeasuredLatency:
-    """The true latency as a model: predict(arch) measures it (the store makes repeats free)."""
-
-    name = "measured"
-
-    def __init__(self, space: Space, measurer, batch: int = 1):
-        self.space, self.measurer, self.batch = space, measurer, batch
-        self.flags: list[str] = []
-
-    def predict(self, arch) -> float:
-        """The measured latency; a measurement flagged noisy or disturbed (`protocol.usable`) is
-        measured once more, fresh, and the flags of what was used are kept in `flags`."""
-        m = self.measurer.arch(self.space, arch, self.batch).measurement
-        if not usable(m.flags):
-            m = self.measurer.arch(self.space, arch, self.batch, force=True).measurement
-        self.flags = m.flags
-        return float(m.stats["median_ms"])
-
-
-class ScaledModel:
-    """A latency model times a factor: the surrogate corrected by the ratio measured on one architecture."""
-
-    def __init__(self, model, factor: float):
-        self.model, self.factor, self.space = model, factor, model.space
-
-    def predict(self, arch) -> float:
-        return self.factor * float(self.model.predict(arch))
-
-
-def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
-              rounds: int = 4, **scale_options) -> tuple[Arch, dict[str, Any]]:
-    """Fit an architecture's widths (and, with `full`/`depth_probs`, depths) to the target on the
-    measured latency: elasticity-scaling under the surrogate times the measured/predicted ratio,
-    re-measured, the ratio updated, until the measurement is within `tol` of the target.
-
-    One measurement a round, and no decision rests on comparing two noisy measurements (a
-    bisection on the measured latency itself stalls wherever noise makes a wider net look slower).
-    Returns the round whose measurement came closest to the target, and every round."""
-    seed_ms = measured.predict(arch)
-    factor = seed_ms / float(surrogate.predict(arch))
-    rounds_log, best = [], None
-    for _ in range(rounds):
-        r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
-        ms = measured.predict(r.arch)
-        rounds_log.append({"factor": factor, "predicted_ms": r.latency_ms, "measured_ms": ms,
-                           "flags": list(getattr(measured, "flags", [])),
-                           "width_bound": r.bound, "depth_changes": r.depth_changes})
-        if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
-            best = (r, ms)
-        if abs(ms / target_ms - 1) <= tol or r.bound:
-            break
-        factor = ms / float(surrogate.predict(r.arch))
-    r, ms = best
-    return r.arch, {"seed_measured_ms": seed_ms, "rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
-                    "depth_changes": r.depth_changes, "gammas": r.gammas}
 
 
 def fastest_arch(space: Space) -> Arch:
@@ -440,6 +416,7 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
     total_steps = cfg.epochs * steps
     sums = {k: 0.0 for k in ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n", "latency", "penalty")}
     arch_steps = 0
+    grads = GradientLog()
 
     def cycle(split):
         while True:
@@ -492,8 +469,14 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
             latency_ms, cached, quality = lookup_ms, True, {}
         lam = cfg.lam_at(epoch + step / steps)
         lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
+        reinforce = relax.reinforce_loss(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty), s.relax)
+        # The two terms' gradients apart, so the log shows which one moves alpha and how noisy it is.
+        g_ce = torch.autograd.grad(arch_loss, dist.logits, retain_graph=True, allow_unused=True)[0]
+        g_lat = torch.autograd.grad(lat_loss, dist.logits, retain_graph=True)[0]
+        g_rf = torch.autograd.grad(reinforce, dist.logits)[0]
+        grads.add(g_ce, g_lat, g_rf)
         state.opt_a.zero_grad(set_to_none=True)
-        (arch_loss + lat_loss).backward()
+        dist.logits.grad = g_lat if g_ce is None else g_ce + g_lat
         state.opt_a.step()
         _append_jsonl(samples_path, {
             "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
@@ -513,6 +496,7 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
         "epoch": epoch + 1, "tau": cfg.tau, "lr": state.opt_w.param_groups[0]["lr"], "arch_updates": search_arch,
         "lam": cfg.lam_at(epoch + 1), "train_loss": sums["train_loss"] / sums["train_n"],
         "train_acc": sums["train_correct"] / sums["train_n"], "alpha_entropy": dist.entropy(),
+        "max_prob": [round(p, 4) for p in dist.max_probs()], **grads.record(),
     }
     if arch_steps:
         record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],

@@ -1,5 +1,5 @@
 """Search spaces by name: each new-shape space registers itself here (`register_space`) and is
-made with `get_space(name, **options)`. The MBConv spaces of `hwnas.space` predate this shape."""
+made with `get_space(name, **options)`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hwnas.spaces.base import SearchSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
 # Where each space lives, imported when the space is first made: naming spaces needs no torch.
-_MODULES = {"darts": "hwnas.spaces.darts"}
+_MODULES = {"tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts",
+            "slots": "hwnas.spaces.slots"}
 
 
 def register_space(name: str):

@@ -12,6 +12,9 @@ class SearchSpace(ABC):
     """An architecture object returned by `validate` has `.to_json()` and `.hash`."""
 
     name: str = ""
+    # The smallest useful instance (options of the constructor): the conformance tests build,
+    # export and measure every registered space at this size.
+    small_options: dict[str, Any] = {}
 
     @property
     @abstractmethod

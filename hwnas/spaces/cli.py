@@ -31,9 +31,11 @@ def size_options(f):
 
 
 def is_new_space(name: str) -> bool:
+    """A registered space other than the MBConv ones, whose commands take their own code paths."""
+    from hwnas.space import SPACE_DEFS
     from hwnas.spaces import space_names
 
-    return name in space_names()
+    return name in space_names() and name not in SPACE_DEFS
 
 
 def _given(name: str) -> bool:

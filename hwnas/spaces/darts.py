@@ -437,6 +437,7 @@ class DartsNetwork(nn.Module):
 class DartsSpace(SearchSpace):
     name = "darts"
     references = REFERENCES
+    small_options = {"channels": 4, "cells": 3, "resolution": 16, "num_classes": 10}
 
     def __init__(self, channels: int = 16, cells: int = 8, num_classes: int = 10, resolution: int = 32,
                  reductions: list[int] | tuple[int, ...] | None = None):

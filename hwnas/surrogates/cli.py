@@ -15,7 +15,7 @@ DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
 
 
 def width_step_option(f):
-    return click.option("--width-step", type=Int(1, 4096), default=8, show_default=True,
+    return click.option("--width-step", type=Int(1, 4096), default=32, show_default=True,
                         help="Mid-channel grid of the lookup table (elastic spaces); interpolated between.")(f)
 
 
@@ -167,7 +167,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     import numpy as np
 
     from hwnas.surrogates.metrics import latency_metrics
-    from hwnas.surrogates.models import NEEDS_LUT, check_fit, fit_model, parse_models, predict_all, save_model
+    from hwnas.surrogates.models import MODELS, check_fit, fit_model, parse_models, predict_all, save_model
 
     check_out(out, (".json",))
     names = parse_models(model_name)
@@ -177,14 +177,14 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
-    table = _table(space, measurer, batch, lut_path, width_step) if name in NEEDS_LUT and lut_path else None
+    table = _table(space, measurer, batch, lut_path, width_step) if MODELS[name].needs_lut and lut_path else None
     data = _subnets(space, measurer, batch, csv_path)
     if n_train is not None:
         if n_train < 1 or n_train > len(data):
             fail(f"--train {n_train}: {len(data)} measured subnets are available; measure more with `{hint}`")
         data = data.take(np.random.default_rng(seed).permutation(len(data))[:n_train])
     check_fit(name, len(data), True, hint)  # before a long table build (the table is built below)
-    if name in NEEDS_LUT and table is None:
+    if MODELS[name].needs_lut and table is None:
         table = _table(space, measurer, batch, None, width_step)
     model = fit_model(name, space, data, table, _target(measurer, batch, csv_path), seed, hint)
     measurer.close()
@@ -211,20 +211,20 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     share within 2/5/10 %, Kendall tau, Spearman rho, max error, bias, and a learning curve."""
     from hwnas.surrogates.data import split
     from hwnas.surrogates.evaluate import evaluate
-    from hwnas.surrogates.models import NEEDS_LUT, MIN_TRAIN, check_fit, parse_models
+    from hwnas.surrogates.models import MODELS, check_fit, parse_models
 
     check_out(out, OUTPUT_FORMATS)
     names = parse_models(model_names)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-    wants_table = bool(NEEDS_LUT & set(names))
+    wants_table = any(MODELS[n].needs_lut for n in names)
     table = _table(space, measurer, batch, lut_path, width_step) if wants_table and lut_path else None  # cheap: first
     data = _subnets(space, measurer, batch, csv_path)
     if n_test is None:
         n_test = max(5, len(data) // 5)
     if n_test < 5:
         fail(f"--test must be at least 5, got {n_test}")
-    need = n_test + max(MIN_TRAIN[n] for n in names)
+    need = n_test + max(MODELS[n].min_train for n in names)
     source = f"CSV {csv_path}" if csv_path else f"the store for {space} on {backend_name}"
     hint = "hwnas sample ... or a longer CSV" if csv_path else _hint(space, backend_name, batch, threads, warmup,
                                                                       min_runs, min_time, max(100, need))
@@ -251,7 +251,7 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
 @click.command()
 @space_options
 @backend_options
-@click.option("--pairs", "n_pairs", type=COUNT, default=20, show_default=True, help="Adjacent layer pairs to measure.")
+@click.option("--n", "n_pairs", type=COUNT, default=20, show_default=True, help="Adjacent layer pairs to measure.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
 @click.option("--alpha", type=Float(0, 1e6, lo_open=True), default=0.5, show_default=True,
               help="Flag fusion where T1 + T2 - T12 > alpha * min(T1, T2).")

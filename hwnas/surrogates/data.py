@@ -53,7 +53,7 @@ def scaled_random_archs(model, lo_ms: float, hi_ms: float, n: int, seed: int = 0
     uniformly in [lo_ms, hi_ms]: architectures of the kind a search ends with (a seed network's
     widths scaled stage by stage), where a model that corrects the search's table is used and
     should be fitted. A draw the width bound stops short of its target is replaced by the next."""
-    from hwnas.search.tfnas import elasticity_scale
+    from hwnas.spaces.elastic import elasticity_scale
 
     if not model.space.definition.elastic:
         raise HwnasError(f"scaling subnets to a latency needs elastic widths; {model.space.name} has none")

@@ -10,7 +10,7 @@ import pandas as pd
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.lut import LookupTable
 from hwnas.surrogates.metrics import curve_sizes, latency_metrics
-from hwnas.surrogates.models import MIN_TRAIN, check_fit, fit_model, predict_all
+from hwnas.surrogates.models import MODELS, check_fit, fit_model, predict_all
 
 
 def evaluate(models: list[str], train: Subnets, test: Subnets, lut: LookupTable | None, space,
@@ -23,7 +23,7 @@ def evaluate(models: list[str], train: Subnets, test: Subnets, lut: LookupTable 
         check_fit(name, len(train), lut is not None, sample_hint)
         sizes = [0] if name == "lut" else curve_sizes(len(train)) if curve else [len(train)]
         for n in sizes:
-            if name != "lut" and n < MIN_TRAIN[name]:
+            if name != "lut" and n < MODELS[name].min_train:
                 continue
             t0 = time.perf_counter()
             model = fit_model(name, space, train.take(range(n)), lut, target, seed, sample_hint)

@@ -29,10 +29,16 @@ from hwnas.validate import MAX_LATENCY_MS
 
 FORMAT = "hwnas-latency-model"
 FORMAT_VERSION = 1
-MODEL_NAMES = ("lut", "linear", "lut+linear", "mlp", "gbt")
-NEEDS_LUT = frozenset({"lut", "lut+linear", "mlp", "gbt"})
-# Fewest training subnets each model is fitted on; fewer gives a fit that means nothing.
-MIN_TRAIN = {"lut": 0, "linear": 10, "lut+linear": 10, "mlp": 20, "gbt": 20}
+# Latency models by name, in the order reports list them. A model is one class registered with
+# `register_model`; what it needs (a lookup table, a number of training subnets) are its attributes.
+MODELS: dict[str, type] = {}
+
+
+def register_model(cls):
+    MODELS[cls.name] = cls
+    return cls
+
+
 RIDGE_ALPHAS = tuple(np.logspace(-4, 3, 15))  # chosen per fit by leave-one-out (RidgeCV)
 
 
@@ -43,10 +49,25 @@ def _ridge(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
     return r.coef_.astype(float), float(r.intercept_), float(r.alpha_)
 
 
+@register_model
+class TableModel:
+    """The lookup table itself as a latency model: nothing to fit."""
+
+    name = "lut"
+    needs_lut = True
+    min_train = 0  # fewest training subnets it is fitted on; fewer gives a fit that means nothing
+
+    @classmethod
+    def fit(cls, space, train, lut=None, target=None, seed: int = 0):
+        return lut
+
+
 class FittedModel:
     """What every fitted model shares: its space, the target its data came from, and a JSON form."""
 
     name = ""
+    needs_lut = True
+    min_train = 20
 
     def __init__(self, space: Space, target: dict[str, Any], n_train: int, lut: LookupTable | None):
         self.space, self.target, self.n_train, self.lut = space, target, n_train, lut
@@ -73,8 +94,11 @@ class FittedModel:
         }
 
 
+@register_model
 class LinearModel(FittedModel):
     name = "linear"
+    needs_lut = False
+    min_train = 10
 
     def __init__(self, space, target, n_train, lut, coef, intercept, alpha):
         super().__init__(space, target, n_train, lut)
@@ -106,11 +130,13 @@ class LinearModel(FittedModel):
         return cls(space, target, n_train, lut, p["coef"], p["intercept"], p["alpha"])
 
 
+@register_model
 class LutLinearModel(LinearModel):
     """latency = (1 + scale) * LUT + linear(arch): a global scale for what every layer shares
     (each table entry is measured as its own model) and per-op corrections on top."""
 
     name = "lut+linear"
+    needs_lut = True
 
     def __init__(self, space, target, n_train, lut, coef, intercept, alpha, scale):
         super().__init__(space, target, n_train, lut, coef, intercept, alpha)
@@ -142,6 +168,7 @@ class LutLinearModel(LinearModel):
         return cls(space, target, n_train, lut, p["coef"], p["intercept"], p["alpha"], p["scale"])
 
 
+@register_model
 class MlpModel(FittedModel):
     """Two hidden layers of 64, standardized features and target, full-batch Adam, fixed seed."""
 
@@ -210,6 +237,7 @@ class MlpModel(FittedModel):
         return cls(space, target, n_train, lut, p)
 
 
+@register_model
 class GbtModel(FittedModel):
     """Gradient-boosted trees. scikit-learn's trees cannot be saved without pickle, so the file
     keeps the training subnets and the seed, and loading refits: deterministic for one
@@ -250,7 +278,7 @@ class GbtModel(FittedModel):
         return cls(space, target, n_train, lut, train, p["seed"])
 
 
-FITTED = {m.name: m for m in (LinearModel, LutLinearModel, MlpModel, GbtModel)}
+MODEL_NAMES = tuple(MODELS)
 
 
 def parse_models(text: str) -> list[str]:
@@ -269,10 +297,10 @@ def check_fit(name: str, n_train: int, has_lut: bool, sample_hint: str = "hwnas 
     """Refuse in one line a model that cannot be fitted: unknown, no table, or too few subnets."""
     if name not in MODEL_NAMES:
         parse_models(name)
-    if name in NEEDS_LUT and not has_lut:
+    if MODELS[name].needs_lut and not has_lut:
         raise HwnasError(f"model {name} needs a lookup table: build one with `hwnas lut build`")
-    if n_train < MIN_TRAIN[name]:
-        raise HwnasError(f"model {name} needs at least {MIN_TRAIN[name]} measured training subnets, got {n_train}: "
+    if n_train < MODELS[name].min_train:
+        raise HwnasError(f"model {name} needs at least {MODELS[name].min_train} measured training subnets, got {n_train}: "
                          f"measure more with `{sample_hint}`")
 
 
@@ -280,9 +308,7 @@ def fit_model(name: str, space: Space, train: Subnets, lut: LookupTable | None =
               target: dict[str, Any] | None = None, seed: int = 0, sample_hint: str = "hwnas sample"):
     """Fit model `name` on measured subnets; the lookup table is the model for "lut"."""
     check_fit(name, len(train), lut is not None, sample_hint)
-    if name == "lut":
-        return lut
-    return FITTED[name].fit(space, train, lut=lut, target=target, seed=seed)
+    return MODELS[name].fit(space, train, lut=lut, target=target, seed=seed)
 
 
 def predict_all(model, archs: list[Arch]) -> np.ndarray:
@@ -312,14 +338,14 @@ def load_model(path: str | Path, expect_space: Space | None = None, expect_backe
     if doc["format"] == LUT_FORMAT:
         return LookupTable.from_json(doc, path)
     name = doc.get("model")
-    if name not in FITTED:
+    if name not in MODELS or not issubclass(MODELS[name], FittedModel):
         raise HwnasError(f"latency model {path} is of unknown kind {name!r}")
     try:
         lut = LookupTable.from_json(doc["lut"], path) if doc.get("lut") else None
         space = space_from_config(doc["space"])
         target = {k: doc.get(k) for k in ("batch", "backend", "fingerprint", "protocol")}
         _check_finite(doc["params"], f"latency model {path}")
-        model = FITTED[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
+        model = MODELS[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise HwnasError(f"latency model {path} is corrupt: missing or malformed field {e}") from None
     _check_predictions(model, f"latency model {path}")

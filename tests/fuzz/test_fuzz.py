@@ -38,7 +38,7 @@ def _commands(w: Path) -> dict[str, tuple[list[str], list[str]]]:
     backend = ["--batch", "--threads", "--warmup", "--min-runs", "--min-time"]
     space = ["--resolution", "--width-mult", "--classes"]
     return {
-        "arch": (["arch", *TINY], ["--random", *space]),
+        "arch": (["arch", *TINY, "--random"], ["--seed", *space]),
         "info": (["info", *TINY], ["--batch", *space]),
         "measure": (["measure", *TINY, "--arch", str(w / "none.json"), "--db", str(w / "m.sqlite")],
                     [*backend, *space, "--seed"]),
@@ -49,14 +49,14 @@ def _commands(w: Path) -> dict[str, tuple[list[str], list[str]]]:
                     "--train-threads", "--width-align", *backend]),
         "train": (["train", "--arch", str(w / "none.json")],
                   ["--limit", "--width-mult", "--resolution", "--epochs", "--batch-size", "--lr", "--weight-decay", "--seed",
-                   "--threads", "--width-align"]),
+                   "--train-threads", "--width-align"]),
         "lut": (["lut", "build", *TINY, "--out", str(w / "t.json"), *bad_db], [*backend, *space, "--width-step"]),
         "sample": (["sample", *TINY, "--n", "2", *bad_db], [*backend, *space, "--n", "--seed", "--width-align"]),
         "fit": (["surrogate", "fit", *TINY, "--model", "linear", "--out", str(w / "m.json"), *bad_db],
                 [*backend, *space, "--seed", "--train", "--width-step"]),
         "eval": (["surrogate", "eval", *TINY, *bad_db], [*backend, *space, "--seed", "--train", "--test", "--width-step"]),
         "additivity": (["additivity", *TINY, "--out", str(w / "a.csv"), *bad_db],
-                       [*backend, *space, "--pairs", "--seed", "--alpha"]),
+                       [*backend, *space, "--n", "--seed", "--alpha"]),
         "demo": (["demo", "--out", str(w / "demo"), "--report", str(w / "rep"), *bad_db],
                  ["--resolution", "--width-mult", "--width-step", "--epochs", "--warmup-epochs", "--target", "--limit",
                   "--seed"]),
@@ -215,7 +215,7 @@ def test_no_traceback_reaches_the_user(work):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     cases = [
         ["info", *TINY, "--arch", str(deep)],
-        ["measure", *TINY, "--random", "1", "--seed", "9" * 5000],
+        ["measure", *TINY, "--random", "--n", "1", "--seed", "9" * 5000],
         ["search", "--target", "nan", "--out", str(work / "r")],
         search,  # the damaged run: refused, naming the file and line
     ]

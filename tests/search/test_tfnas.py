@@ -15,7 +15,8 @@ from hwnas.errors import HwnasError
 from hwnas.measure import Measurer
 from hwnas.profilers import get_backend
 from hwnas.search.rundir import RunDir
-from hwnas.search.tfnas import TFNASConfig, elasticity_scale, latency_cost, scale_widths, search
+from hwnas.search.tfnas import TFNASConfig, latency_cost, search
+from hwnas.spaces.elastic import elasticity_scale, scale_widths
 from hwnas.space import Space, distinct_layers
 from hwnas.store import Store
 from hwnas.surrogates.base import soft_latency

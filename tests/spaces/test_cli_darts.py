@@ -25,7 +25,7 @@ def test_info_json_reports_the_references_at_evaluation_size(capsys):
 
 
 def test_arch_random_round_trips_through_measure_validation(capsys, tmp_path):
-    code, out, _ = run(capsys, "arch", "--space", "darts", "--random", "2")
+    code, out, _ = run(capsys, "arch", "--space", "darts", "--random", "--seed", "2")
     assert code == 0
     path = tmp_path / "a.json"
     path.write_text(out)

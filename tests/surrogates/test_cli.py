@@ -72,7 +72,7 @@ def test_end_to_end(hwnas, measured):
     assert m.predict(m.space.default_arch()) > 0
 
     pairs = measured / "pairs.csv"
-    _, out, _ = hwnas("additivity", *SPACE, *FAST, "--db", db, "--pairs", 3, "--out", pairs)
+    _, out, _ = hwnas("additivity", *SPACE, *FAST, "--db", db, "--n", 3, "--out", pairs)
     df = pd.read_csv(pairs)
     assert len(df) == 3
     assert (df["t12_ms"] > 0).all() and "non-additive share" in out

@@ -1,0 +1,35 @@
+"""The true latency as a latency model, and a model corrected by one measured factor."""
+
+from __future__ import annotations
+
+from hwnas.profilers.protocol import usable
+from hwnas.space import Space
+
+
+class MeasuredLatency:
+    """The true latency as a model: predict(arch) measures it (the store makes repeats free)."""
+
+    name = "measured"
+
+    def __init__(self, space: Space, measurer, batch: int = 1):
+        self.space, self.measurer, self.batch = space, measurer, batch
+        self.flags: list[str] = []
+
+    def predict(self, arch) -> float:
+        """The measured latency; a measurement flagged noisy or disturbed (`protocol.usable`) is
+        measured once more, fresh, and the flags of what was used are kept in `flags`."""
+        m = self.measurer.arch(self.space, arch, self.batch).measurement
+        if not usable(m.flags):
+            m = self.measurer.arch(self.space, arch, self.batch, force=True).measurement
+        self.flags = m.flags
+        return float(m.stats["median_ms"])
+
+
+class ScaledModel:
+    """A latency model times a factor: the surrogate corrected by the ratio measured on one architecture."""
+
+    def __init__(self, model, factor: float):
+        self.model, self.factor, self.space = model, factor, model.space
+
+    def predict(self, arch) -> float:
+        return self.factor * float(self.model.predict(arch))
