@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=0, help="random networks measured to fit the table's correction (0: none)")
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--measure-every", type=int, default=2, help="measure (and calibrate) every K epochs")
+    ap.add_argument("--variants", nargs="+", default=["entrannas", "entrannas-dst"], choices=["entrannas", "entrannas-dst"])
     ap.add_argument("--no-calibrate", action="store_true", help="the latency term aims the table at the target itself")
     ap.add_argument("--processes", type=int, default=1, help="measurement processes (k) of the table and interim measurements")
     ap.add_argument("--no-reference", action="store_true", help="no reference blocks (no drift check)")
@@ -72,7 +73,7 @@ def main() -> None:
           f"its table latency {table.predict(space.default_arch()):.4g} ms)", flush=True)
     result = {"target_ms": target, "darts_v2_measured_ms": v2.stats["median_ms"], "darts_v2_flags": v2.flags,
               "darts_v2_table_ms": table.predict(space.default_arch()), "correction": table.correction}
-    for name, options in (("entrannas", {}), ("entrannas-dst", {"dst": True})):
+    for name, options in ((n, {"dst": True} if n == "entrannas-dst" else {}) for n in args.variants):
         r = run(f"{name}_target_{'nocal' if args.no_calibrate else 'cal'}", "entrannas", args, data, space, table=table,
                 measurer=measurer, target=target, lam=args.lam, measure_every=args.measure_every,
                 calibrate=not args.no_calibrate, **options)

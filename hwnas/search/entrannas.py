@@ -30,12 +30,12 @@ Choices the paper leaves open, made here:
   Engine-cells use DARTS's search ops (affine-free BatchNorm).
 - t_j is kept <= 1 - 1e-6 so float32 never rounds it to 1 (which would cut a node's last input).
 
-Latency (beyond the paper): the cell table's `soft` latency under edge weights built from the
-Engine coefficients, against a target (hinge or abs, as SNAS), times `lam`. With DST an edge
-counts when q_hat is non-zero on it, exactly as in the derived network; its liveness has the
-value of the hard indicator and the gradient of sum_k q (straight-through), so the cost can
-also prune edges; as q_hat becomes one-hot the term equals the derived network's table latency
-(tested). Without DST the derived top-2 edges count, with the ops weighted by p.
+Latency (beyond the paper): the cell table's `soft` latency of the derived edges with their ops
+weighted by p = softmax(alpha / tau), against a target (hinge or abs, as SNAS), times `lam`.
+With DST an edge counts when q_hat is non-zero on it, exactly as in the derived network; its
+liveness has the value of the hard indicator and the gradient of sum_k q (straight-through), so
+the cost can also prune edges; as p becomes one-hot the term equals the derived network's table
+latency (tested). Without DST the derived top-2 edges count.
 """
 
 from __future__ import annotations
@@ -384,6 +384,10 @@ class EnTranNASNet(nn.Module):
                 coefs[kind] = torch.softmax(self.alphas()[kind] / tau, -1)
         return coefs, qs
 
+    def op_probabilities(self, tau: float) -> dict[str, torch.Tensor]:
+        """p = softmax(alpha / tau) per edge (Eq. 5), [14, K] per kind: the latency term's op weights."""
+        return {kind: torch.softmax(a / tau, -1) for kind, a in self.alphas().items()}
+
     def forward(self, x, coefs: dict[str, torch.Tensor], graphs: dict[str, Any]):
         s0 = s1 = self.stem(x)
         for cell, kind, engine in zip(self.cells, self.kinds, self.engine):
@@ -407,10 +411,14 @@ def liveness(coefs: dict[str, torch.Tensor], qs: dict[str, torch.Tensor], arch) 
     return out
 
 
-def expected_latency(table, coefs, qs, arch) -> torch.Tensor:
-    """The cell table's latency under the Engine coefficients restricted to the derived edges."""
-    live = liveness(coefs, qs, arch)
-    return table.soft({kind: table_weights(coefs[kind], live[kind]) for kind in CELL_TYPES})
+def expected_latency(table, probs, qs, arch) -> torch.Tensor:
+    """The cell table's latency of the derived edges, each with its ops weighted by p (`probs`,
+    softmax(alpha / tau)). Not q_hat: an edge that is its node's only connection has q_hat = 1
+    whatever alpha is, so its op would get no latency gradient (measured: a DST search that cut
+    every node to one input at epoch 1 then kept its ops for 10 epochs, 26% over the target). At
+    convergence p is one-hot on the op the derivation keeps, so the term is the table latency."""
+    live = liveness(probs, qs, arch)
+    return table.soft({kind: table_weights(probs[kind], live[kind]) for kind in CELL_TYPES})
 
 
 def sparsity_regulariser(net: EnTranNASNet) -> torch.Tensor:
@@ -482,7 +490,7 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
                 d["multi_op_edges"] = sum(int(((qs[k] > 0).sum(-1) > 1).sum()) for k in CELL_TYPES)
             if table is not None:
                 with torch.no_grad():
-                    d["expected_ms"] = float(expected_latency(table, coefs, qs, arch))
+                    d["expected_ms"] = float(expected_latency(table, net.op_probabilities(tau), qs, arch))
             return d
 
         def derived():
@@ -564,7 +572,7 @@ def train_step(net: EnTranNASNet, opt_w, opt_a, cfg: EnTranNASConfig, space: Dar
         loss_a = loss_a + cfg.dst_lambda * sparsity
     lat_term, lat = torch.zeros(()), float("nan")
     if table is not None:
-        expected = expected_latency(table, coefs, qs, arch)
+        expected = expected_latency(table, net.op_probabilities(tau), qs, arch)
         lat = float(expected.detach())
         if cfg.target is not None and cfg.lam > 0:
             target = cfg.target if torch.isnan(net.table_target) else float(net.table_target)
