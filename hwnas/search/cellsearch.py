@@ -5,6 +5,8 @@ measurement and summary."""
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from typing import Any, Callable
 
@@ -40,6 +42,31 @@ class SearchState:
 
     def restore(self, ck: dict[str, Any]) -> None:
         self.epoch = restore_snapshot(ck, self._stateful, self._generators)
+
+
+def epoch_batches(state: SearchState, cfg, data, resolution: int, show_progress: bool):
+    """(progress bar, this epoch's search-train batches, endless shuffled search-val batches).
+    Before each train batch the weights' learning rate is set on a cosine from cfg.lr to
+    cfg.lr_min over the whole run (DARTS's schedule)."""
+    from tqdm import tqdm
+
+    bs, steps = cfg.batch_size, math.ceil(data.size("train") / cfg.batch_size)
+    bar = tqdm(data.batches("train", bs, resolution, shuffle=True, generator=state.data_gen), total=steps,
+               desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
+               disable=not show_progress, dynamic_ncols=True)
+
+    def train():
+        for step, batch in enumerate(bar):
+            t = state.epoch * steps + step
+            for g in state.opt_w.param_groups:
+                g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / (cfg.epochs * steps)))
+            yield batch
+
+    def val():
+        while True:
+            yield from data.batches("val", bs, resolution, shuffle=True, generator=state.data_gen)
+
+    return bar, train(), val()
 
 
 def run_epochs(run: RunDir, resume: bool, state: SearchState, epochs: int, train_epoch: Callable[[], dict[str, Any]],

@@ -40,8 +40,6 @@ latency (tested). Without DST the derived top-2 edges count.
 
 from __future__ import annotations
 
-import math
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -50,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import SearchState, accuracy, annealed, finish, run_epochs
+from hwnas.search.cellsearch import SearchState, accuracy, annealed, epoch_batches, finish, run_epochs
 from hwnas.search.rundir import RunDir
 from hwnas.search.snas import PENALTIES, penalty
 from hwnas.search.train import deterministic_training
@@ -521,28 +519,12 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
 
 
 def _epoch(state: SearchState, cfg: EnTranNASConfig, space: DartsSpace, data, table, show_progress: bool):
-    from tqdm import tqdm
-
     net, epoch = state.supernet, state.epoch
     net.train()
     tau = cfg.temperature(epoch)
-    bs, res = cfg.batch_size, space.resolution
-    steps = math.ceil(data.size("train") / bs)
-    total_steps = cfg.epochs * steps
     sums = {"ce": 0.0, "val_loss": 0.0, "latency_term": 0.0, "expected_ms": 0.0, "sparsity": 0.0, "correct": 0, "n": 0}
-
-    def val_batches():
-        while True:
-            yield from data.batches("val", bs, res, shuffle=True, generator=state.data_gen)
-
-    val_iter = val_batches()
-    bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
-               disable=not show_progress, dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar):
-        t = epoch * steps + step
-        for g in state.opt_w.param_groups:
-            g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / total_steps))
+    bar, batches, val_iter = epoch_batches(state, cfg, data, space.resolution, show_progress)
+    for x, y in batches:
         xv, yv = next(val_iter)
         r = train_step(net, state.opt_w, state.opt_a, cfg, space, table, tau, x, y, xv, yv)
         n = y.numel()

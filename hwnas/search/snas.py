@@ -27,7 +27,6 @@ child graph); `top2` applies DARTS's rule instead (two strongest non-none edges 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import SearchState, accuracy, annealed, finish, run_epochs
+from hwnas.search.cellsearch import SearchState, accuracy, annealed, epoch_batches, finish, run_epochs
 from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
@@ -412,28 +411,12 @@ def _summary_head(cfg: SNASConfig, d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _epoch(state: SearchState, cfg: SNASConfig, space: DartsSpace, data, cost: ResourceCost, show_progress: bool):
-    from tqdm import tqdm
-
     net, epoch = state.supernet, state.epoch
     net.train()
     tau = cfg.temperature(epoch)
-    bs, res = cfg.batch_size, space.resolution
-    steps = math.ceil(data.size("train") / bs)
-    total_steps = cfg.epochs * steps
     sums = {"loss": 0.0, "cost_term": 0.0, "cost_value": 0.0, "correct": 0, "n": 0}
-
-    def val_batches():
-        while True:
-            yield from data.batches("val", bs, res, shuffle=True, generator=state.data_gen)
-
-    val_iter = val_batches() if cfg.bilevel else None
-    bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
-               disable=not show_progress, dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar):
-        t = epoch * steps + step
-        for g in state.opt_w.param_groups:
-            g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / total_steps))
+    bar, batches, val_iter = epoch_batches(state, cfg, data, space.resolution, show_progress)
+    for x, y in batches:
         if cfg.bilevel:  # alpha first, on a search-val batch (first order, as DARTS's)
             xv, yv = next(val_iter)
             z, log_z = _sample(net, tau, state.sample_gen)
