@@ -172,7 +172,8 @@ def _register_commands() -> None:
             cli.add_command(command)
 
 
-COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.fleet_cli"]
+COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.spaces.slots_cli",
+                   "hwnas.fleet_cli"]
 
 
 def main(argv: list[str] | None = None) -> int:

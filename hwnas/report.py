@@ -625,6 +625,8 @@ def search_section(rep: Report, inp: Inputs) -> None:
                           "path": str(r.path)} for r in inp.runs])
     sec.items.append(Table("runs", "Runs", runs))
     for r in inp.runs:
+        if r.method == "modnas":  # a slot search has trials, not epochs: its own section
+            continue
         if not r.log:
             sec.notes.append(f"run {r.name}: no epoch logged yet")
             continue
@@ -633,6 +635,68 @@ def search_section(rep: Report, inp: Inputs) -> None:
                               lambda df=df, t=r.target_ms: figs.search_curves(df, t),
                               "latency of the derived architecture each epoch (dashed: target); supernet accuracy; "
                               "entropy of the architecture parameters"))
+        moved = distribution_frame(r)
+        if moved is not None:
+            sec.items.append(Table(f"distribution_{r.name}", f"How {r.name}'s architecture distribution moved", moved))
+
+
+# What an epoch logs about the architecture distribution, and how it is shown.
+DISTRIBUTION_COLUMNS = ("alpha_entropy", "grad_norm_ce", "grad_norm_latency", "grad_var_relax", "grad_var_reinforce")
+
+
+def distribution_frame(run: Run) -> pd.DataFrame | None:
+    """Per epoch: entropy, the mean and lowest per-decision max probability, and (UNAS) the gradient
+    norms and variances that moved it. None for a log written before these were recorded."""
+    rows = []
+    for rec in run.log:
+        probs = rec.get("max_prob")
+        if not isinstance(probs, list) or not probs:
+            continue
+        rows.append({"epoch": rec.get("epoch"), "max_prob_mean": float(np.mean(probs)), "max_prob_min": float(np.min(probs)),
+                     **{c: rec.get(c) for c in DISTRIBUTION_COLUMNS}})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    return df[[c for c in df if df[c].notna().any()]]
+
+
+def slot_search_section(rep: Report, inp: Inputs) -> None:
+    """Slot searches (--method modnas): each run's trials against measured latency, its Pareto front
+    with the measured interval, the table's prediction and the lookup error along it."""
+    runs = [r for r in inp.runs if r.method == "modnas" and (r.path / "trials.csv").exists()]
+    if not runs:
+        return
+    sec = rep.section("Slot searches: Pareto fronts on measured latency")
+    rows = []
+    for r in runs:
+        trials = pd.read_csv(r.path / "trials.csv")
+        done = trials[(trials["state"] == "COMPLETE") & trials["feasible"]].drop_duplicates("arch_hash")
+        front = pd.read_csv(r.path / "pareto.csv") if (r.path / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
+        on_front = set(front["arch_hash"]) if len(front) else set()
+        s = r.summary or {}
+        err = front["lookup_error_pct"].abs() if "lookup_error_pct" in front else pd.Series(dtype=float)
+        rows.append({"run": r.name, "optimizer": r.config.get("optimizer", {}).get("name"),
+                     "estimator": r.config.get("estimator", {}).get("name"), "trials": len(trials),
+                     "feasible": len(done), "front": len(front), "hypervolume": s.get("hypervolume"),
+                     "front_lookup_error_abs_median_pct": float(err.median()) if len(err) else None})
+        df = pd.DataFrame({"label": "", "kind": ["front" if h in on_front else "dominated" for h in done["arch_hash"]],
+                           "latency_ms": done["latency"].astype(float), "accuracy": done["accuracy"].astype(float),
+                           "pareto": [h in on_front for h in done["arch_hash"]]})
+        sec.items.append(Plot(f"slot_front_{r.name}", f"{r.name}: accuracy against measured latency", df,
+                              lambda df=df: figs.accuracy_latency(df),
+                              "every feasible trial (accuracy: the estimator's search-val); dashed: the Pareto front"))
+        if len(front):
+            cols = ["number", "accuracy", "latency", "latency_ci_low", "latency_ci_high", "lut_latency",
+                    "lookup_error_pct", "latency_flags", "arch_hash"]
+            sec.items.append(Table(f"slot_front_points_{r.name}", f"{r.name}: the front", front[[c for c in cols if c in front]],
+                                   "latency: measured median (ms) with its 95% interval; lut_latency: the slot table's "
+                                   "prediction; lookup error = lut / measured − 1"))
+            flagged = front["latency_flags"].fillna("").str.contains("noisy|disturbed")
+            if flagged.any():
+                sec.notes.append(f"{r.name}: {int(flagged.sum())} front point(s) carry a flagged latency "
+                                 "(noisy or disturbed, measured twice); see latency_flags")
+    sec.items.insert(0, Table("slot_searches", "Slot searches", pd.DataFrame(rows),
+                              "hypervolume of (accuracy, latency) up to accuracy 0 and the run's reference latency"))
 
 
 def _store_latency(inp: Inputs, arch_hash: str, spaces) -> tuple[float | None, str]:
@@ -789,6 +853,11 @@ def provenance_section(rep: Report, inp: Inputs) -> None:
 
 def _command(r: Run) -> str:
     c = r.config
+    if c.get("method") == "modnas":  # its configuration is the command: written back as the YAML it reads
+        import yaml
+
+        cfg = {k: v for k, v in c.items() if k != "method"}
+        return f"hwnas search --method modnas --config search.yaml --out {r.path}\n# search.yaml:\n" + yaml.safe_dump(cfg)
     space = c.get("deploy_space") or {}
     train = c.get("train_space") or {}
     parts = ["hwnas search", f"--method {c.get('method')}", f"--target {json.dumps(c.get('target_ms'))}",
@@ -812,8 +881,30 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in df.columns if str(c).startswith("_")]).astype(object).map(fmt)
 
 
+QUALITY_COLUMNS = ("method", "target_ms", "seeds", "found_acc", "random_acc", "difference_se",
+                   "measured_vs_target_pct", "lookup_error_pct", "wall_s")
+
+
+def quality_section(rep: Report, path: Path | None) -> None:
+    """benchmarks/search_quality.py's table: every method on one hardware target, side by side."""
+    if path is None:
+        return
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise HwnasError(f"cannot read search-quality table {path}: {e}") from None
+    missing = [c for c in QUALITY_COLUMNS if c not in df]
+    if missing:
+        raise HwnasError(f"{path} is not a search-quality table (benchmarks/search_quality.py): no column {missing[0]!r}")
+    sec = rep.section("Every method on one hardware target")
+    sec.items.append(Table("search_quality", "Found against random architectures of the same latency, pooled over search seeds",
+                           df[list(QUALITY_COLUMNS)]))
+    sec.notes.append("difference_se: (found - random mean) in standard errors; above 2 is a difference neither "
+                     "training noise nor the draw of random architectures explains")
+
+
 def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surrogates=True, title=None,
-          warn: Callable[[str], None] = lambda s: None) -> Report:
+          warn: Callable[[str], None] = lambda s: None, quality: Path | None = None) -> Report:
     warnings: list[str] = []
 
     def w(msg: str) -> None:
@@ -829,13 +920,15 @@ def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surro
     lookup_section(rep, inp)
     surrogate_section(rep, inp, fit_surrogates)
     search_section(rep, inp)
+    slot_search_section(rep, inp)
     accuracy_section(rep, inp)
     target_section(rep, inp)
+    quality_section(rep, quality)
     provenance_section(rep, inp)
     rep.warnings = warnings
     if rep.content == 0 and not inp.runs:
         raise HwnasError("nothing to report: " + (warnings[-1] if warnings else "no runs, store, lookup table or results")
-                         + "; give run directories, --store, --lut or --trained")
+                         + "; give run directories, --store, --lut, --trained or --quality")
     return rep
 
 

@@ -136,7 +136,8 @@ def search_curves(df: pd.DataFrame, target_ms: float | None) -> bytes:
 def accuracy_latency(df: pd.DataFrame) -> bytes:
     fig = Figure(figsize=(7, 4.6))
     ax = fig.add_subplot()
-    styles = {"final": ("tab:red", "*", 120), "random": ("tab:blue", "o", 30)}
+    styles = {"final": ("tab:red", "*", 120), "random": ("tab:blue", "o", 30), "front": ("tab:red", "o", 36),
+              "dominated": ("tab:blue", "o", 14)}
     for kind, g in df.groupby("kind", sort=False):
         color, marker, size = styles.get(kind, ("0.5", "o", 30))
         ax.scatter(g["latency_ms"], g["accuracy"], color=color, marker=marker, s=size, label=kind, zorder=3)

@@ -27,6 +27,8 @@ _MODULES = {
     "tfnas": "hwnas.search.methods.tfnas",
     "unas": "hwnas.search.methods.unas",
     "snas": "hwnas.search.methods.snas",
+    "entrannas": "hwnas.search.methods.entrannas",
+    "modnas": "hwnas.search.methods.modnas",
 }
 
 

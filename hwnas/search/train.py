@@ -30,16 +30,20 @@ def evaluate(net: torch.nn.Module, data, split: str, resolution: int, batch_size
     return loss / n, correct / n
 
 
-def recalibrate_bn(net: torch.nn.Module, data, resolution: int, batch_size: int = 256) -> None:
-    """Re-estimate BatchNorm statistics as exact averages over search-train with the final
-    weights: running averages lag far behind weights that change fast in a short run."""
+def recalibrate_bn(net: torch.nn.Module, data, resolution: int, batch_size: int = 256,
+                   max_batches: int | None = None) -> None:
+    """Re-estimate BatchNorm statistics as exact averages over search-train (its first
+    `max_batches` batches where given) with the final weights: running averages lag far behind
+    weights that change fast in a short run."""
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
     net.train()
     with torch.no_grad():
-        for x, _ in data.batches("train", batch_size, resolution):
+        for i, (x, _) in enumerate(data.batches("train", batch_size, resolution)):
+            if max_batches is not None and i >= max_batches:
+                break
             net(x)
     for bn in bns:
         bn.momentum = 0.1

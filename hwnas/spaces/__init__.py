@@ -12,7 +12,8 @@ from hwnas.spaces.base import SearchSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
 # Where each space lives, imported when the space is first made: naming spaces needs no torch.
-_MODULES = {"tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts"}
+_MODULES = {"tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts",
+            "slots": "hwnas.spaces.slots"}
 
 
 def register_space(name: str):
