@@ -6,12 +6,13 @@
 
 hwnas_pg_start() {
   local bin port dir run_as
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)  # (sourced under set -e)
   if [ -z "$bin" ] && ! command -v initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
-    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } \
+      || echo "postgres.sh: apt-get install postgresql failed" >&2
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
   fi
-  [ -n "$bin" ] || bin=$(dirname "$(command -v initdb 2>/dev/null)" 2>/dev/null)
+  [ -n "$bin" ] || bin=$(dirname "$(command -v initdb || true)")
   if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
     echo "postgres.sh: no PostgreSQL (initdb) here; the PostgreSQL tests will skip" >&2
     return 0
@@ -32,8 +33,9 @@ hwnas_pg_start() {
   $run_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 -c fsync=off" start >/dev/null \
     || { echo "postgres.sh: the server did not start: $(tail -n 1 "$dir/server.log")" >&2; return 0; }
-  $run_as "$bin/psql" -q -h "$dir" -p "$port" -U postgres -c "ALTER USER postgres PASSWORD 'hwnas'" postgres
-  $run_as "$bin/createdb" -h "$dir" -p "$port" -U postgres hwnas_test
+  { $run_as "$bin/psql" -q -h "$dir" -p "$port" -U postgres -c "ALTER USER postgres PASSWORD 'hwnas'" postgres \
+      && $run_as "$bin/createdb" -h "$dir" -p "$port" -U postgres hwnas_test; } \
+    || { echo "postgres.sh: could not create the test database" >&2; return 0; }
   export HWNAS_TEST_PG_URL="postgresql://postgres:hwnas@127.0.0.1:$port/hwnas_test"
   export HWNAS_TEST_PG_BIN="$bin"
   HWNAS_PG_STOP="$run_as $bin/pg_ctl -D $dir/data -m immediate stop"

@@ -2,11 +2,13 @@
 
 A Ray head node (no device) and `hwnas worker --device cpu` processes, each pinned to a core of
 its own with taskset; the job (`hwnas lut build --cluster ... --device cpu`) runs unpinned. The
-same table is built twice into fresh stores: once with one worker, once with two. Prints the
-wall time of each, the throughput ratio, and the two tables' agreement as the absolute
-percentage error of each entry of the two-worker table against the one-worker table.
+same table is built twice into fresh stores: once with one worker, once with two (--repeats
+times). Prints the wall time of each, the throughput ratio, and the two tables' agreement as the
+absolute percentage error of each entry of the two-worker table against the one-worker table;
+with repeats, the one-worker table against its repeat (the noise floor). Every build uses the
+reference baseline the first build measured, as one fleet store holds one per target.
 
-    python benchmarks/fleet.py --space proxyless --resolution 32 --width-mult 0.25 -k 1 --min-time 0.05
+    python benchmarks/fleet.py --space proxyless --resolution 32 --width-mult 0.25 -k 1 --min-time 0.05 --repeats 2
 
 On a machine with two cores the job's own work (ONNX export, the store) shares them with the
 workers, and the two workers share caches and memory bandwidth: read the ratio as a floor.
@@ -64,8 +66,27 @@ def wait_workers(address: str, n: int, timeout_s: float = 180) -> None:
         time.sleep(1)
 
 
+def share_baseline(first_db: Path, db: Path) -> None:
+    """The first build's reference baseline in a fresh store, as one fleet store would hold it for
+    every job: tables measured against different baselines differ by the baselines' ratio."""
+    import sqlalchemy as sa
+
+    from hwnas.store import REFERENCE_BASELINES, Store
+
+    engine = sa.create_engine(f"sqlite:///{first_db}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(REFERENCE_BASELINES.c.target, REFERENCE_BASELINES.c.info)).all()
+    engine.dispose()
+    with Store(db) as store:
+        for target, info in rows:
+            store.put_reference_baseline(target, json.loads(info))
+
+
 def build(args, address: str, tmp: Path, name: str) -> tuple[float, dict]:
     out = tmp / f"{name}.json"
+    first = tmp / "r0-1-worker.sqlite"
+    if first.exists():
+        share_baseline(first, tmp / f"{name}.sqlite")
     cmd = [sys.executable, "-m", "hwnas.cli", "lut", "build", "--space", args.space, "--resolution", str(args.resolution),
            "--width-mult", str(args.width_mult), "--classes", "10", "--width-step", str(args.width_step),
            "-k", str(args.k), "--min-time", str(args.min_time), "--cluster", address, "--device", "cpu",
