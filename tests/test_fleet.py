@@ -4,7 +4,6 @@ tens of seconds to start here). The test that kills a worker runs last."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal

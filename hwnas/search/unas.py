@@ -21,12 +21,11 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import write_text
-from hwnas.profilers.protocol import usable
 from hwnas.search import relax
 from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.latency.measured import MeasuredLatency
-from hwnas.spaces.elastic import calibrate, elasticity_scale
+from hwnas.spaces.elastic import calibrate
 from hwnas.search.train import deterministic_training
 from hwnas.space import SKIP, Arch, LayerChoice, Space
 from hwnas.surrogates.base import DifferentiableLatencyModel

@@ -100,6 +100,26 @@ def mbconv_latency_model(opts: dict[str, Any], num_classes: int, measurer):
     return model, {"latency_model_file": str(path.resolve()), "width_step": opts["width_step"]}
 
 
+def run_cell_search(opts: dict[str, Any], search, config, size: dict[str, int]) -> dict[str, Any]:
+    """A search on the darts cell space (SNAS, EnTranNAS): the data, the space at `size` unless
+    --channels/--cells are given, the config checked against it (`check_space`, where the config
+    has one) before the cell table is built, then `search(config, space, data, out, ...)`."""
+    from hwnas.spaces.cli import make_new_space
+
+    data = load_data(opts)
+    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
+                           channels=size["channels"], cells=size["cells"])
+    if hasattr(config, "check_space"):
+        config.check_space(space)
+    measurer = search_measurer(opts)
+    try:
+        table, info = cell_table(opts, space, measurer)
+        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo)
+    finally:
+        measurer.close()
+
+
 def cell_table(opts: dict[str, Any], space, measurer):
     """The given cell table (--latency-model), else one built on the backend, kept in the run directory."""
     from hwnas.latency.cells import CellLatencyTable

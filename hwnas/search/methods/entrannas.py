@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig
-from hwnas.search.methods.common import cell_table, echo, load_data, search_measurer, training_options
+from hwnas.search.methods.common import run_cell_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.snas import PENALTIES
 from hwnas.spaces.cli import size_options
@@ -73,18 +73,6 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
 @register_method("entrannas", "EnTranNAS (--dst: EnTranNAS-DST) on the darts cell space, with a latency cost.", OPTIONS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.entrannas import search
-    from hwnas.spaces.cli import make_new_space
 
-    config = config_from(opts)
-    data = load_data(opts)
-    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
-                           channels=SIZE["channels"], cells=SIZE["cells"])
-    config.check_space(space)  # before the table is built or anything trained
-    measurer = search_measurer(opts)
-    try:
-        table, info = cell_table(opts, space, measurer)
-        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo)
-    finally:
-        measurer.close()
+    return run_cell_search(opts, search, config_from(opts), SIZE)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import cell_table, echo, load_data, search_measurer, training_options
+from hwnas.search.methods.common import run_cell_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig
 from hwnas.spaces.cli import size_options
@@ -39,7 +39,6 @@ OPTIONS = [
 @register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.snas import search
-    from hwnas.spaces.cli import make_new_space
 
     config = SNASConfig(
         resource=opts["resource"], target=opts["target"], penalty=opts["cost"], gradient=opts["gradient"],
@@ -48,13 +47,4 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"], tau=opts["tau"], seed=opts["seed"],
         measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"],
     )
-    data = load_data(opts)
-    space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
-                           channels=SIZE["channels"], cells=SIZE["cells"])
-    measurer = search_measurer(opts)
-    try:
-        table, info = cell_table(opts, space, measurer)
-        return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo)
-    finally:
-        measurer.close()
+    return run_cell_search(opts, search, config, SIZE)

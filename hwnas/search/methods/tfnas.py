@@ -9,7 +9,7 @@ import click
 from hwnas.search.methods.common import echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.tfnas import COSTS, TFNASConfig
-from hwnas.validate import Float, Int
+from hwnas.validate import Float
 
 OPTIONS = [
     *mbconv_space_options(),
