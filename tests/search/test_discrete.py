@@ -98,8 +98,10 @@ def hwnas(*args, **kw):
 def finished(db: Path) -> dict[int, tuple]:
     if not db.exists():
         return {}
+    # the search writes as we read: wait for its lock as the search itself does (60 s, not SQLite's 5)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", engine_kwargs={"connect_args": {"timeout": 60}})
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{db}")
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     except KeyError:
         return {}
     return {t.number: (tuple(t.values), t.params) for t in study.trials if t.state.name == "COMPLETE"}
