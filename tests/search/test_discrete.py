@@ -107,11 +107,23 @@ def finished(db: Path) -> dict[int, tuple]:
     return {t.number: (tuple(t.values), t.params) for t in study.trials if t.state.name == "COMPLETE"}
 
 
+def complete_count(db: Path) -> int:
+    """Finished trials, read-only with plain SQLite: opening Optuna's storage while the search
+    creates its schema would race it (both would write the schema version)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:  # not there yet, or no tables yet
+        return 0
+
+
 def test_killed_study_keeps_every_finished_trial(tmp_path):
     config, out = toy_config(tmp_path), tmp_path / "run"
     proc = hwnas("search", "--method", "modnas", "--config", str(config), "--out", str(out))
     deadline = time.monotonic() + 240
-    while len(finished(out / "study.db")) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while complete_count(out / "study.db") < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGKILL)
