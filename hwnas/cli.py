@@ -48,7 +48,7 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
         fail("give exactly one of --arch, --random, --layers or --onnx" + (f" (got {' '.join(chosen)})" if chosen else ""))
     check_out(out, OUTPUT_FORMATS)
     if onnx_path is None:
-        space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+        space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True, arch_path=arch_path)
         if all_layers and hasattr(space, "references"):
             fail(f"--layers measures the layers of the MBConv spaces; for {space_name} build a cell table")
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db, force)
@@ -87,7 +87,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""
     import pandas as pd
 
-    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True, arch_path=arch_path)
     if hasattr(space, "references"):  # darts: per network, or its references DARTS-V1/V2
         from hwnas.spaces.cli import info as new_info
 
@@ -172,7 +172,8 @@ def _register_commands() -> None:
             cli.add_command(command)
 
 
-COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.spaces.slots_cli"]
+COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.spaces.slots_cli",
+                   "hwnas.fleet_cli"]
 
 
 def main(argv: list[str] | None = None) -> int:

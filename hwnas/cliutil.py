@@ -43,7 +43,26 @@ def _measurement_option(name: str):
     return store
 
 
+class StoreParam(click.ParamType):
+    """--db: a database URL stays text (checked when the store opens); anything else is a file path."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from hwnas.store import is_url
+
+        return value if isinstance(value, Path) or is_url(value) else Path(value)
+
+
+STORE = StoreParam()
+
+
 def backend_options(f):
+    f = click.option("--device", default=None, expose_value=False, callback=_measurement_option("device"),
+                     help="With --cluster: the device to measure on (a name given to `hwnas worker --device`).")(f)
+    f = click.option("--cluster", default=None, expose_value=False, callback=_measurement_option("cluster"),
+                     help="HOST:PORT of a measurement fleet's Ray head node: measure on its workers for --device "
+                          "instead of on this machine (see docs/fleet.md).")(f)
     f = click.option("--measure-cpus", default=None, expose_value=False, callback=_measurement_option("cpus"),
                      help="Cores the measurement worker runs on, e.g. 1 or 2,3 (with --isolation pin; "
                           "default: the last core this process may use).")(f)
@@ -58,8 +77,9 @@ def backend_options(f):
                      help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
     f = click.option("--no-reference", is_flag=True, expose_value=False, callback=_measurement_option("no_reference"),
                      help="Do not time the reference model beside each measurement (no drift check or normalisation).")(f)
-    f = click.option("--db", type=click.Path(path_type=Path), default=None,
-                     help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory.")(f)
+    f = click.option("--db", type=STORE, default=None,
+                     help="Measurement store: an SQLite file, or postgresql://user:password@host:port/database for a "
+                          "fleet. Default: $HWNAS_DB or the user cache directory.")(f)
     f = click.option("--min-time", type=Float(0, 3600), default=0.3, show_default=True, help="Minimum timed seconds per measurement.")(f)
     f = click.option("--min-runs", type=Int(1, 1_000_000), default=20, show_default=True, help="Minimum timed runs per measurement.")(f)
     f = click.option("--warmup", type=Int(0, 100_000), default=5, show_default=True, help="Untimed warm-up runs.")(f)
@@ -71,10 +91,42 @@ def backend_options(f):
     return f
 
 
-def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int, new_spaces: bool = False):
-    """new_spaces: the command also works with the spaces of hwnas.spaces (darts)."""
+def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) -> tuple[str, float]:
+    """An MBConv architecture file's space and width multiplier, where the user gave no --space or
+    --width-mult; given ones that contradict the file are refused, never silently overridden."""
+    from hwnas.jsonutil import read_json
+    from hwnas.spaces.cli import _given
+
+    if arch_path is None or not Path(arch_path).is_file():
+        return space_name, width_mult
+    doc = read_json(arch_path, "architecture file")
+    if not isinstance(doc, dict) or "stages" not in doc:
+        return space_name, width_mult  # another space's form (darts), checked by that space
+    for option, name, value, cast in (("--space", "space_name", space_name, str), ("--width-mult", "width_mult", width_mult, float)):
+        key = "space" if name == "space_name" else "width_mult"
+        if key not in doc:
+            continue
+        try:
+            theirs = cast(doc[key])
+        except (TypeError, ValueError):
+            continue  # validation names the bad field
+        if _given(name) and theirs != value:
+            fail(f"{arch_path} is an architecture of {key} {theirs}, but {option} {value} was given")
+        if name == "space_name":
+            space_name = theirs
+        else:
+            width_mult = theirs
+    return space_name, width_mult
+
+
+def make_space(space_name: str, resolution: int, width_mult: float, num_classes: int, new_spaces: bool = False,
+               arch_path: Path | None = None):
+    """new_spaces: the command also works with the spaces of hwnas.spaces (darts). arch_path: the
+    space and width multiplier come from this architecture file unless given."""
     from hwnas.space import Space
     from hwnas.spaces.cli import check_no_size_options, is_new_space, make_new_space
+
+    space_name, width_mult = arch_file_space(space_name, width_mult, arch_path)
 
     if is_new_space(space_name):
         if not new_spaces:
@@ -91,10 +143,11 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
 
 
 def measurement_settings() -> dict:
-    """--processes, --isolation, --measure-cpus, --no-reference of the running command (defaults elsewhere)."""
+    """--processes, --isolation, --measure-cpus, --no-reference, --cluster, --device of the running
+    command (defaults elsewhere)."""
     ctx = click.get_current_context(silent=True)
     given = dict(ctx.meta.get("hwnas.measure", {})) if ctx is not None else {}
-    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False,
+    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False, "cluster": None, "device": None,
             **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -105,9 +158,41 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
     if isinstance(batch, bool) or not 1 <= batch <= 4096:
         fail(f"batch must be an integer in [1, 4096], got {batch}")
     settings = measurement_settings()
+    if settings["cluster"] or settings["device"]:
+        from hwnas.profilers import MeasureProtocol
+
+        if not 1 <= settings["processes"] <= 100:
+            fail(f"--processes must be in [1, 100], got {settings['processes']}")
+        protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
+                                   processes=settings["processes"], reference=not settings["no_reference"])
+        return _fleet_measurer(settings["cluster"], settings["device"], backend_name, threads, precision, protocol, db, force)
     return open_measurer(backend_name, threads=threads, precision=precision, warmup=warmup, min_runs=min_runs,
                          min_time=min_time, db=db, force=force, processes=settings["processes"],
                          reference=not settings["no_reference"], isolation=settings["isolation"], cpus=settings["cpus"])
+
+
+def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol, db, force):
+    """A Measurer whose worker is the fleet's devices of one name (hwnas.fleet); this machine
+    only exports and stores, so it needs neither the backend's hardware nor core isolation."""
+    from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
+    from hwnas.measure import Measurer
+    from hwnas.profilers import get_backend
+    from hwnas.store import Store
+
+    if not (cluster and device):
+        fail("--cluster and --device go together: the fleet's head node and the device to measure on")
+    parse_address(cluster)
+    check_device_name(device)
+    backend = get_backend(backend_name, threads=threads, precision=precision, check=False)
+    if backend.input != "onnx":
+        fail(f"backend {backend_name} measures PyTorch modules in this process; a fleet measures ONNX backends")
+    store = Store(db)  # a bad store is refused before the cluster is joined
+    try:
+        fleet = FleetWorker(cluster, device, backend.name, threads, precision)
+    except BaseException:
+        store.close()
+        raise
+    return Measurer(FleetBackend(backend, fleet), store, protocol, force=force, worker=fleet, isolation="fleet")
 
 
 def load_arch(space, path: Path):

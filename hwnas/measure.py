@@ -18,6 +18,7 @@ import hashlib
 import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -124,12 +125,12 @@ class Measurer:
         if own_cpus is not None:
             self._restore_cpus = os.sched_getaffinity(0)
             os.sched_setaffinity(0, own_cpus)
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwnas-measurer")
+        self._background = ThreadPoolExecutor(max_workers=getattr(worker, "slots", 1), thread_name_prefix="hwnas-measurer")
 
     @property
     def overlap(self) -> bool:
         """Export the next model while one is timed only where the worker has cores of its own."""
-        return self.worker is not None and self.worker.cpus is not None
+        return self.worker is not None and (self.worker.cpus is not None or getattr(self.worker, "slots", 0) > 0)
 
     def __enter__(self) -> "Measurer":
         return self
@@ -138,9 +139,9 @@ class Measurer:
         self.close()
 
     def close(self) -> None:
-        self._background.shutdown(wait=True)
-        if self.worker is not None:
+        if self.worker is not None:  # first: a fleet cancels what is still running (after Ctrl-C, say)
             self.worker.close()
+        self._background.shutdown(wait=True)
         if self._restore_cpus is not None:
             os.sched_setaffinity(0, self._restore_cpus)
             self._restore_cpus = None
@@ -264,35 +265,47 @@ class Measurer:
             for i in todo:
                 self.store.drop_replicates(items[i].key)
         k = self._processes()
+        for i in todo:
+            if have[i] >= k:  # every process stored before an interruption, the measurement not yet combined
+                results[i] = self._finish(items[i], self.store.replicates(items[i].key),
+                                          self.store.replicate_retries(items[i].key))
+        todo = [i for i in todo if have[i] < k]
         total = sum(k - have[i] for i in todo)
         paths: dict[int, Any] = {}
         bar = tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True,
                    disable=not show_progress or total < 2)
         if todo:
             self.baseline_ms()
+        slots = getattr(self.worker, "slots", 1)  # a fleet measures on several devices at once
         for r in range(k):
             need = [i for i in todo if have[i] <= r]
             if not need:
                 continue
             if self.worker is not None:
                 self.worker.restart()  # one fresh process per round
-            future, current = None, None
-            for i in need + [None]:
-                if i is not None and i not in paths and self.overlap:
-                    paths[i] = items[i].load()  # exported on the other cores while the previous item is timed
-                if future is not None:
-                    m, retried = future.result()
-                    self.store.put_replicate(items[current].key, have[current], m, retried)
-                    have[current] += 1
-                    bar.update(1)
-                    if have[current] >= k:
-                        results[current] = self._finish(items[current], self.store.replicates(items[current].key),
-                                                        self.store.replicate_retries(items[current].key))
-                if i is not None:
-                    if i not in paths:
-                        paths[i] = items[i].load()
-                    future = self._background.submit(self._process, paths[i], items[i].batch, False)
-                    current = i
+            running: deque[tuple[int, Future]] = deque()
+
+            def collect() -> None:
+                i, future = running.popleft()
+                m, retried = future.result()
+                self.store.put_replicate(items[i].key, have[i], m, retried)
+                have[i] += 1
+                bar.update(1)
+                if have[i] >= k:
+                    results[i] = self._finish(items[i], self.store.replicates(items[i].key),
+                                              self.store.replicate_retries(items[i].key))
+
+            for i in need:
+                if not self.overlap:
+                    while running:  # nothing of hwnas runs beside a timing
+                        collect()
+                if i not in paths:
+                    paths[i] = items[i].load()  # with overlap: exported while the previous items are timed
+                while len(running) >= slots:
+                    collect()
+                running.append((i, self._background.submit(self._process, paths[i], items[i].batch, False)))
+            while running:
+                collect()
         bar.close()
         return results  # type: ignore[return-value]
 

@@ -635,6 +635,29 @@ def search_section(rep: Report, inp: Inputs) -> None:
                               lambda df=df, t=r.target_ms: figs.search_curves(df, t),
                               "latency of the derived architecture each epoch (dashed: target); supernet accuracy; "
                               "entropy of the architecture parameters"))
+        moved = distribution_frame(r)
+        if moved is not None:
+            sec.items.append(Table(f"distribution_{r.name}", f"How {r.name}'s architecture distribution moved", moved))
+
+
+# What an epoch logs about the architecture distribution, and how it is shown.
+DISTRIBUTION_COLUMNS = ("alpha_entropy", "grad_norm_ce", "grad_norm_latency", "grad_var_relax", "grad_var_reinforce")
+
+
+def distribution_frame(run: Run) -> pd.DataFrame | None:
+    """Per epoch: entropy, the mean and lowest per-decision max probability, and (UNAS) the gradient
+    norms and variances that moved it. None for a log written before these were recorded."""
+    rows = []
+    for rec in run.log:
+        probs = rec.get("max_prob")
+        if not isinstance(probs, list) or not probs:
+            continue
+        rows.append({"epoch": rec.get("epoch"), "max_prob_mean": float(np.mean(probs)), "max_prob_min": float(np.min(probs)),
+                     **{c: rec.get(c) for c in DISTRIBUTION_COLUMNS}})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    return df[[c for c in df if df[c].notna().any()]]
 
 
 def slot_search_section(rep: Report, inp: Inputs) -> None:
@@ -861,8 +884,30 @@ def formatted(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in df.columns if str(c).startswith("_")]).astype(object).map(fmt)
 
 
+QUALITY_COLUMNS = ("method", "target_ms", "seeds", "found_acc", "random_acc", "difference_se",
+                   "measured_vs_target_pct", "lookup_error_pct", "wall_s")
+
+
+def quality_section(rep: Report, path: Path | None) -> None:
+    """benchmarks/search_quality.py's table: every method on one hardware target, side by side."""
+    if path is None:
+        return
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise HwnasError(f"cannot read search-quality table {path}: {e}") from None
+    missing = [c for c in QUALITY_COLUMNS if c not in df]
+    if missing:
+        raise HwnasError(f"{path} is not a search-quality table (benchmarks/search_quality.py): no column {missing[0]!r}")
+    sec = rep.section("Every method on one hardware target")
+    sec.items.append(Table("search_quality", "Found against random architectures of the same latency, pooled over search seeds",
+                           df[list(QUALITY_COLUMNS)]))
+    sec.notes.append("difference_se: (found - random mean) in standard errors; above 2 is a difference neither "
+                     "training noise nor the draw of random architectures explains")
+
+
 def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surrogates=True, title=None,
-          warn: Callable[[str], None] = lambda s: None) -> Report:
+          warn: Callable[[str], None] = lambda s: None, quality: Path | None = None) -> Report:
     warnings: list[str] = []
 
     def w(msg: str) -> None:
@@ -881,11 +926,12 @@ def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surro
     slot_search_section(rep, inp)
     accuracy_section(rep, inp)
     target_section(rep, inp)
+    quality_section(rep, quality)
     provenance_section(rep, inp)
     rep.warnings = warnings
     if rep.content == 0 and not inp.runs:
         raise HwnasError("nothing to report: " + (warnings[-1] if warnings else "no runs, store, lookup table or results")
-                         + "; give run directories, --store, --lut or --trained")
+                         + "; give run directories, --store, --lut, --trained or --quality")
     return rep
 
 

@@ -19,10 +19,12 @@ import click
 @click.option("--surrogates", type=click.Path(path_type=Path), default=None,
               help="Metrics CSV from `hwnas surrogate eval --out` (default: evaluate on the store's subnets).")
 @click.option("--no-surrogates", is_flag=True, help="Do not fit surrogates on the store's subnets (faster).")
+@click.option("--quality", type=click.Path(path_type=Path), default=None,
+              help="search_quality.csv from benchmarks/search_quality.py: every method side by side.")
 @click.option("--title", default=None, help="Title of the report.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: reports/<timestamp>).")
-def report(run_dirs, store, lut, trained, surrogates, no_surrogates, title, out):
+def report(run_dirs, store, lut, trained, surrogates, no_surrogates, quality, title, out):
     """Write report.html (self-contained), summary.md and one CSV per figure and table for
     search runs RUN_DIR..., the measurement store, a lookup table and trained results."""
     from hwnas.cliutil import check_out
@@ -30,7 +32,7 @@ def report(run_dirs, store, lut, trained, surrogates, no_surrogates, title, out)
 
     check_out(out, directory=True)
     rep = build(list(run_dirs), store=store, lut=lut, trained=list(trained), surrogates=surrogates,
-                fit_surrogates=not no_surrogates, title=title,
+                fit_surrogates=not no_surrogates, title=title, quality=quality,
                 warn=lambda msg: click.echo(f"hwnas: warning: {msg}", err=True))
     out = out if out is not None else default_out()
     path = write(rep, out)

@@ -37,7 +37,7 @@ def test_measure_arch_file_layers_and_onnx(tmp_path):
     r = hwnas("measure", *TINY, *FAST, "--arch", str(arch), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     assert json.loads(arch.read_text())["space"] == "tfnas"
-    r = hwnas("measure", *TINY, *FAST, "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
+    r = hwnas("measure", *TINY, *FAST, "--processes", "1", "--no-reference", "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     layers = pd.read_parquet(tmp_path / "l.parquet")
     assert len(layers) > 20 and set(layers["kind"]) == {"stem", "mbinvres", "head"}
@@ -111,20 +111,25 @@ def bad_inputs(tmp_path):
     ]
 
 
-def test_every_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_every_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    """In process (a traceback would fail the test as an exception); tests/fuzz runs real processes."""
+    from hwnas.cli import main
+
     db = tmp_path / "m.sqlite"
     for args, expected in bad_inputs(tmp_path):
-        r = hwnas(*args, db=db) if "--db" not in args and args[0] == "measure" else hwnas(*args)
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr, (args, r.stderr)
-        assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, r.stderr)
+        if "--db" not in args and args[0] == "measure":
+            args = [*args, "--db", str(db)]
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, (args, err)
+        assert len(lines) == 1 and lines[0].startswith("hwnas: error: "), (args, err)
         assert expected in lines[0], (args, lines[0])
     # the store is still a valid store after all of that
     from hwnas.store import Store
 
     with Store(db) as store:
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.engine.connect().exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
 def test_pin_on_one_core_is_refused_in_one_line(tmp_path):
@@ -145,3 +150,15 @@ def test_system_check_prints_each_fact_with_advice_and_the_reference(tmp_path):
                  "worker affinity", "reference model"):
         assert fact in r.stdout, fact
     assert "baseline" in r.stdout
+
+
+def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_path, capsys):
+    from hwnas.cli import main
+
+    arch = tmp_path / "a.json"
+    assert main(["arch", "--space", "proxyless", "--width-mult", "1.0", "--resolution", "32", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--arch", str(arch), "--resolution", "32"]) == 0  # proxyless at 1.0, from the file
+    assert "architecture" in capsys.readouterr().out
+    assert main(["info", "--arch", str(arch), "--resolution", "32", "--width-mult", "0.5"]) == 2
+    assert "an architecture of width_mult 1.0, but --width-mult 0.5 was given" in capsys.readouterr().err

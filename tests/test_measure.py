@@ -76,7 +76,7 @@ def test_many_models_are_measured_interleaved_each_in_k_processes(tiny_space, fa
         assert len(ms.processes) == 2 and ms.ci95_ms[0] <= ms.stats["median_ms"] <= ms.ci95_ms[1]
         assert all(p["latency_ms"] > 0 and p["reference_ratio"] > 0 for p in ms.processes)
     stored = store.dataframe(kind="arch")
-    assert (stored["processes"] == 2).all() and store.conn.execute("SELECT COUNT(*) FROM replicates").fetchone()[0] == 0
+    assert (stored["processes"] == 2).all() and store.engine.connect().exec_driver_sql("SELECT COUNT(*) FROM replicates").scalar() == 0
     measurer.close()
 
 

@@ -95,7 +95,7 @@ def _parity(path: Path, module: torch.nn.Module, x: torch.Tensor) -> float:
     return float(np.max(np.abs(got - expected)))
 
 
-def _cached_export(key: dict, make_model, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
+def cached_export(key: dict, make_model, input_shape: tuple[int, ...], cache_dir: Path | None) -> Exported:
     """The file for `key`, made once: `make_model(path)` writes it and returns the parity. One
     process makes an entry at a time (a lock per entry); a damaged entry is made again."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -161,7 +161,7 @@ def seeded_layer(spec: LayerSpec) -> torch.nn.Module:
 
 def export_layer(spec: LayerSpec, cache_dir: Path | None = None) -> Exported:
     """One layer at its input shape; exported once per distinct spec."""
-    return _cached_export(
+    return cached_export(
         {"layer": spec.key()}, lambda path: export_module(seeded_layer(spec), spec.input_shape, path),
         spec.input_shape, cache_dir,
     )
@@ -210,7 +210,7 @@ def export_layers(specs: list[LayerSpec], cache_dir: Path | None = None) -> Expo
         # (tests compare composed models with PyTorch end to end): report the worst part.
         return max(p.max_abs_diff for p in parts)
 
-    return _cached_export({"layers": [s.key() for s in specs]}, make, specs[0].input_shape, cache_dir)
+    return cached_export({"layers": [s.key() for s in specs]}, make, specs[0].input_shape, cache_dir)
 
 
 def export_arch(space: Space, arch: Arch | dict, batch: int = 1, cache_dir: Path | None = None) -> Exported:

@@ -1,4 +1,4 @@
-"""TensorRT backends: measure a serialized engine built from ONNX by hwnas.exporters.tensorrt.
+"""TensorRT backends: measure a serialized engine built from ONNX by hwnas.profilers.tensorrt_build.
 
 `tensorrt` times one `execute_async_v3` on a non-default stream between two CUDA events:
 GPU time, with inputs copied to the device once before timing. `tensorrt-graph` captures
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.exporters.tensorrt import (
+from hwnas.profilers.tensorrt_build import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WORKSPACE,
     BuildConfig,

@@ -5,12 +5,10 @@ plus M's, and nothing of the other methods."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -21,33 +19,27 @@ class Method:
     run: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-METHODS: dict[str, Method] = {}
 # Where each method lives, imported when it is first asked for: listing methods needs no torch.
-_MODULES = {
+METHODS: Registry[Method] = Registry("search method", {
     "tfnas": "hwnas.search.methods.tfnas",
     "unas": "hwnas.search.methods.unas",
     "snas": "hwnas.search.methods.snas",
+    "entrannas": "hwnas.search.methods.entrannas",
     "modnas": "hwnas.search.methods.modnas",
-}
+})
 
 
 def register_method(name: str, help: str, options=()):
     def decorate(run):
-        METHODS[name] = Method(name, help, tuple(options), run)
+        METHODS.add(name, Method(name, help, tuple(options), run))
         return run
 
     return decorate
 
 
 def method_names() -> list[str]:
-    return list(dict.fromkeys([*_MODULES, *METHODS]))
+    return METHODS.names()
 
 
 def get_method(name: str) -> Method:
-    if name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in METHODS:
-        match = difflib.get_close_matches(str(name), method_names(), n=1)
-        hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise HwnasError(f"unknown search method {name!r}{hint}; known: {', '.join(method_names())}")
-    return METHODS[name]
+    return METHODS.get(name)

@@ -27,8 +27,6 @@ child graph); `top2` applies DARTS's rule instead (two strongest non-none edges 
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -37,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search.cellsearch import SearchState, accuracy, annealed, epoch_batches, finish, run_epochs
+from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
     CELL_TYPES, EDGES, N_EDGES, PRIMITIVES, STEPS, DartsSpace, FactorizedReduce, ReLUConvBN, edge_index,
@@ -112,11 +111,7 @@ class SNASConfig:
 
     def temperature(self, epoch: int) -> float:
         """Temperature of epoch `epoch` (0-based): tau at the first, tau_min at the last."""
-        f = epoch / (self.epochs - 1) if self.epochs > 1 else 0.0
-        f = min(max(f, 0.0), 1.0)
-        if self.anneal == "linear":
-            return self.tau + f * (self.tau_min - self.tau)
-        return self.tau * (self.tau_min / self.tau) ** f
+        return annealed(self.tau, self.tau_min, epoch, self.epochs, self.anneal)
 
 
 # --- concrete distribution ---------------------------------------------------------------------------
@@ -347,23 +342,6 @@ def edge_entropy(alpha: dict[str, torch.Tensor]) -> float:
 # --- the search ----------------------------------------------------------------------------------
 
 
-class _State:
-    def __init__(self, net, opt_w, opt_a, data_gen, sample_gen):
-        self.net, self.opt_w, self.opt_a = net, opt_w, opt_a
-        self.data_gen, self.sample_gen = data_gen, sample_gen
-        self.epoch = 0
-
-    def _parts(self):
-        return ({"supernet": self.net, "opt_w": self.opt_w, "opt_a": self.opt_a},
-                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
-
-    def checkpoint(self):
-        return snapshot(self.epoch, *self._parts())
-
-    def restore(self, ck):
-        self.epoch = restore_snapshot(ck, *self._parts())
-
-
 def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measurer=None, measure_batch: int = 1,
            run_info: dict[str, Any] | None = None, show_progress: bool = True, stop_after_epoch: int | None = None,
            echo: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
@@ -397,61 +375,48 @@ def _search(run, resume, config, space, data, table, measurer, measure_batch, sh
             echo, cost):
     with deterministic_training(config.train_threads, config.seed):
         net = SNASSupernet(space)
-        state = _State(
-            net,
-            torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
-            torch.optim.Adam(net.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay),
-            torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1))
-        if resume:
-            state.restore(run.load_checkpoint())
-            run.resume_log(state.epoch, echo=echo)
-            echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
-        started = time.monotonic()
-        while state.epoch < config.epochs:
-            record = _epoch(state, config, space, data, cost, show_progress)
-            state.epoch += 1
-            arch = space.validate(derive(net.alphas(), config.derive))
-            record.update(_describe(space, arch, table))
-            record["edge_entropy"] = edge_entropy(net.alphas())
-            record["val_acc_child"] = _child_accuracy(net, arch, data, space.resolution)
-            if measurer is not None and config.measure_every and state.epoch % config.measure_every == 0:
-                record["measured_ms"] = _measure(measurer, space, arch, measure_batch)
-            record["seconds"] = round(time.monotonic() - started, 2)
-            run.append_log(record)
-            run.save_checkpoint(state.checkpoint())
-            echo(f"epoch {state.epoch}/{config.epochs}: loss {record['train_loss']:.3f}, child val acc "
-                 f"{record['val_acc_child']:.3f}, {config.resource} {record['cost_value']:.4g}, "
-                 f"entropy {record['edge_entropy']:.3f}"
-                 + (f", table {record['table_ms']:.4g} ms" if "table_ms" in record else ""))
-            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
-                return None
-        arch = space.validate(derive(net.alphas(), config.derive))
-    return _finish(run, config, space, arch, table, measurer, measure_batch, state.epoch)
+        state = SearchState(
+            supernet=net,
+            opt_w=torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum,
+                                  weight_decay=config.weight_decay),
+            opt_a=torch.optim.Adam(net.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999),
+                                   weight_decay=config.arch_weight_decay),
+            data_gen=torch.Generator().manual_seed(config.seed), sample_gen=torch.Generator().manual_seed(config.seed + 1))
+
+        def extras(arch):
+            # the relaxed supernet at this epoch's temperature, without noise, beside its derived child
+            tau = config.temperature(state.epoch - 1)
+            soft = {k: torch.softmax(a.detach() / tau, -1) for k, a in net.alphas().items()}
+            return {"edge_entropy": edge_entropy(net.alphas()),
+                    "val_acc_supernet": accuracy(lambda x: net(x, soft), net, data, space.resolution),
+                    "val_acc_child": _child_accuracy(net, arch, data, space.resolution)}
+
+        arch = run_epochs(
+            run, resume, state, config.epochs, lambda: _epoch(state, config, space, data, cost, show_progress),
+            lambda: derive(net.alphas(), config.derive), extras, space, table, measurer, config.measure_every,
+            measure_batch, stop_after_epoch, echo,
+            lambda r: (f"loss {r['train_loss']:.3f}, child val acc {r['val_acc_child']:.3f}, {config.resource} "
+                       f"{r['cost_value']:.4g}, entropy {r['edge_entropy']:.3f}"))
+    if arch is None:
+        return None
+    return finish(run, space, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
+                  lambda d: _summary_head(config, d))
 
 
-def _epoch(state: _State, cfg: SNASConfig, space: DartsSpace, data, cost: ResourceCost, show_progress: bool):
-    from tqdm import tqdm
+def _summary_head(cfg: SNASConfig, d: dict[str, Any]) -> dict[str, Any]:
+    return {"method": "snas", "resource": cfg.resource, "gradient": cfg.gradient, "target": cfg.target,
+            "target_ms": cfg.target if cfg.resource == "latency" else None,
+            "resource_value": {"params": d["params_m"], "flops": d["macs_m"], "mac": d["mac_m"],
+                               "latency": d.get("table_ms"), "mixed": None}[cfg.resource]}
 
-    net, epoch = state.net, state.epoch
+
+def _epoch(state: SearchState, cfg: SNASConfig, space: DartsSpace, data, cost: ResourceCost, show_progress: bool):
+    net, epoch = state.supernet, state.epoch
     net.train()
     tau = cfg.temperature(epoch)
-    bs, res = cfg.batch_size, space.resolution
-    steps = math.ceil(data.size("train") / bs)
-    total_steps = cfg.epochs * steps
     sums = {"loss": 0.0, "cost_term": 0.0, "cost_value": 0.0, "correct": 0, "n": 0}
-
-    def val_batches():
-        while True:
-            yield from data.batches("val", bs, res, shuffle=True, generator=state.data_gen)
-
-    val_iter = val_batches() if cfg.bilevel else None
-    bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
-               disable=not show_progress, dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar):
-        t = epoch * steps + step
-        for g in state.opt_w.param_groups:
-            g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / total_steps))
+    bar, batches, val_iter = epoch_batches(state, cfg, data, space.resolution, show_progress)
+    for x, y in batches:
         if cfg.bilevel:  # alpha first, on a search-val batch (first order, as DARTS's)
             xv, yv = next(val_iter)
             z, log_z = _sample(net, tau, state.sample_gen)
@@ -500,75 +465,8 @@ def _sample(net: SNASSupernet, tau: float, gen: torch.Generator):
 
 def _child_accuracy(net: SNASSupernet, arch, data, resolution: int) -> float:
     """The derived child graph's validation accuracy with the supernet's weights, no retraining:
-    one-hot edge weights. BatchNorm uses batch statistics, since the running ones were gathered
-    under the relaxed mixtures and do not describe the child."""
+    one-hot edge weights (batch statistics: the running ones describe the relaxed mixtures)."""
     from hwnas.latency.cells import one_hot
 
     w = {k: v.float() for k, v in one_hot(arch).items()}
-    net.train()
-    correct = n = 0
-    with torch.no_grad():
-        for x, y in data.batches("val", 256, resolution):
-            correct += int((net(x, w).argmax(1) == y).sum())
-            n += y.numel()
-    return correct / n if n else float("nan")
-
-
-def _describe(space: DartsSpace, arch, table) -> dict[str, Any]:
-    c = space.costs(arch)
-    d = {"arch": arch.to_json(), "arch_hash": arch.hash, "genotype": arch.genotype(),
-         "params_m": c["params"] / 1e6, "macs_m": c["macs"] / 1e6, "mac_m": c["mac"] / 1e6,
-         "active_nodes": {k: len(arch.cell(k).concat) for k in CELL_TYPES}}
-    if table is not None:
-        d["table_ms"] = table.predict(arch)
-    return d
-
-
-def _measure(measurer, space, arch, batch: int, force: bool = False) -> float:
-    from hwnas.spaces.pipeline import measure_arch
-
-    return float(measure_arch(measurer, space, arch, batch, force).measurement.stats["median_ms"])
-
-
-def _finish(run: RunDir, cfg: SNASConfig, space: DartsSpace, arch, table, measurer, measure_batch: int,
-            epochs: int) -> dict[str, Any]:
-    from hwnas.spaces.pipeline import measure_arch
-
-    sessions, final = [], None  # one measurement of max(final_sessions, k) fresh processes
-    if measurer is not None:
-        wide = measurer.with_processes(max(cfg.final_sessions, measurer.protocol.processes))
-        final = measure_arch(wide, space, arch, measure_batch, force=True).measurement
-        sessions = [p["latency_ms"] for p in final.processes] or [final.stats["median_ms"]]
-    measured = final.stats["median_ms"] if final is not None else None
-    d = _describe(space, arch, table)
-    predicted = d.get("table_ms")
-    value = {"params": d["params_m"], "flops": d["macs_m"], "mac": d["mac_m"], "latency": predicted,
-             "mixed": None}[cfg.resource]
-    summary = {
-        "method": "snas",
-        "resource": cfg.resource,
-        "gradient": cfg.gradient,
-        "target": cfg.target,
-        "target_ms": cfg.target if cfg.resource == "latency" else None,
-        "resource_value": value,
-        "predicted_ms": predicted,
-        "measured_ms": measured,
-        "measured_sessions_ms": sessions,
-        "measured_ci95_ms": final.ci95_ms if final is not None else None,
-        "measured_flags": final.flags if final is not None else None,
-        "lookup_error_pct": None if measured is None or predicted is None else 100.0 * (predicted - measured) / measured,
-        "measured_distance_to_target_pct": (None if measured is None or cfg.resource != "latency" or cfg.target is None
-                                            else 100.0 * (measured - cfg.target) / cfg.target),
-        "epochs": epochs,
-        "space": space.config,
-        "arch_hash": arch.hash,
-        "genotype": d["genotype"],
-        "params_m": d["params_m"],
-        "macs_m": d["macs_m"],
-        "mac_m": d["mac_m"],
-        "active_nodes": d["active_nodes"],
-        "latency_model": table.name if table is not None else None,
-    }
-    run.write_final_arch(arch.to_json())
-    run.write_summary(summary)
-    return summary
+    return accuracy(lambda x: net(x, w), net, data, resolution)

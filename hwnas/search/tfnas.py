@@ -306,6 +306,7 @@ def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, s
         "train_acc": sums["train_correct"] / sums["train_n"],
         "alpha_entropy": entropy(list(net.alpha)),
         "beta_entropy": entropy([b for b in net.beta if b.numel() > 1]),
+        "max_prob": [round(float(torch.softmax(a.detach(), 0).max()), 4) for a in net.alpha],
     }
     if arch_steps:
         record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],

@@ -121,6 +121,38 @@ class ArchDistribution(nn.Module):
         p = logp.exp()
         return float(-(p * logp.masked_fill(~self.mask, 0.0)).sum())
 
+    def max_probs(self) -> list[float]:
+        """Each decision's most likely choice's probability (1/K: uniform; 1: decided)."""
+        return relax.masked_log_softmax(self.logits.detach(), self.mask).exp().max(-1).values.tolist()
+
+
+class GradientLog:
+    """Per epoch, what moves alpha: the mean norms of the cross-entropy and latency gradients, and
+    the variance of the latency gradient under RELAX against plain REINFORCE on the same samples
+    (summed over the logits' components: the total variance)."""
+
+    def __init__(self):
+        self.n = 0
+        self.sums: dict[str, torch.Tensor | float] = {}
+
+    def add(self, ce: torch.Tensor | None, latency: torch.Tensor, reinforce: torch.Tensor) -> None:
+        self.n += 1
+        for name, g in (("relax", latency), ("reinforce", reinforce)):
+            self.sums[name] = self.sums.get(name, 0.0) + g
+            self.sums[name + "_sq"] = self.sums.get(name + "_sq", 0.0) + g * g
+        self.sums["ce_norm"] = self.sums.get("ce_norm", 0.0) + (float(ce.norm()) if ce is not None else 0.0)
+        self.sums["latency_norm"] = self.sums.get("latency_norm", 0.0) + float(latency.norm())
+
+    def record(self) -> dict[str, float]:
+        if self.n < 2:
+            return {}
+        out = {"grad_norm_ce": self.sums["ce_norm"] / self.n, "grad_norm_latency": self.sums["latency_norm"] / self.n}
+        for name in ("relax", "reinforce"):
+            mean = self.sums[name] / self.n
+            var = (self.sums[name + "_sq"] / self.n - mean * mean).clamp_min(0) * self.n / (self.n - 1)
+            out[f"grad_var_{name}"] = float(var.sum())
+        return out
+
 
 def relax_latency_loss(
     dist: ArchDistribution,
@@ -384,6 +416,7 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
     total_steps = cfg.epochs * steps
     sums = {k: 0.0 for k in ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n", "latency", "penalty")}
     arch_steps = 0
+    grads = GradientLog()
 
     def cycle(split):
         while True:
@@ -436,8 +469,14 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
             latency_ms, cached, quality = lookup_ms, True, {}
         lam = cfg.lam_at(epoch + step / steps)
         lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
+        reinforce = relax.reinforce_loss(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty), s.relax)
+        # The two terms' gradients apart, so the log shows which one moves alpha and how noisy it is.
+        g_ce = torch.autograd.grad(arch_loss, dist.logits, retain_graph=True, allow_unused=True)[0]
+        g_lat = torch.autograd.grad(lat_loss, dist.logits, retain_graph=True)[0]
+        g_rf = torch.autograd.grad(reinforce, dist.logits)[0]
+        grads.add(g_ce, g_lat, g_rf)
         state.opt_a.zero_grad(set_to_none=True)
-        (arch_loss + lat_loss).backward()
+        dist.logits.grad = g_lat if g_ce is None else g_ce + g_lat
         state.opt_a.step()
         _append_jsonl(samples_path, {
             "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
@@ -457,6 +496,7 @@ def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_o
         "epoch": epoch + 1, "tau": cfg.tau, "lr": state.opt_w.param_groups[0]["lr"], "arch_updates": search_arch,
         "lam": cfg.lam_at(epoch + 1), "train_loss": sums["train_loss"] / sums["train_n"],
         "train_acc": sums["train_correct"] / sums["train_n"], "alpha_entropy": dist.entropy(),
+        "max_prob": [round(p, 4) for p in dist.max_probs()], **grads.record(),
     }
     if arch_steps:
         record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],

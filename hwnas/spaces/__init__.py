@@ -3,39 +3,27 @@ made with `get_space(name, **options)`."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from typing import Any, Callable
 
-from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 from hwnas.spaces.base import SearchSpace
 
-SPACES: dict[str, Callable[..., SearchSpace]] = {}
 # Where each space lives, imported when the space is first made: naming spaces needs no torch.
-_MODULES = {"tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts",
-            "slots": "hwnas.spaces.slots"}
+SPACES: Registry[Callable[..., SearchSpace]] = Registry("search space", {
+    "tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts",
+    "slots": "hwnas.spaces.slots"})
 
 
 def register_space(name: str):
-    def decorate(cls):
-        SPACES[name] = cls
-        return cls
-
-    return decorate
+    return lambda cls: SPACES.add(name, cls)
 
 
 def space_names() -> list[str]:
-    return sorted(set(SPACES) | set(_MODULES))
+    return sorted(SPACES.names())
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:
-    if name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in SPACES:
-        match = difflib.get_close_matches(str(name), space_names(), n=1)
-        hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise HwnasError(f"unknown search space {name!r}{hint}; known: {', '.join(space_names())}")
-    return SPACES[name](**options)
+    return SPACES.get(name)(**options)
 
 
 __all__ = ["SPACES", "SearchSpace", "get_space", "register_space", "space_names"]

@@ -24,11 +24,11 @@ def seeded_network(space: SearchSpace, arch) -> torch.nn.Module:
 
 def export_arch(space: SearchSpace, arch, batch: int = 1, cache_dir: Path | None = None):
     """The architecture's ONNX file (hwnas.exporters.onnx.Exported), exported once per content."""
-    from hwnas.exporters.onnx import _cached_export, export_module
+    from hwnas.exporters.onnx import cached_export, export_module
 
     arch = space.validate(arch)
     shape = space.input_shape(batch)
-    return _cached_export({"space": space.config, "arch": arch.to_json(), "batch": batch},
+    return cached_export({"space": space.config, "arch": arch.to_json(), "batch": batch},
                           lambda path: export_module(seeded_network(space, arch), shape, path), shape, cache_dir)
 
 
@@ -59,7 +59,7 @@ def measure_arch(measurer, space: SearchSpace, arch, batch: int = 1, force: bool
 def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape: tuple[int, ...],
                    force: bool = False):
     """A part of a network (a lookup-table entry): `make()` builds it, keyed by `spec`."""
-    from hwnas.exporters.onnx import _cached_export, export_module, randomize_batchnorm
+    from hwnas.exporters.onnx import cached_export, export_module, randomize_batchnorm
 
     batch = input_shape[0]
 
@@ -72,7 +72,7 @@ def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape:
     if measurer.backend.input == "torch":
         load = lambda: (module(), input_shape)  # noqa: E731
     else:
-        load = lambda: _cached_export({kind: spec, "input_shape": list(input_shape)},  # noqa: E731
+        load = lambda: cached_export({kind: spec, "input_shape": list(input_shape)},  # noqa: E731
                                       lambda path: export_module(module(), input_shape, path), input_shape,
                                       measurer.cache_dir).path
     from hwnas.measure import Item

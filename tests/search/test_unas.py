@@ -237,3 +237,37 @@ def test_true_latency_samples_under_a_cpu_hog_agree_with_an_isolated_remeasureme
 
 def _sampled_archs(store):
     return [spec["arch"] for spec in store.dataframe(kind="arch")["spec"]]
+
+
+def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data):
+    from hwnas.report import Run, distribution_frame
+
+    space = tiny()
+    table = Table(space, scale=0.05)
+    cfg = config(target_ms=0.8 * table.predict(space.default_arch()), true_latency=False, epochs=3,
+                 calibrate_widths=False)
+    search(cfg, tiny_data, table, tmp_path / "run", lut=table, show_progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    rows = len(ArchDistribution(space).rows)
+    assert all(len(r["max_prob"]) == rows and all(0 < p <= 1 for p in r["max_prob"]) for r in log)
+    assert "grad_var_relax" not in log[0]  # warm-up: no architecture step, nothing to log
+    for r in log[1:]:
+        assert r["grad_var_relax"] >= 0 and r["grad_var_reinforce"] >= 0 and r["grad_norm_ce"] > 0
+        assert r["grad_norm_latency"] > 0  # the target is below the default: the latency term pulls
+    # the architecture steps moved it away from uniform
+    assert np.mean(log[-1]["max_prob"]) > np.mean(log[0]["max_prob"])
+    df = distribution_frame(Run("run", tmp_path / "run", {}, log, {}, [], None))
+    assert list(df["epoch"]) == [1, 2, 3] and {"max_prob_mean", "grad_var_relax"} <= set(df)
+
+
+def test_gradient_log_variance_is_the_sample_variance():
+    from hwnas.search.unas import GradientLog
+
+    g = GradientLog()
+    draws = [torch.tensor([[1.0, -1.0]]), torch.tensor([[3.0, -1.0]]), torch.tensor([[2.0, -1.0]])]
+    for d in draws:
+        g.add(d, d, 2 * d)
+    rec = g.record()
+    assert rec["grad_var_relax"] == pytest.approx(1.0)  # var(1, 3, 2) = 1, the constant component adds 0
+    assert rec["grad_var_reinforce"] == pytest.approx(4.0)
+    assert rec["grad_norm_ce"] == pytest.approx(np.mean([float(d.norm()) for d in draws]))

@@ -8,7 +8,6 @@ from hwnas.space import Arch, LayerChoice, Space, width_grid
 from hwnas.surrogates.base import one_hot_weights
 from hwnas.surrogates.lut import LookupTable, entry_key, layer_spec
 
-from .conftest import WIDTH_STEP
 
 
 def _measured(lab, spec) -> float:
@@ -42,7 +41,7 @@ def _op_grid(lab, spec, op):
     o = lab.space.ops[op]
     if o.kernel != spec.kernel or o.se_ratio * spec.c_in != spec.se:
         return []
-    return width_grid(*lab.space.width_range(op, spec.c_in), WIDTH_STEP)
+    return width_grid(*lab.space.width_range(op, spec.c_in), lab.lut.width_step)
 
 
 def _with_mid(spec, mid):
@@ -113,7 +112,7 @@ def test_missing_entries_are_errors_never_zero(lab):
 
 def test_rebuild_measures_nothing(lab):
     before = len(lab.measurer.store)
-    again = LookupTable.build(lab.space, lab.measurer, width_step=WIDTH_STEP, show_progress=False)
+    again = LookupTable.build(lab.space, lab.measurer, width_step=lab.lut.width_step, show_progress=False)
     assert len(lab.measurer.store) == before
     assert again.to_json() == lab.lut.to_json()
 
@@ -141,7 +140,7 @@ def test_save_load_round_trip(lab, tmp_path):
                             expect_fingerprint=lab.measurer.backend.fingerprint(1))
     for arch in lab.space.random_archs(5, seed=1):
         assert back.predict(arch) == lab.lut.predict(arch)
-    assert back.width_step == WIDTH_STEP and back.fingerprint == lab.lut.fingerprint
+    assert back.width_step == lab.lut.width_step and back.fingerprint == lab.lut.fingerprint
 
 
 def test_load_refuses_other_configurations_and_bad_files(lab, tmp_path):

@@ -65,6 +65,18 @@ def echo(line: str) -> None:
     click.echo(line, err=True)
 
 
+def run_mbconv_search(opts: dict[str, Any], search) -> dict[str, Any]:
+    """Load the data, open the measurer, get the latency model, and run
+    `search(data, measurer, model, model_info)`; the measurer is closed however it ends."""
+    data = load_data(opts)
+    measurer = search_measurer(opts)
+    try:
+        model, model_info = mbconv_latency_model(opts, data.num_classes, measurer)
+        return search(data, measurer, model, model_info)
+    finally:
+        measurer.close()
+
+
 def mbconv_latency_model(opts: dict[str, Any], num_classes: int, measurer):
     """The given model file (a lookup table or a differentiable fitted model), else a lookup
     table built on the backend at the deployment resolution and kept in the run directory."""

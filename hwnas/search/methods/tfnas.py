@@ -6,9 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import (
-    echo, load_data, mbconv_latency_model, mbconv_space_options, search_measurer, training_options,
-)
+from hwnas.search.methods.common import echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.tfnas import COSTS, TFNASConfig
 from hwnas.validate import Float, Int
@@ -42,11 +40,6 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         measure_every=opts["measure_every"], final_sessions=opts["final_sessions"], train_threads=opts["train_threads"],
         share_ops=opts["share_ops"], elastic_depth=opts["elastic_depth"], width_align=opts["width_align"],
     )
-    data = load_data(opts)
-    measurer = search_measurer(opts)
-    try:
-        model, model_info = mbconv_latency_model(opts, data.num_classes, measurer)
-        return search(config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], **model_info}, echo=echo, repair=opts["repair"])
-    finally:
-        measurer.close()
+    return run_mbconv_search(opts, lambda data, measurer, model, model_info: search(
+        config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
+        run_info={"limit": opts["limit"], **model_info}, echo=echo, repair=opts["repair"]))

@@ -6,9 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import (
-    echo, load_data, mbconv_latency_model, mbconv_space_options, search_measurer, training_options,
-)
+from hwnas.search.methods.common import echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig
 from hwnas.validate import Float
@@ -41,13 +39,10 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
         train_threads=opts["train_threads"], width_align=opts["width_align"],
     )
-    data = load_data(opts)
-    measurer = search_measurer(opts)
-    try:
-        model, model_info = mbconv_latency_model(opts, data.num_classes, measurer)
+    def go(data, measurer, model, model_info):
         lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
         return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
                       run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
                       echo=echo, repair=opts["repair"])
-    finally:
-        measurer.close()
+
+    return run_mbconv_search(opts, go)

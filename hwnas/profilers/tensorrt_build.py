@@ -1,7 +1,7 @@
 """ONNX to a serialized TensorRT engine, built in a worker process and cached on disk.
 
 A TensorRT build can take minutes, hang, or crash the process (a bad tactic, a driver
-fault). So it runs in `python -m hwnas.exporters.tensorrt build ...` with a timeout: a
+fault). So it runs in `python -m hwnas.profilers.tensorrt_build build ...` with a timeout: a
 crash or a hang costs one measurement, and the error says why in one line with the tail
 of the worker's log. The parent computes every cache key (engine and timing cache) from
 pure functions; only the worker imports TensorRT to build.
@@ -251,7 +251,7 @@ def run_worker(cmd: list[str], *, timeout_s: float, log_path: Path, what: str, e
 
 def worker_command(onnx: Path, out: Path, timing_cache: Path, config: BuildConfig) -> list[str]:
     cmd = [
-        sys.executable, "-m", "hwnas.exporters.tensorrt", "build",
+        sys.executable, "-m", "hwnas.profilers.tensorrt_build", "build",
         "--onnx", str(onnx), "--out", str(out), "--timing-cache", str(timing_cache),
         "--precision", config.precision, "--workspace", str(config.workspace), "--batch", str(config.batch),
     ]
@@ -450,7 +450,7 @@ def build_serialized(onnx_path: Path, config: BuildConfig, timing_cache: Path | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hwnas.exporters.tensorrt", description="Build a TensorRT engine from ONNX.")
+    ap = argparse.ArgumentParser(prog="python -m hwnas.profilers.tensorrt_build", description="Build a TensorRT engine from ONNX.")
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build")
     b.add_argument("--onnx", type=Path, required=True)

@@ -1,0 +1,176 @@
+"""What the searches on the darts cell space (SNAS, EnTranNAS) share: the temperature schedule,
+the epoch loop with its checkpoint and resume, each epoch's description of the derived network
+(costs, table latency, measured every K epochs), accuracy with batch statistics, and the final
+measurement and summary."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+
+from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.spaces.darts import CELL_TYPES, DartsSpace
+
+
+def annealed(start: float, end: float, epoch: int, epochs: int, kind: str) -> float:
+    """Temperature of epoch `epoch` (0-based): `start` at the first, `end` at the last, linear or
+    exponential ("exp": start * (end / start) ** (epoch / (epochs - 1)))."""
+    f = epoch / (epochs - 1) if epochs > 1 else 0.0
+    f = min(max(f, 0.0), 1.0)
+    if kind == "linear":
+        return start + f * (end - start)
+    return start * (end / start) ** f
+
+
+class SearchState:
+    """A search's modules and optimisers (saved by their state dicts) and generators, each an
+    attribute under its checkpoint name, with the number of epochs done."""
+
+    def __init__(self, **parts: Any):
+        self.epoch = 0
+        self._stateful = {k: v for k, v in parts.items() if not isinstance(v, torch.Generator)}
+        self._generators = {k: v for k, v in parts.items() if isinstance(v, torch.Generator)}
+        for name, part in parts.items():
+            setattr(self, name, part)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return snapshot(self.epoch, self._stateful, self._generators)
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        self.epoch = restore_snapshot(ck, self._stateful, self._generators)
+
+
+def epoch_batches(state: SearchState, cfg, data, resolution: int, show_progress: bool):
+    """(progress bar, this epoch's search-train batches, endless shuffled search-val batches).
+    Before each train batch the weights' learning rate is set on a cosine from cfg.lr to
+    cfg.lr_min over the whole run (DARTS's schedule)."""
+    from tqdm import tqdm
+
+    bs, steps = cfg.batch_size, math.ceil(data.size("train") / cfg.batch_size)
+    bar = tqdm(data.batches("train", bs, resolution, shuffle=True, generator=state.data_gen), total=steps,
+               desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,
+               disable=not show_progress, dynamic_ncols=True)
+
+    def train():
+        for step, batch in enumerate(bar):
+            t = state.epoch * steps + step
+            for g in state.opt_w.param_groups:
+                g["lr"] = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t / (cfg.epochs * steps)))
+            yield batch
+
+    def val():
+        while True:
+            yield from data.batches("val", bs, resolution, shuffle=True, generator=state.data_gen)
+
+    return bar, train(), val()
+
+
+def run_epochs(run: RunDir, resume: bool, state: SearchState, epochs: int, train_epoch: Callable[[], dict[str, Any]],
+               derive: Callable[[], dict[str, Any]], extras: Callable[[Any], dict[str, Any]], space: DartsSpace,
+               table, measurer, measure_every: int, measure_batch: int, stop_after_epoch: int | None,
+               echo: Callable[[str], None], line: Callable[[dict[str, Any]], str],
+               on_measured: Callable[[dict[str, Any]], None] | None = None):
+    """Resume from the run's checkpoint if there is one, then per epoch: train (`train_epoch`
+    returns the epoch's record), derive the architecture, describe it (`extras` adds the method's
+    own figures), measure it every `measure_every` epochs (then `on_measured(record)` may act on
+    it before the checkpoint), append the record and save the checkpoint. Returns the final derived architecture, or None when stopped after `stop_after_epoch`."""
+    if resume:
+        state.restore(run.load_checkpoint())
+        run.resume_log(state.epoch, echo=echo)
+        echo(f"resuming {run.path} after epoch {state.epoch}/{epochs}")
+    started = time.monotonic()
+    while state.epoch < epochs:
+        record = train_epoch()
+        state.epoch += 1
+        arch = space.validate(derive())
+        record.update(describe(space, arch, table))
+        record.update(extras(arch))
+        if measurer is not None and measure_every and state.epoch % measure_every == 0:
+            m = measure(measurer, space, arch, measure_batch)
+            record["measured_ms"], record["measured_flags"] = m.stats["median_ms"], list(m.flags or [])
+            if on_measured is not None:
+                on_measured(record)
+        record["seconds"] = round(time.monotonic() - started, 2)
+        run.append_log(record)  # the record first: a crash before the checkpoint repeats the epoch
+        run.save_checkpoint(state.checkpoint())
+        echo(f"epoch {state.epoch}/{epochs}: " + line(record)
+             + (f", table {record['table_ms']:.4g} ms" if "table_ms" in record else "")
+             + (f", measured {record['measured_ms']:.4g} ms" if "measured_ms" in record else ""))
+        if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < epochs:
+            return None
+    return space.validate(derive())
+
+
+def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], net: torch.nn.Module, data, resolution: int,
+             split: str = "val") -> float:
+    """Accuracy of `forward` on a split. BatchNorm uses batch statistics (train mode, no
+    gradient): the running ones were gathered under other mixtures or sub-graphs."""
+    net.train()
+    correct = n = 0
+    with torch.no_grad():
+        for x, y in data.batches(split, 256, resolution):
+            correct += int((forward(x).argmax(1) == y).sum())
+            n += y.numel()
+    return correct / n if n else float("nan")
+
+
+def describe(space: DartsSpace, arch, table) -> dict[str, Any]:
+    """The derived network's costs (and table latency, with a table)."""
+    c = space.costs(arch)
+    d = {"arch": arch.to_json(), "arch_hash": arch.hash, "genotype": arch.genotype(),
+         "params_m": c["params"] / 1e6, "macs_m": c["macs"] / 1e6, "mac_m": c["mac"] / 1e6,
+         "active_nodes": {k: len(arch.cell(k).concat) for k in CELL_TYPES}}
+    if table is not None:
+        d["table_ms"] = table.predict(arch)
+    return d
+
+
+def measure(measurer, space: DartsSpace, arch, batch: int, force: bool = False):
+    """The derived network's Measurement (its median and flags)."""
+    from hwnas.spaces.pipeline import measure_arch
+
+    return measure_arch(measurer, space, arch, batch, force).measurement
+
+
+def finish(run: RunDir, space: DartsSpace, arch, table, measurer, measure_batch: int, final_sessions: int, epochs: int,
+           head: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Measure the final architecture once over max(final_sessions, k) fresh processes, write it and
+    the summary. `head(description)` gives the method's own leading fields, target_ms among them."""
+    from hwnas.spaces.pipeline import measure_arch
+
+    sessions, final = [], None
+    if measurer is not None:
+        wide = measurer.with_processes(max(final_sessions, measurer.protocol.processes))
+        final = measure_arch(wide, space, arch, measure_batch, force=True).measurement
+        sessions = [p["latency_ms"] for p in final.processes] or [final.stats["median_ms"]]
+    measured = final.stats["median_ms"] if final is not None else None
+    d = describe(space, arch, table)
+    predicted = d.get("table_ms")
+    summary = head(d)
+    target_ms = summary.get("target_ms")
+    summary.update({
+        "predicted_ms": predicted,
+        "measured_ms": measured,
+        "measured_sessions_ms": sessions,
+        "measured_ci95_ms": final.ci95_ms if final is not None else None,
+        "measured_flags": final.flags if final is not None else None,
+        "lookup_error_pct": None if measured is None or predicted is None else 100.0 * (predicted - measured) / measured,
+        "measured_distance_to_target_pct": (None if measured is None or target_ms is None
+                                            else 100.0 * (measured - target_ms) / target_ms),
+        "epochs": epochs,
+        "space": space.config,
+        "arch_hash": arch.hash,
+        "genotype": d["genotype"],
+        "params_m": d["params_m"],
+        "macs_m": d["macs_m"],
+        "mac_m": d["mac_m"],
+        "active_nodes": d["active_nodes"],
+        "latency_model": table.name if table is not None else None,
+    })
+    run.write_final_arch(arch.to_json())
+    run.write_summary(summary)
+    return summary

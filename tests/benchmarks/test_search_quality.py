@@ -1,0 +1,41 @@
+"""benchmarks/search_quality.py on the session's tiny table: it runs a method end to end, writes its
+table, and a finished comparison reruns without searching, training or measuring again."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("search_quality", ROOT / "benchmarks" / "search_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
+    from hwnas.surrogates.base import uniform_latency
+
+    lut = tmp_path / "lut.json"
+    lab.lut.save(lut)
+    target = round(0.9 * uniform_latency(lab.lut), 4)
+    argv = ["--work", str(tmp_path / "work"), "--lut", str(lut), "--methods", "tfnas-lut", "--targets", str(target),
+            "--seeds", "1", "--epochs", "2", "--warmup-epochs", "1", "--limit", "120", "--train-epochs", "1",
+            "--random", "2", "--size", "--space tfnas --resolution 32 --width-mult 0.25",
+            "--search-args", "--processes 1 --no-reference --final-sessions 1 --measure-every 0 --min-time 0 --warmup 1",
+            "--db", str(tmp_path / "m.sqlite")]
+    bench = load_benchmark()
+    bench.main(argv)
+    table = pd.read_csv(tmp_path / "work" / "search_quality.csv")
+    assert list(table["method"]) == ["tfnas-lut"] and table["target_ms"].iloc[0] == target
+    assert 0 <= table["found_acc"].iloc[0] <= 1 and table["n_random"].iloc[0] == 2
+    assert table["wall_s"].iloc[0] > 0
+    kept = {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("*") if f.is_file() and f.suffix != ".csv"}
+    bench.main(argv)  # nothing is searched, trained or measured again: every file is as it was
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept
+    assert pd.read_csv(tmp_path / "work" / "search_quality.csv").equals(table)
