@@ -10,6 +10,7 @@ resolution, digits-translated, SPOS estimator), on true latency (ort-cpu):
   4. Kendall tau between SPOS accuracy and train-from-scratch accuracy on K random architectures.
 
     python benchmarks/pareto_modnas.py --out runs/modnas-bench [--n 20] [--kendall 10]
+    python benchmarks/pareto_modnas.py --out runs/modnas-bench --only-kendall   # the ranking alone, later
 
 Every search is a real `hwnas search --method modnas` run directory (resumable); the three
 searches share the supernet (same configuration and seed) and the store. Prints the figures
@@ -142,7 +143,15 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="Comma-separated parts to skip: random,remeasure,tpe,kendall.")
+    ap.add_argument("--only-kendall", action="store_true",
+                    help="Only the SPOS ranking, on the supernet of an earlier run's OUT/nsga2 (to OUT/kendall.json).")
     args = ap.parse_args()
+    if args.only_kendall:
+        result = {"command": "python " + " ".join(sys.argv), "cpu": cpu_model(), "load_at_start": os.getloadavg(),
+                  **kendall(args, args.kendall), "load_at_end": os.getloadavg()}
+        (Path(args.out) / "kendall.json").write_text(json.dumps(result, indent=2, default=float))
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"}, default=float))
+        return
     skip = set(filter(None, args.skip.split(",")))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     from hwnas.search.discrete import hypervolume

@@ -679,6 +679,9 @@ def slot_search_section(rep: Report, inp: Inputs) -> None:
                      "estimator": r.config.get("estimator", {}).get("name"), "trials": len(trials),
                      "feasible": len(done), "front": len(front), "hypervolume": s.get("hypervolume"),
                      "front_lookup_error_abs_median_pct": float(err.median()) if len(err) else None})
+        if done.empty:
+            sec.notes.append(f"{r.name}: no feasible trial among {len(trials)} (constraints {r.config.get('constraints')})")
+            continue
         df = pd.DataFrame({"label": "", "kind": ["front" if h in on_front else "dominated" for h in done["arch_hash"]],
                            "latency_ms": done["latency"].astype(float), "accuracy": done["accuracy"].astype(float),
                            "pareto": [h in on_front for h in done["arch_hash"]]})

@@ -98,18 +98,32 @@ def hwnas(*args, **kw):
 def finished(db: Path) -> dict[int, tuple]:
     if not db.exists():
         return {}
+    # the search writes as we read: wait for its lock as the search itself does (60 s, not SQLite's 5)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", engine_kwargs={"connect_args": {"timeout": 60}})
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{db}")
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     except KeyError:
         return {}
     return {t.number: (tuple(t.values), t.params) for t in study.trials if t.state.name == "COMPLETE"}
+
+
+def complete_count(db: Path) -> int:
+    """Finished trials, read-only with plain SQLite: opening Optuna's storage while the search
+    creates its schema would race it (both would write the schema version)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:  # not there yet, or no tables yet
+        return 0
 
 
 def test_killed_study_keeps_every_finished_trial(tmp_path):
     config, out = toy_config(tmp_path), tmp_path / "run"
     proc = hwnas("search", "--method", "modnas", "--config", str(config), "--out", str(out))
     deadline = time.monotonic() + 240
-    while len(finished(out / "study.db")) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while complete_count(out / "study.db") < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGKILL)
