@@ -49,7 +49,8 @@ def main() -> None:
         return done.stdout
 
     step("measure 3 random subnets", "measure", *size, "--classes", "10", "--random", "--n", "3", *db)
-    step("lookup table", "lut", "build", *size, "--classes", "10", *db, "--out", str(w / "lut.json"))
+    # One process per layer: a quick table (the default protocol's 3 processes took 36 min here under load).
+    step("lookup table", "lut", "build", *size, "--classes", "10", "--processes", "1", *db, "--out", str(w / "lut.json"))
     target = args.target
     if target is None:
         from hwnas.surrogates.base import uniform_latency
