@@ -18,6 +18,18 @@ def fail(message: str) -> None:
     raise HwnasError(message)
 
 
+def given_on_command_line(name: str) -> bool:
+    """Did the user give option `name`? (True outside a command, or where the command has no
+    such option: the caller's value stands.)"""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    source = ctx.get_parameter_source(name)
+    return source is None or source != ParameterSource.DEFAULT
+
+
 # --- reusable option groups -----------------------------------------------------------------
 
 
@@ -95,7 +107,6 @@ def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) 
     """An MBConv architecture file's space and width multiplier, where the user gave no --space or
     --width-mult; given ones that contradict the file are refused, never silently overridden."""
     from hwnas.jsonutil import read_json
-    from hwnas.spaces.cli import _given
 
     if arch_path is None or not Path(arch_path).is_file():
         return space_name, width_mult
@@ -110,7 +121,7 @@ def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) 
             theirs = cast(doc[key])
         except (TypeError, ValueError):
             continue  # validation names the bad field
-        if _given(name) and theirs != value:
+        if given_on_command_line(name) and theirs != value:
             fail(f"{arch_path} is an architecture of {key} {theirs}, but {option} {value} was given")
         if name == "space_name":
             space_name = theirs

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
+from hwnas.cliutil import given_on_command_line
 from hwnas.errors import HwnasError
 
 # Defaults where the MBConv spaces' CLI defaults (224 px, 1000 classes) do not fit: DARTS's CIFAR size.
@@ -38,15 +38,6 @@ def is_new_space(name: str) -> bool:
     return name in space_names() and name not in SPACE_DEFS
 
 
-def _given(name: str) -> bool:
-    """Did the user give option `name`? (True where the command has no such option: the caller's value stands.)"""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return True
-    source = ctx.get_parameter_source(name)
-    return source is None or source != ParameterSource.DEFAULT
-
-
 def make_new_space(name: str, resolution: int, num_classes: int, own: dict[str, Any] | None = None, **defaults: Any):
     """The registered space, with --channels/--cells from the command line (else `defaults`), and
     the space's own default resolution and classes (or `own`'s) where the user gave none."""
@@ -56,8 +47,8 @@ def make_new_space(name: str, resolution: int, num_classes: int, own: dict[str, 
     sizes = dict(ctx.meta.get("hwnas_space_options", {})) if ctx is not None else {}
     options = {**defaults, **{k: v for k, v in sizes.items() if v is not None}}
     own = {**NEW_SPACE_DEFAULTS.get(name, {}), **(own or {})}
-    options["resolution"] = resolution if _given("resolution") else own.get("resolution", resolution)
-    options["num_classes"] = num_classes if _given("num_classes") else own.get("num_classes", num_classes)
+    options["resolution"] = resolution if given_on_command_line("resolution") else own.get("resolution", resolution)
+    options["num_classes"] = num_classes if given_on_command_line("num_classes") else own.get("num_classes", num_classes)
     return get_space(name, **options)
 
 

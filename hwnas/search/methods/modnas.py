@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from hwnas.cliutil import given_on_command_line
 from hwnas.search.registry import register_method
 from hwnas.validate import Float, Int
 
@@ -40,33 +41,22 @@ OWN = {"model": "model", "width_mult": "width_mult", "resolution": "resolution",
        "trials": "optimizer.trials", "estimator": "estimator.name", "epochs": "estimator.epochs"}
 
 
-def _given(name: str) -> bool:
-    """Given on the command line (a direct call's values all count as given)."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return True
-    source = ctx.get_parameter_source(name)
-    return source is None or source != ParameterSource.DEFAULT
-
-
 def build_config(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.errors import HwnasError
     from hwnas.search import slot_config
 
     cfg = slot_config.load(opts["config_path"]) if opts.get("config_path") else slot_config.check({})
     for name, key in {**SHARED, **OWN}.items():
-        if opts.get(name) is not None and _given(name):
+        if opts.get(name) is not None and given_on_command_line(name):
             slot_config.set_path(cfg, key, opts[name], f"--{name.replace('_', '-')}")
     if opts.get("db") is not None:
         slot_config.set_path(cfg, "backend.db", str(opts["db"]), "--db")
     ctx = click.get_current_context(silent=True)
     measure = ctx.meta.get("hwnas.measure", {}) if ctx is not None else {}
     for name, key in (("processes", "backend.processes"), ("isolation", "backend.isolation")):
-        if measure.get(name) is not None and _given(name):
+        if measure.get(name) is not None and given_on_command_line(name):
             slot_config.set_path(cfg, key, measure[name], f"--{name}")
-    if measure.get("no_reference") and _given("no_reference"):
+    if measure.get("no_reference") and given_on_command_line("no_reference"):
         cfg["backend"]["reference"] = False
     if opts.get("objectives"):
         slot_config.set_path(cfg, "objectives", [o.strip() for o in opts["objectives"].split(",") if o.strip()],
