@@ -54,6 +54,7 @@ def fit_depth(model, full: Arch, depths: list[int], depth_probs: list[list[float
     widths is over it, the stage with the most mass below its depth loses its last layer."""
     space = model.space
     depths, changes = list(depths), []
+    seen = {tuple(depths)}  # a target between two depths' reach would send it back and forth forever
 
     def at(ds):
         return Arch(full.space, full.width_mult, tuple(st[:d] for st, d in zip(full.stages, ds)))
@@ -70,13 +71,14 @@ def fit_depth(model, full: Arch, depths: list[int], depth_probs: list[list[float
         candidates = []
         for i, (shape, probs) in enumerate(zip(space.stages, depth_probs)):
             d = depths[i] + step
-            if shape.min_depth <= d <= shape.max_depth:
+            if shape.min_depth <= d <= shape.max_depth and tuple(depths[:i] + [d] + depths[i + 1:]) not in seen:
                 k = depths[i] - shape.min_depth  # index of the current depth in probs
                 candidates.append((sum(probs[k + 1:]) if step > 0 else sum(probs[:k]), i))
         if not candidates:
             return arch, changes
         _, i = max(candidates, key=lambda c: c[0])  # ties: the earliest stage
         depths[i] += step
+        seen.add(tuple(depths))
         changes.append(f"stage {i + 1} depth {depths[i] - step} -> {depths[i]}")
 
 
