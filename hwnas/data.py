@@ -208,15 +208,30 @@ def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tenso
 # -------------------------------------------------------------------- digits
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits (no download): 8x8 images of 0..16 and their labels. Read
+    from the CSV scikit-learn ships, as its `load_digits` does: importing scikit-learn takes ~3 s,
+    which every search process would pay. Its own loader where the file is not where it was."""
+    import importlib.util
 
-    digits = load_digits()
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    pixels, target = _digits_arrays()
     # Pixel values are 0..16; stretch to 0..255 and copy to 3 channels so every
     # dataset looks like RGB to the networks.
-    gray = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    gray = np.rint(pixels * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     images = np.repeat(gray[:, None, :, :], 3, axis=1)
-    return images, digits.target.astype(np.int64)
+    return images, target.astype(np.int64)
 
 
 def _translate(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:

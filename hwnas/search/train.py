@@ -49,18 +49,28 @@ def recalibrate_bn(net: torch.nn.Module, data, resolution: int, batch_size: int 
         bn.momentum = 0.1
 
 
+def _set_deterministic(mode: bool) -> None:
+    """torch.use_deterministic_algorithms also sets the compiler's flag, and importing the compiler
+    (torch._inductor) takes ~2.5 s in every process that trains. hwnas never compiles, so only the
+    eager flag is set, unless the compiler is already loaded."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        torch._C._set_deterministic_algorithms(mode)
+
+
 @contextmanager
 def deterministic_training(threads: int, seed: int):
     """Deterministic torch algorithms, `threads` intra-op threads (one: no spin-wait collapse on
     shared cores) and the seed set, for the block; the caller's settings come back after it."""
     was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    _set_deterministic(True)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        _set_deterministic(was_deterministic)
         torch.set_num_threads(was_threads)
 
 

@@ -121,11 +121,18 @@ def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e
             g = lo
         arch = scale_widths(space, arch, s, g, align)
         gammas.append(g)
+    final_ms = float(model.predict(arch))
+    if bound is None and final_ms > target_ms * (1 + tol):
+        # scaling a stage changes the next stages' C_in, and with it their lowest width e_min*C_in:
+        # a later stage can be forced wider than the target allows
+        bound = "min"
+        message = (f"the width bound e_min*C_in of a later stage stops the latency at {final_ms:.4g} ms, "
+                   f"above the target {target_ms:.4g} ms")
     if bound and changes:
         message += f" (after depth changes: {', '.join(changes)})"
     elif bound and full is not None:
         message += " at every depth the space allows"
-    return ScaleResult(arch, float(model.predict(arch)), gammas, bound, message, seed_ms, changes)
+    return ScaleResult(arch, final_ms, gammas, bound, message, seed_ms, changes)
 
 
 def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
