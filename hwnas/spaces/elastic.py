@@ -135,6 +135,23 @@ def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e
     return ScaleResult(arch, final_ms, gammas, bound, message, seed_ms, changes)
 
 
+def _next_factor(points: list[tuple[float, float]], target_ms: float) -> float:
+    """The measured/surrogate factor for the next round. The ratio of the last round alone converges
+    slowly where much of the measured latency does not scale with the network (a small network's
+    fixed overhead: the error shrinks only by that share a round), so the line measured = a + b *
+    surrogate through the last two nets aims the next one (a secant step), kept within 4x of the
+    plain ratio; the plain ratio where the two give no usable line."""
+    (s0, m0), (s1, m1) = points[-2], points[-1]
+    ratio = m1 / s1
+    if abs(s1 - s0) <= 0.01 * max(s0, s1) or (m1 - m0) / (s1 - s0) <= 0:
+        return ratio
+    b = (m1 - m0) / (s1 - s0)
+    aim = (target_ms - (m1 - b * s1)) / b  # the surrogate latency the line puts at the target
+    if aim <= 0:
+        return ratio
+    return float(min(max(target_ms / aim, ratio / 4), ratio * 4))
+
+
 def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
               rounds: int = 4, **scale_options) -> tuple[Arch, dict[str, Any]]:
     """Fit an architecture's widths (and, with `full`/`depth_probs`, depths) to the target on the
@@ -146,6 +163,7 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
     Returns the round whose measurement came closest to the target, and every round."""
     seed_ms = measured.predict(arch)
     factor = seed_ms / float(surrogate.predict(arch))
+    points = [(float(surrogate.predict(arch)), seed_ms)]  # (surrogate ms, measured ms) of each net measured
     rounds_log, best = [], None
     for _ in range(rounds):
         r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
@@ -157,7 +175,8 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
             best = (r, ms)
         if abs(ms / target_ms - 1) <= tol or r.bound:
             break
-        factor = ms / float(surrogate.predict(r.arch))
+        points.append((float(surrogate.predict(r.arch)), ms))
+        factor = _next_factor(points, target_ms)
     r, ms = best
     return r.arch, {"seed_measured_ms": seed_ms, "rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
                     "depth_changes": r.depth_changes, "gammas": r.gammas}
