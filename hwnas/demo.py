@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import check_out, make_measurer
+from hwnas.cliutil import STORE, check_out, make_measurer
 from hwnas.errors import HwnasError
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
@@ -19,7 +19,8 @@ from hwnas.validate import POSITIVE_MS, SEED, Float, Int
                    "Default: demo/ in the user data directory, never the current folder.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Where the report goes. Default: report/ beside the runs.")
-@click.option("--db", type=click.Path(path_type=Path), default=None, help="Measurement store (default: $HWNAS_DB or the user cache).")
+@click.option("--db", type=STORE, default=None,
+              help="Measurement store: an SQLite file or a postgresql:// URL (default: $HWNAS_DB or the user cache).")
 @click.option("--backend", "backend_name", default="ort-cpu", show_default=True)
 @click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution.")
 @click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True)

@@ -216,6 +216,7 @@ class Inputs:
 
             try:
                 with Store(self.store_path) as store:
+                    self.store_path = store.path  # a URL's password hidden: the report names the store
                     self.arch_df = store.dataframe(kind="arch")
                     self.layer_df = store.dataframe(kind="layer")
                     self.layers_df = store.dataframe(kind="layers")
@@ -254,6 +255,10 @@ class Inputs:
         self.fingerprints: dict[str, dict[str, Any]] = {}  # canonical -> {"fingerprint", "n", "used_for"}
 
     def _store_path(self, given):
+        from hwnas.store import is_url
+
+        if is_url(given):  # a fleet's PostgreSQL store: opened (and refused in one line) where it is read
+            return given
         if given is not None:
             if not Path(given).is_file():
                 self.warn(f"measurement store {given} does not exist; reporting without measurements from a store")

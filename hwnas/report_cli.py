@@ -6,11 +6,14 @@ from pathlib import Path
 
 import click
 
+from hwnas.cliutil import STORE
+
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--store", "--db", "store", type=click.Path(path_type=Path), default=None,
-              help="Measurement store (SQLite). Default: $HWNAS_DB or the user cache directory, where it exists.")
+@click.option("--store", "--db", "store", type=STORE, default=None,
+              help="Measurement store: an SQLite file or a postgresql:// URL. Default: $HWNAS_DB or the user cache "
+                   "directory, where it exists.")
 @click.option("--lut", type=click.Path(path_type=Path), default=None,
               help="Lookup table (default: each run's latency_model_file or RUN/lut.json).")
 @click.option("--trained", type=click.Path(path_type=Path), multiple=True,
