@@ -35,6 +35,8 @@ SHARED_OPTIONS = [
                  help="The final architecture's latency: the median of this many measurements."),
     click.option("--train-threads", type=Int(1, 1024), default=1, show_default=True,
                  help="Torch threads for training (--threads are the measurement's)."),
+    click.option("--stop-after-epoch", type=Int(1, 10_000), default=None, hidden=True,
+                 help="Stop after checkpointing this epoch, as an interruption would (for tests of resuming)."),
 ]
 
 
@@ -93,6 +95,9 @@ def search(**opts):
     if opts["target"] is None and method.name not in ("snas", "modnas"):  # modnas: constraints in its config
         fail(f"--method {method.name} needs --target (ms)")
     summary = method.run(opts)
+    if summary is None:
+        click.echo(f"stopped after epoch {opts['stop_after_epoch']}; run the same command again to resume", err=True)
+        return
     # Never a silent NaN or negative latency on stdout: a model that gives one is refused here.
     for key in ("predicted_ms", "measured_ms"):
         if summary.get(key) is not None:

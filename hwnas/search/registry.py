@@ -16,7 +16,11 @@ class Method:
     name: str
     help: str
     options: tuple  # click.option(...) decorators, in the order --help lists them
-    run: Callable[[dict[str, Any]], dict[str, Any]]
+    run: Callable[[dict[str, Any]], dict[str, Any] | None]  # None: stopped by --stop-after-epoch
+    # Its own options for a tiny run in seconds in which nothing measured decides a step, so a resumed
+    # run must equal an uninterrupted one: what the search conformance suite runs for every method.
+    # Empty where a method has no epochs to stop after (its resume is tested on its own).
+    small_args: tuple[str, ...] = ()
 
 
 # Where each method lives, imported when it is first asked for: listing methods needs no torch.
@@ -29,9 +33,9 @@ METHODS: Registry[Method] = Registry("search method", {
 })
 
 
-def register_method(name: str, help: str, options=()):
+def register_method(name: str, help: str, options=(), small_args=()):
     def decorate(run):
-        METHODS.add(name, Method(name, help, tuple(options), run))
+        METHODS.add(name, Method(name, help, tuple(options), run, tuple(small_args)))
         return run
 
     return decorate

@@ -127,18 +127,6 @@ def test_true_latency_search_end_to_end(tmp_path, tiny_data, fast_protocol):
         assert abs(summary["measured_distance_to_target_pct"]) < 15, json.dumps(summary["calibration"])
 
 
-def test_resume_gives_the_same_result(tmp_path, tiny_data):
-    space = tiny()
-    table = Table(space, scale=0.05)
-    target = table.predict(space.default_arch())
-    cfg = config(target_ms=target, true_latency=False, epochs=3, calibrate_widths=False)
-    whole = search(cfg, tiny_data, table, tmp_path / "a", lut=table, show_progress=False)
-    assert search(cfg, tiny_data, table, tmp_path / "b", lut=table, show_progress=False, stop_after_epoch=1) is None
-    resumed = search(cfg, tiny_data, table, tmp_path / "b", lut=table, show_progress=False)
-    assert resumed == whole
-    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == (tmp_path / "b" / "log.jsonl").read_text().count("\n")
-
-
 def test_bad_inputs(tmp_path, tiny_data):
     space = tiny()
     table = Table(space, scale=0.05)

@@ -28,6 +28,11 @@ def mbconv_space_options(train_resolution: int = 32) -> list:
     ]
 
 
+# A tiny run (the search conformance suite): 32 px deployment, 16 px training, the table on a coarse grid.
+SMALL_ARGS = ("--target", "0.5", "--space", "tfnas", "--resolution", "32", "--width-mult", "0.25", "--train-resolution",
+              "16", "--width-step", "64", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32")
+
+
 def training_options(config, epochs: int, warmup: bool = True) -> list:
     """Epochs, batch size and the two optimisers, defaulting to the method's config class."""
     opts = [
@@ -45,6 +50,11 @@ def training_options(config, epochs: int, warmup: bool = True) -> list:
         opts.insert(1, click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True,
                                     help="Epochs training the weights only."))
     return opts
+
+
+# A tiny cell-space run (the search conformance suite): 2 channels, 2 cells, 8 px.
+SMALL_CELL_ARGS = ("--target", "0.5", "--channels", "2", "--cells", "2", "--resolution", "8", "--epochs", "2",
+                   "--batch-size", "32")
 
 
 def load_data(opts: dict[str, Any]):
@@ -115,7 +125,8 @@ def run_cell_search(opts: dict[str, Any], search, config, size: dict[str, int]) 
     try:
         table, info = cell_table(opts, space, measurer)
         return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
-                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo)
+                      run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo,
+                      stop_after_epoch=opts["stop_after_epoch"])
     finally:
         measurer.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig
-from hwnas.search.methods.common import run_cell_search, training_options
+from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.snas import PENALTIES
 from hwnas.spaces.cli import size_options
@@ -70,7 +70,8 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
     )
 
 
-@register_method("entrannas", "EnTranNAS (--dst: EnTranNAS-DST) on the darts cell space, with a latency cost.", OPTIONS)
+@register_method("entrannas", "EnTranNAS (--dst: EnTranNAS-DST) on the darts cell space, with a latency cost.",
+                 OPTIONS, small_args=(*SMALL_CELL_ARGS, "--no-calibrate"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.entrannas import search
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from hwnas.cliutil import given_on_command_line
+from hwnas.errors import HwnasError
 from hwnas.search.registry import register_method
 from hwnas.validate import Float, Int
 
@@ -42,7 +43,6 @@ OWN = {"model": "model", "width_mult": "width_mult", "resolution": "resolution",
 
 
 def build_config(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.errors import HwnasError
     from hwnas.search import slot_config
 
     cfg = slot_config.load(opts["config_path"]) if opts.get("config_path") else slot_config.check({})
@@ -84,6 +84,9 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.methods.common import echo
     from hwnas.search.modnas import check_plan, search
 
+    if opts.get("stop_after_epoch") is not None:
+        raise HwnasError("--stop-after-epoch: --method modnas runs trials, not epochs; a stopped study resumes "
+                         "with every finished trial kept")
     cfg = build_config(opts)
     check_plan(cfg)
     summary = search(cfg, opts["out"], echo=echo)

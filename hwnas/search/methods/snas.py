@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import run_cell_search, training_options
+from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig
 from hwnas.spaces.cli import size_options
@@ -36,7 +36,8 @@ OPTIONS = [
 ]
 
 
-@register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS)
+@register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS,
+                 small_args=SMALL_CELL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.snas import search
 

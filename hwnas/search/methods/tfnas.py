@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import echo, mbconv_space_options, run_mbconv_search, training_options
+from hwnas.search.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.tfnas import COSTS, TFNASConfig
 from hwnas.validate import Float
@@ -28,7 +28,8 @@ OPTIONS = [
 ]
 
 
-@register_method("tfnas", "TF-NAS: differentiable search under a lookup table or fitted latency model.", OPTIONS)
+@register_method("tfnas", "TF-NAS: differentiable search under a lookup table or fitted latency model.", OPTIONS,
+                 small_args=SMALL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.tfnas import search
 
@@ -42,4 +43,5 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     )
     return run_mbconv_search(opts, lambda data, measurer, model, model_info: search(
         config, data, model, opts["out"], measurer=measurer, measure_batch=opts["batch"],
-        run_info={"limit": opts["limit"], **model_info}, echo=echo, repair=opts["repair"]))
+        run_info={"limit": opts["limit"], **model_info}, echo=echo, repair=opts["repair"],
+        stop_after_epoch=opts["stop_after_epoch"]))

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import echo, mbconv_space_options, run_mbconv_search, training_options
+from hwnas.search.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig
 from hwnas.validate import Float
@@ -26,7 +26,8 @@ OPTIONS = [
 ]
 
 
-@register_method("unas", "UNAS: RELAX gradients on the measured (--true-latency) or modelled latency.", OPTIONS)
+@register_method("unas", "UNAS: RELAX gradients on the measured (--true-latency) or modelled latency.", OPTIONS,
+                 small_args=(*SMALL_ARGS, "--no-calibrate-widths"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     from hwnas.search.unas import search
     from hwnas.surrogates.lut import LookupTable
@@ -43,6 +44,6 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         lut = model if isinstance(model, LookupTable) else getattr(model, "lut", None)
         return search(config, data, model, opts["out"], measurer=measurer, lut=lut, measure_batch=opts["batch"],
                       run_info={"limit": opts["limit"], "backend": opts["backend_name"], **model_info},
-                      echo=echo, repair=opts["repair"])
+                      echo=echo, repair=opts["repair"], stop_after_epoch=opts["stop_after_epoch"])
 
     return run_mbconv_search(opts, go)
