@@ -1,13 +1,16 @@
 """How well the cell latency table predicts whole darts networks, raw and corrected.
 
-    taskset -c 0 python benchmarks/cell_table_accuracy.py --channels 8 --cells 5 --resolution 16 \
+    python benchmarks/cell_table_accuracy.py --channels 8 --cells 5 --resolution 16 \
         --fit 30 --test 30 --save-table cell_lut.json
 
 Builds the table of the space on ort-cpu (1 thread), measures random child graphs (SNAS-style:
 each edge uniform over the 8 ops, `none` included) and DARTS-V1/V2, fits the parts-count
 correction (measured ~ a + b * table + c * parts) on the first --fit networks and reports MAPE
 and Kendall tau on the held-out --test networks for the raw and the corrected table. Every
-measurement goes through the store (--db), so a rerun or a larger rerun only measures what is new.
+measurement uses the default protocol (k fresh worker processes pinned off this process's core,
+interleaved, the reference beside it) and goes through the store (--db), so a rerun or a larger
+rerun only measures what is new. Networks flagged noisy or disturbed are left out of the fit and
+the figures (`protocol.usable`), and counted.
 Goal (issue 20): the best model within 3% MAPE, Kendall tau >= 0.9.
 """
 
@@ -20,11 +23,10 @@ import warnings
 import numpy as np
 
 from hwnas.latency.cells import CellLatencyTable
-from hwnas.measure import Measurer
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.measure import open_measurer
+from hwnas.profilers.protocol import usable
 from hwnas.spaces import get_space
-from hwnas.spaces.pipeline import measure_arch
-from hwnas.store import Store
+from hwnas.spaces.pipeline import arch_item
 from hwnas.surrogates.metrics import latency_metrics
 
 
@@ -42,27 +44,35 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     space = get_space("darts", channels=args.channels, cells=args.cells, resolution=args.resolution)
-    measurer = Measurer(get_backend("ort-cpu", threads=1), Store(args.db),
-                        MeasureProtocol(min_runs=20, min_time_s=args.min_time))
+    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db)
     table = CellLatencyTable.build(space, measurer)
     archs = space.random_archs(args.fit + args.test, args.seed)
     refs = [space.validate(name) for name in space.references]
-    measured = [measure_arch(measurer, space, a).measurement.stats["median_ms"] for a in archs + refs]
-    fit_archs, fit_ms = archs[:args.fit], measured[:args.fit]
-    test_archs, test_ms = archs[args.fit:] + refs, measured[args.fit:]
+    done = measurer.many([arch_item(measurer, space, a) for a in archs + refs], "networks")
+    ok = [usable(m.measurement.flags) for m in done]
+    measured = [m.measurement.stats["median_ms"] for m in done]
+    keep = lambda lo, hi: [i for i in range(lo, hi) if ok[i]]  # noqa: E731
+    fit_i, test_i = keep(0, args.fit), keep(args.fit, len(done))
+    fit_archs, fit_ms = [archs[i] for i in fit_i], [measured[i] for i in fit_i]
+    test_archs, test_ms = [(archs + refs)[i] for i in test_i], [measured[i] for i in test_i]
     raw = [table.table_ms(a)[0] for a in test_archs]
     overhead = [table.predict(a) for a in test_archs]  # the built table's default: one model overhead per part removed
     correction = table.fit_correction(fit_archs, fit_ms)
     corrected = [table.predict(a) for a in test_archs]
-    result = {"space": space.config, "n_fit": args.fit, "n_test": len(test_archs), "correction": correction,
+    result = {"space": space.config, "n_fit": len(fit_archs), "n_test": len(test_archs),
+              "flagged_left_out": {"fit": args.fit - len(fit_i), "test": len(done) - args.fit - len(test_i)},
+              "ci95_half_width_pct_median": float(np.median(
+                  [50 * (m.measurement.ci95_ms[1] - m.measurement.ci95_ms[0]) / m.measurement.stats["median_ms"]
+                   for m in done if len(m.measurement.ci95_ms) == 2] or [np.nan])),
+              "correction": correction,
               "raw": latency_metrics(test_ms, raw), "overhead_removed": latency_metrics(test_ms, overhead), "corrected": latency_metrics(test_ms, corrected),
               "measured_ms_range": [float(np.min(test_ms)), float(np.max(test_ms))],
-              "references": {name: {"measured_ms": m, "corrected_ms": p}
-                             for name, m, p in zip(space.references, measured[-len(refs):], corrected[-len(refs):])}}
+              "references": {name: {"measured_ms": measured[len(archs) + j], "flags": done[len(archs) + j].measurement.flags,
+                                    "corrected_ms": table.predict(refs[j])} for j, name in enumerate(space.references)}}
     print(json.dumps(result, indent=2))
     if args.save_table:
         table.save(args.save_table)
-    measurer.store.close()
+    measurer.close()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -241,20 +240,21 @@ class CellLatencyTable:
 
     @classmethod
     def build(cls, space: DartsSpace, measurer, batch: int = 1, show_progress: bool = True) -> "CellLatencyTable":
-        from hwnas.spaces.pipeline import measure_module
+        from hwnas.spaces.pipeline import module_item
 
         probe = cls.__new__(cls)
         probe.space, probe.batch, probe.plan = space, batch, space.cell_plan()
         probe._producers = probe._producer_units()
         keys = probe.needed_keys()
-        from tqdm import tqdm
 
-        entries = {}
-        for key in tqdm(keys, desc="cell table", unit="part", file=sys.stderr, disable=not show_progress, dynamic_ncols=True):
-            spec = {"cell_part": json.loads(key)}
-            measured = measure_module(measurer, "cell_part", spec, lambda: part_module(spec["cell_part"])[0],
-                                      part_module(spec["cell_part"])[1])
-            entries[key] = float(measured.measurement.stats["median_ms"])
+        def item(key):
+            part = json.loads(key)
+            return module_item(measurer, "cell_part", {"cell_part": part}, lambda: part_module(part)[0],
+                               part_module(part)[1])
+
+        # every part in one interleaved batch (k rounds of one fresh process each: A B C, A B C)
+        done = measurer.many([item(k) for k in keys], "cell table", show_progress)
+        entries = {k: float(m.measurement.stats["median_ms"]) for k, m in zip(keys, done)}
         target = {"backend": measurer.backend.name, "fingerprint": measurer.backend.fingerprint(batch),
                   "protocol": measurer.protocol.to_json()}
         table = cls(space, batch, entries, target)

@@ -59,6 +59,12 @@ def measure_arch(measurer, space: SearchSpace, arch, batch: int = 1, force: bool
 def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape: tuple[int, ...],
                    force: bool = False):
     """A part of a network (a lookup-table entry): `make()` builds it, keyed by `spec`."""
+    return measurer.measure(module_item(measurer, kind, spec, make, input_shape), force)
+
+
+def module_item(measurer, kind: str, spec: dict[str, Any], make, input_shape: tuple[int, ...]):
+    """What the measurer measures for a part: exported (cached) when it is loaded, so `measurer.many`
+    exports the next part while the worker times this one."""
     from hwnas.exporters.onnx import cached_export, export_module, randomize_batchnorm
 
     batch = input_shape[0]
@@ -77,4 +83,4 @@ def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape:
                                       measurer.cache_dir).path
     from hwnas.measure import Item
 
-    return measurer.measure(Item(kind, spec, batch, load), force)
+    return Item(kind, spec, batch, load)
