@@ -13,7 +13,7 @@ from hwnas.cliutil import (
     OUTPUT_FORMATS, backend_options, check_out, fail, load_arch, make_measurer, make_space, result_row, space_options,
     write_table,
 )
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, one_line
 from hwnas.validate import SEED, Int
 
 
@@ -181,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         _register_commands()
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as e:
-        click.echo(f"hwnas: error: {e}", err=True)
+        click.echo(f"hwnas: error: {one_line(str(e))}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("hwnas: aborted", err=True)
         return 130
     except click.ClickException as e:
-        click.echo(f"hwnas: error: {e.format_message()}", err=True)
+        click.echo(f"hwnas: error: {one_line(e.format_message())}", err=True)
         return e.exit_code if e.exit_code else 2
     except MemoryError:
         click.echo("hwnas: error: out of memory; try a smaller --batch, --resolution or model", err=True)

@@ -122,7 +122,7 @@ def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) 
         except (TypeError, ValueError):
             continue  # validation names the bad field
         if given_on_command_line(name) and theirs != value:
-            fail(f"{arch_path} is an architecture of {key} {theirs}, but {option} {value} was given")
+            fail(f"{arch_path} is an architecture of {key} {theirs!r}, but {option} {value} was given")
         if name == "space_name":
             space_name = theirs
         else:

@@ -76,6 +76,8 @@ def bad_inputs(tmp_path):
     huge.write_text(json.dumps({"stages": ["k3_e3"] * 300_000}))
     bad_op = tmp_path / "op.json"
     bad_op.write_text(json.dumps({"width_mult": 0.25, "stages": [{"layers": ["k9_e3"]}] + [{"layers": ["k3_e3"]}] * 5}))
+    line_break = tmp_path / "nel.json"  # found by the fuzz test: U+0085 is a line break to str.splitlines
+    line_break.write_text(json.dumps({"space": "tf\x85nas", "width_mult": 0.25, "stages": []}))
     bad_onnx = tmp_path / "bad.onnx"
     bad_onnx.write_bytes(b"\x00garbage")
     fails_when_run = tmp_path / "reshape.onnx"
@@ -89,6 +91,7 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--arch", str(huge)], "the limit is"),
         ([*m, *TINY, "--arch", str(tmp_path / "none.json")], "cannot read architecture file"),
         ([*m, *TINY, "--arch", str(bad_op)], "stages[0].layers[0].op 'k9_e3'"),
+        ([*m, *TINY, "--arch", str(line_break)], "is an architecture of space 'tf\\x85nas', but --space tfnas"),
         ([*m, "--space", "mobilenet", "--random"], "unknown space 'mobilenet'"),
         ([*m, *TINY, "--random", "--backend", "onnx"], "unknown backend 'onnx'"),
         ([*m, "--resolution", "7", "--random"], "'--resolution': must be in [16, 2048], got 7"),
