@@ -16,6 +16,26 @@ from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.spaces.darts import CELL_TYPES, DartsSpace
 
 
+def check_training_settings(config) -> None:
+    """The training settings SNAS's and EnTranNAS's configurations share: epochs, batch, rates,
+    temperatures, weight decays, clipping, measurement cadence, threads and seed; HwnasError names
+    a bad one."""
+    from hwnas.validate import is_finite_number as num, is_int, require as check
+
+    check(is_int(config.epochs) and config.epochs >= 1, f"epochs must be a positive integer, got {config.epochs!r}")
+    check(is_int(config.batch_size) and config.batch_size >= 2, f"batch size must be an integer >= 2, got {config.batch_size!r}")
+    for name in ("lr", "arch_lr", "tau", "tau_min"):
+        check(num(getattr(config, name)) and getattr(config, name) > 0, f"{name} must be positive, got {getattr(config, name)!r}")
+    for name in ("lr_min", "momentum", "weight_decay", "arch_weight_decay", "grad_clip"):
+        check(num(getattr(config, name)) and getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)!r}")
+    check(config.tau_min <= config.tau, f"tau_min {config.tau_min} must not exceed tau {config.tau}")
+    check(is_int(config.measure_every) and config.measure_every >= 0,
+          f"measure-every must be an integer >= 0, got {config.measure_every!r}")
+    check(is_int(config.final_sessions) and 1 <= config.final_sessions <= 100, "final sessions must be in [1, 100]")
+    check(is_int(config.train_threads) and 1 <= config.train_threads <= 256, "training threads must be in [1, 256]")
+    check(is_int(config.seed), f"seed must be an integer, got {config.seed!r}")
+
+
 def annealed(start: float, end: float, epoch: int, epochs: int, kind: str) -> float:
     """Temperature of epoch `epoch` (0-based): `start` at the first, `end` at the last, linear or
     exponential ("exp": start * (end / start) ** (epoch / (epochs - 1)))."""

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import SearchState, accuracy, annealed, epoch_batches, finish, run_epochs
+from hwnas.search.cellsearch import (SearchState, accuracy, annealed, check_training_settings, epoch_batches, finish,
+                                      run_epochs)
 from hwnas.search.rundir import RunDir
 from hwnas.search.snas import PENALTIES, penalty
 from hwnas.search.train import deterministic_training
@@ -131,17 +132,7 @@ class EnTranNASConfig:
                   f"engine cells must be a non-empty list of cell positions, got {cells!r}")
             check(len(set(cells)) == len(cells), f"engine cells list a position twice: {list(cells)}")
             object.__setattr__(self, "engine_cells", tuple(sorted(cells)))
-        check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
-        check(is_int(self.batch_size) and self.batch_size >= 2, f"batch size must be an integer >= 2, got {self.batch_size!r}")
-        for name in ("lr", "arch_lr", "tau", "tau_min"):
-            check(num(getattr(self, name)) and getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("lr_min", "momentum", "weight_decay", "arch_weight_decay", "grad_clip"):
-            check(num(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
-        check(self.tau_min <= self.tau, f"tau_min {self.tau_min} must not exceed tau {self.tau}")
-        check(is_int(self.measure_every) and self.measure_every >= 0, f"measure-every must be an integer >= 0, got {self.measure_every!r}")
-        check(is_int(self.final_sessions) and 1 <= self.final_sessions <= 100, "final sessions must be in [1, 100]")
-        check(is_int(self.train_threads) and 1 <= self.train_threads <= 256, "training threads must be in [1, 256]")
-        check(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        check_training_settings(self)
 
     @property
     def method(self) -> str:

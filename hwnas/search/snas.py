@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import SearchState, accuracy, annealed, epoch_batches, finish, run_epochs
+from hwnas.search.cellsearch import (SearchState, accuracy, annealed, check_training_settings, epoch_batches, finish,
+                                      run_epochs)
 from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
@@ -81,7 +82,7 @@ class SNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-        from hwnas.validate import is_finite_number as num, is_int, require as check
+        from hwnas.validate import is_finite_number as num, require as check
 
         import difflib
 
@@ -94,17 +95,8 @@ class SNASConfig:
                                  f"{f' (did you mean {m[0]!r}?)' if m else ''}; known: {', '.join(choices)}")
         check(self.target is None or (num(self.target) and self.target > 0), f"target must be positive, got {self.target!r}")
         check(not (self.log_penalty and self.target is not None), "the log penalty is for a search without a target")
-        check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
-        check(is_int(self.batch_size) and self.batch_size >= 2, f"batch size must be an integer >= 2, got {self.batch_size!r}")
-        for name in ("lr", "arch_lr", "tau", "tau_min"):
-            check(num(getattr(self, name)) and getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("lr_min", "momentum", "weight_decay", "arch_weight_decay", "lam", "grad_clip"):
-            check(num(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
-        check(self.tau_min <= self.tau, f"tau_min {self.tau_min} must not exceed tau {self.tau}")
-        check(is_int(self.measure_every) and self.measure_every >= 0, f"measure-every must be an integer >= 0, got {self.measure_every!r}")
-        check(is_int(self.final_sessions) and 1 <= self.final_sessions <= 100, "final sessions must be in [1, 100]")
-        check(is_int(self.train_threads) and 1 <= self.train_threads <= 256, "training threads must be in [1, 256]")
-        check(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        check(num(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam!r}")
+        check_training_settings(self)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
