@@ -1,6 +1,6 @@
 """One conformance suite over every registered search method, through `hwnas search` as a user
-runs it: a tiny search runs end to end (summary, a valid final architecture, a run the report
-reads as complete), and a search stopped after its first epoch and resumed ends as an
+runs it: a tiny search runs end to end (a summary naming its architecture, a run the report reads
+back as complete with that final architecture), and a search stopped after its first epoch and resumed ends as an
 uninterrupted one. Each method gives its own tiny run (`Method.small_args`)."""
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def test_a_tiny_search_runs_end_to_end_and_a_resumed_run_equals_an_uninterrupted
     summary = json.loads(out)
     assert summary == json.loads((whole / "summary.json").read_text())
     final = json.loads((whole / "final_arch.json").read_text())
-    assert final  # a valid architecture of the method's space: the report re-reads and validates it
-    assert load_run(whole, name).complete
+    run = load_run(whole, name)  # the report reads the run back: complete, with this final architecture
+    assert summary["arch_hash"] and run.complete and run.final_arch == final
 
     _, err = search(monkeypatch, capsys, name, cut, store, "--stop-after-epoch", "1")
     assert "stopped after epoch 1" in err and not (cut / "summary.json").exists()
