@@ -536,11 +536,13 @@ def _unas_finish(run: RunDir, state: _UState, cfg: UNASConfig, surrogate, lut, m
         for k, rnd in enumerate(calibration["rounds"]):
             echo(f"  round {k + 1}: predicted x {rnd['factor']:.3f} = {rnd['predicted_ms']:.4g} ms, measured {rnd['measured_ms']:.4g} ms"
                  + "".join(f"; {c}" for c in rnd["depth_changes"]))
-    measured = MeasuredLatency(deploy, measurer, batch).predict(arch) if measurer is not None else None
+    final = MeasuredLatency(deploy, measurer, batch) if measurer is not None else None
+    measured = final.predict(arch) if final is not None else None
     lookup = float(lut.predict(arch)) if lut is not None else None
     summary = {
         "method": "unas", "true_latency": cfg.true_latency, "target_ms": cfg.target_ms,
         "predicted_ms": float(surrogate.predict(arch)), "lookup_ms": lookup, "measured_ms": measured,
+        "measured_flags": None if final is None else final.flags,
         "lookup_error_pct": None if measured is None or lookup is None else 100.0 * (lookup - measured) / measured,
         "surrogate_error_pct": None if measured is None else 100.0 * (float(surrogate.predict(arch)) - measured) / measured,
         "measured_distance_to_target_pct": None if measured is None else 100.0 * (measured - cfg.target_ms) / cfg.target_ms,

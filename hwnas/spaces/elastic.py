@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.latency.measured import MeasuredLatency, ScaledModel
+from hwnas.profilers.protocol import usable
 from hwnas.space import Arch, LayerChoice, Space
 
 
@@ -141,8 +142,11 @@ def _next_factor(points: list[tuple[float, float]], target_ms: float) -> float:
     fixed overhead: the error shrinks only by that share a round), so the line measured = a + b *
     surrogate through the last two nets aims the next one (a secant step), kept within 4x of the
     plain ratio; the plain ratio where the two give no usable line."""
-    (s0, m0), (s1, m1) = points[-2], points[-1]
+    s1, m1 = points[-1]
     ratio = m1 / s1
+    if len(points) < 2:
+        return ratio
+    s0, m0 = points[-2]
     if abs(s1 - s0) <= 0.01 * max(s0, s1) or (m1 - m0) / (s1 - s0) <= 0:
         return ratio
     b = (m1 - m0) / (s1 - s0)
@@ -150,6 +154,10 @@ def _next_factor(points: list[tuple[float, float]], target_ms: float) -> float:
     if aim <= 0:
         return ratio
     return float(min(max(target_ms / aim, ratio / 4), ratio * 4))
+
+
+def _flags(measured) -> list[str]:
+    return list(getattr(measured, "flags", []))  # a model without flags is exact (tests' hardware)
 
 
 def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
@@ -160,23 +168,29 @@ def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float
 
     One measurement a round, and no decision rests on comparing two noisy measurements (a
     bisection on the measured latency itself stalls wherever noise makes a wider net look slower).
-    Returns the round whose measurement came closest to the target, and every round."""
+    Returns the round whose measurement came closest to the target (a usable one before any flagged
+    one), and every round."""
     seed_ms = measured.predict(arch)
-    factor = seed_ms / float(surrogate.predict(arch))
-    points = [(float(surrogate.predict(arch)), seed_ms)]  # (surrogate ms, measured ms) of each net measured
+    factor = seed_ms / float(surrogate.predict(arch))  # a start only, even from a flagged seed
+    # (surrogate ms, measured ms) of each net measured usably: a measurement still flagged after its
+    # re-measure is logged but never steers the factor (the next round then measures afresh)
+    points = [(float(surrogate.predict(arch)), seed_ms)] if usable(_flags(measured)) else []
     rounds_log, best = [], None
     for _ in range(rounds):
         r = elasticity_scale(ScaledModel(surrogate, factor), arch, target_ms, **scale_options)
         ms = measured.predict(r.arch)
+        ok = usable(_flags(measured))
         rounds_log.append({"factor": factor, "predicted_ms": r.latency_ms, "measured_ms": ms,
-                           "flags": list(getattr(measured, "flags", [])),
+                           "flags": _flags(measured), "usable": ok,
                            "width_bound": r.bound, "depth_changes": r.depth_changes})
-        if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
-            best = (r, ms)
-        if abs(ms / target_ms - 1) <= tol or r.bound:
+        rank = (not ok, abs(ms - target_ms))  # a usable round beats any flagged one
+        if best is None or rank < best[2]:
+            best = (r, ms, rank)
+        if (ok and abs(ms / target_ms - 1) <= tol) or r.bound:
             break
-        points.append((float(surrogate.predict(r.arch)), ms))
-        factor = _next_factor(points, target_ms)
-    r, ms = best
+        if ok:
+            points.append((float(surrogate.predict(r.arch)), ms))
+            factor = _next_factor(points, target_ms)
+    r, ms, _ = best
     return r.arch, {"seed_measured_ms": seed_ms, "rounds": rounds_log, "measured_ms": ms, "width_bound": r.bound, "width_bound_note": r.message,
                     "depth_changes": r.depth_changes, "gammas": r.gammas}
