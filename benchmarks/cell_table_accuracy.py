@@ -24,7 +24,7 @@ import numpy as np
 
 from hwnas.latency.cells import CellLatencyTable
 from hwnas.measure import open_measurer
-from hwnas.profilers.protocol import usable
+from hwnas.backends.protocol import usable
 from hwnas.spaces import get_space
 from hwnas.spaces.pipeline import arch_item
 from hwnas.surrogates.metrics import latency_metrics

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from hwnas.measure import Measurer
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.store import Store
 
 DARTS_SIZES = {"darts-search": {"channels": 8, "cells": 5, "resolution": 16},

@@ -24,7 +24,7 @@ import numpy as np
 from hwnas.data import load_dataset
 from hwnas.jsonutil import read_json, write_json
 from hwnas.measure import Measurer
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.search.train import train_arch
 from hwnas.spaces import get_space
 from hwnas.spaces.pipeline import measure_arch

@@ -39,8 +39,8 @@ def main() -> None:
 
     from hwnas.latency.cells import CellLatencyTable
     from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
-    from hwnas.profilers.protocol import usable as protocol_usable
+    from hwnas.backends import MeasureProtocol, get_backend
+    from hwnas.backends.protocol import usable as protocol_usable
     from hwnas.spaces.pipeline import measure_arch
     from hwnas.store import Store
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hwnas.exporters.onnx import export_arch, export_module, seeded_layer
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.space import Space
 
 

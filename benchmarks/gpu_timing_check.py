@@ -9,9 +9,9 @@ Each row times the same GPU work two ways:
   one synchronisation at the end, divided by N. For GPU-bound work the two agree; where the
   CPU cannot launch kernels as fast as the GPU runs them (small eager models) the wall clock
   is longer, which is the launch overhead a CUDA graph removes.
-- torch.cuda.Event against hwnas.profilers.cuda events (cuda-python), recorded on the same
+- torch.cuda.Event against hwnas.backends.cuda events (cuda-python), recorded on the same
   stream around the same work: two event implementations, one GPU clock.
-- hwnas.profilers.cuda's own stream and EventTimer timing a torch (and, where CuPy is
+- hwnas.backends.cuda's own stream and EventTimer timing a torch (and, where CuPy is
   installed, a CuPy) workload put on that stream, against the wall clock.
 - tensorrt / tensorrt-graph runners, where TensorRT is installed.
 
@@ -53,8 +53,8 @@ def main() -> int:
         return 2
 
     from hwnas.errors import HwnasError
-    from hwnas.profilers import MeasureProtocol, run_protocol
-    from hwnas.profilers import cuda as hcuda
+    from hwnas.backends import MeasureProtocol, run_protocol
+    from hwnas.backends import cuda as hcuda
 
     protocol = MeasureProtocol(warmup_runs=20, warmup_s=0.2, min_runs=args.runs, min_time_s=0.0)
     dtype = torch.float16 if args.precision == "fp16" else torch.float32
@@ -74,7 +74,7 @@ def main() -> int:
         return (time.perf_counter() - t0) / n * 1e3
 
     # 1. hwnas torch-cuda runners: protocol event median vs back-to-back wall clock
-    from hwnas.torch_backends import TorchCudaBackend, TorchCudaGraphBackend
+    from hwnas.backends.pytorch import TorchCudaBackend, TorchCudaGraphBackend
 
     for backend in (TorchCudaBackend(precision=args.precision), TorchCudaGraphBackend(precision=args.precision)):
         runner = backend.load((net, shape))
@@ -122,7 +122,7 @@ def main() -> int:
         c_end.close()
         rows.append(("cuda-python events vs torch.cuda.Event", statistics.median(cudart_ms), statistics.median(torch_ms), ""))
 
-        # 3. hwnas.profilers.cuda stream + EventTimer around torch work put on that stream
+        # 3. hwnas.backends.cuda stream + EventTimer around torch work put on that stream
         hstream = hcuda.Stream()
         timer = hcuda.EventTimer(hstream)
         ext = torch.cuda.ExternalStream(hstream.handle)
@@ -176,7 +176,7 @@ def main() -> int:
     except ImportError:
         rows.append(("tensorrt runners", None, None, "skipped: TensorRT not installed"))
     else:
-        from hwnas.profilers.tensorrt import TensorrtBackend, TensorrtGraphBackend
+        from hwnas.backends.tensorrt.runner import TensorrtBackend, TensorrtGraphBackend
 
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "net.onnx"

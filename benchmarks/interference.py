@@ -38,8 +38,8 @@ def main() -> None:
 
     from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
-    from hwnas.profilers.fingerprint import cpu_model
+    from hwnas.backends import MeasureProtocol, get_backend
+    from hwnas.backends.fingerprint import cpu_model
     from hwnas.space import Space
     from hwnas.store import Store
 

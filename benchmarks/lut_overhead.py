@@ -39,7 +39,7 @@ def main() -> None:
 
     from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
+    from hwnas.backends import MeasureProtocol, get_backend
     from hwnas.space import Space, distinct_layers
     from hwnas.store import Store
     from hwnas.surrogates.lut import LookupTable

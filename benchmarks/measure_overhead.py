@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.exporters.onnx import export_arch
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.space import Space
 
 

@@ -32,9 +32,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from hwnas.exporters.onnx import export_layers
-    from hwnas.profilers import get_backend
-    from hwnas.profilers.fingerprint import cpu_model
-    from hwnas.profilers.reference import reference_path
+    from hwnas.backends import get_backend
+    from hwnas.backends.fingerprint import cpu_model
+    from hwnas.backends.reference import reference_path
     from hwnas.space import Space
 
     space = Space("tfnas", resolution=args.resolution, width_mult=args.width_mult, num_classes=10)

@@ -56,7 +56,7 @@ def subnets(args):
 
 
 def protocols(args):
-    from hwnas.profilers import MeasureProtocol
+    from hwnas.backends import MeasureProtocol
 
     base = MeasureProtocol(min_time_s=args.min_time, processes=args.k)
     return {
@@ -69,7 +69,7 @@ def protocols(args):
 
 def one_pass(name, protocol, interleave, models, db, baseline, cpus, own):
     from hwnas.measure import Measurer
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.store import Store
 
     m = Measurer(get_backend("ort-cpu"), Store(db), protocol, cpus=cpus, own_cpus=own, isolation="pin" if cpus else "")
@@ -99,8 +99,8 @@ def main() -> None:
 
     from hwnas.measure import isolation_cores
     from hwnas.measure import Measurer
-    from hwnas.profilers import get_backend
-    from hwnas.profilers.fingerprint import cpu_model
+    from hwnas.backends import get_backend
+    from hwnas.backends.fingerprint import cpu_model
     from hwnas.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="repeatability-"))

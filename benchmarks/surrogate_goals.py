@@ -27,7 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hwnas.measure import Measurer  # noqa: E402
-from hwnas.profilers import MeasureProtocol, get_backend  # noqa: E402
+from hwnas.backends import MeasureProtocol, get_backend  # noqa: E402
 from hwnas.space import Space  # noqa: E402
 from hwnas.store import Store  # noqa: E402
 from hwnas.surrogates.data import Subnets, split  # noqa: E402

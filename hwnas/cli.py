@@ -137,8 +137,8 @@ def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_
     with one line of advice; then the reference model now against its stored baseline."""
     import pandas as pd
 
-    from hwnas.profilers.system import check
-    from hwnas.profilers.protocol import MeasureProtocol
+    from hwnas.backends.system import check
+    from hwnas.backends.protocol import MeasureProtocol
 
     import os
 
@@ -149,7 +149,7 @@ def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_
         if measurer.uses_reference:
             found = measurer.store.reference_baseline(measurer.target_hash())
             baseline = measurer.baseline_ms()
-            from hwnas.profilers.reference import reference_path
+            from hwnas.backends.reference import reference_path
 
             now = measurer.worker.measure(reference_path(), MeasureProtocol(reference=False, min_time_s=0.5), 1)
             ratio = now.stats["median_ms"] / baseline

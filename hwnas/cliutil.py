@@ -170,7 +170,7 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
         fail(f"batch must be an integer in [1, 4096], got {batch}")
     settings = measurement_settings()
     if settings["cluster"] or settings["device"]:
-        from hwnas.profilers import MeasureProtocol
+        from hwnas.backends import MeasureProtocol
 
         if not 1 <= settings["processes"] <= 100:
             fail(f"--processes must be in [1, 100], got {settings['processes']}")
@@ -187,7 +187,7 @@ def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol,
     only exports and stores, so it needs neither the backend's hardware nor core isolation."""
     from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
     from hwnas.measure import Measurer
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.store import Store
 
     if not (cluster and device):

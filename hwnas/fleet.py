@@ -36,7 +36,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import canonical_json
-from hwnas.profilers.protocol import MeasureProtocol, Measurement
+from hwnas.backends.protocol import MeasureProtocol, Measurement
 
 RESOURCE = "hwnas-device:"
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -171,8 +171,8 @@ def run_request(request: str, data_ref: list) -> str:
     """One task on a device: check the target, get the model, measure it in a fresh measurement
     worker process, and answer JSON. `data_ref` holds the model's bytes as an object reference
     in a list, so Ray does not fetch them unless this node lacks the file."""
-    from hwnas.profilers import get_backend
-    from hwnas.profilers.worker import MeasurementWorker
+    from hwnas.backends import get_backend
+    from hwnas.backends.worker import MeasurementWorker
 
     req = json.loads(request)
     node = {"host": socket.gethostname(), "pid": os.getpid()}

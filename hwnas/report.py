@@ -419,7 +419,7 @@ def lookup_section(rep: Report, inp: Inputs) -> None:
                            "Counts of flagged measurements. The rule: measurements flagged noisy (95% CI wider than "
                            "±2%) or disturbed (the reference model read the machine >15% slow, after retries) are "
                            "left out of every statistic below; single-process: measured by the old protocol."))
-    from hwnas.profilers.protocol import usable
+    from hwnas.backends.protocol import usable
 
     df = df[df["flags"].str.split(",").map(usable)]
     if df.empty:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import canonical_json, content_hash, parse_json
-from hwnas.profilers.protocol import Measurement
+from hwnas.backends.protocol import Measurement
 from hwnas.validate import check_latency
 
 SCHEMA_VERSION = 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hwnas.measure import Measurer
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.space import Space
 from hwnas.store import Store
 from hwnas.surrogates.data import measured_subnets, sample

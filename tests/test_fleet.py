@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray", reason="the fleet needs Ray: pip install 'hwnas
 from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.fleet import FleetBackend, FleetWorker  # noqa: E402
 from hwnas.measure import Measurer  # noqa: E402
-from hwnas.profilers import MeasureProtocol, get_backend  # noqa: E402
+from hwnas.backends import MeasureProtocol, get_backend  # noqa: E402
 from hwnas.store import Store  # noqa: E402
 
 TINY = ["--space", "tfnas", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
@@ -129,7 +129,7 @@ def test_a_job_measures_on_the_devices_and_files_travel_once(fleet, tiny_space, 
 def test_a_worker_whose_target_differs_refuses_with_its_reason(fleet):
     fw = FleetWorker(fleet["address"], "cpu", "ort-cpu")
     fw.target = {**fw.target, "cpu": "Some Other CPU 9000", "backend_version": "0.0"}
-    from hwnas.profilers.reference import reference_path
+    from hwnas.backends.reference import reference_path
 
     with pytest.raises(HwnasError, match="a worker of device cpu on .* refuses the job: its target differs: "
                                          "backend_version .*0.0.*; cpu .*Some Other CPU 9000"):
@@ -232,7 +232,7 @@ def measuring_under(root: int) -> bool:
                 cmd = (p / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"hwnas.profilers.worker" in cmd and descends_from(int(p.name), root):
+            if b"hwnas.backends.worker" in cmd and descends_from(int(p.name), root):
                 return True
     return False
 

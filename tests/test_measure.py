@@ -1,5 +1,5 @@
 from hwnas.measure import Measurer
-from hwnas.profilers import get_backend
+from hwnas.backends import get_backend
 from hwnas.store import Store
 
 

@@ -16,7 +16,7 @@ import pytest
 import hwnas.cli
 from hwnas.data import load_dataset
 from hwnas.measure import Measurer
-from hwnas.profilers import get_backend
+from hwnas.backends import get_backend
 from hwnas.search import tfnas, unas
 from hwnas.search.train import train_arch
 from hwnas.space import Space, distinct_layers
@@ -51,7 +51,7 @@ def synthetic_lut(space, measurer, protocol) -> LookupTable:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from hwnas.profilers import MeasureProtocol
+    from hwnas.backends import MeasureProtocol
 
     root = tmp_path_factory.mktemp("report-inputs")
     space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import Measurement, summarize
+from hwnas.backends import Measurement, summarize
 from hwnas.store import SCHEMA_VERSION, Store, measurement_key, store_url
 
 
@@ -200,7 +200,7 @@ def test_the_cli_takes_a_postgresql_url(pg_url, tmp_path):
 
 WRITER = """
 import sys
-from hwnas.profilers import Measurement, summarize
+from hwnas.backends import Measurement, summarize
 from hwnas.store import Store
 where, w, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with Store(where) as store:
@@ -311,7 +311,7 @@ def private_pg(pg_server):
 SLOW_WRITER = """
 import sys, time
 from hwnas.errors import HwnasError
-from hwnas.profilers import Measurement, summarize
+from hwnas.backends import Measurement, summarize
 from hwnas.store import Store
 try:
     with Store(sys.argv[1]) as store:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwnas.profilers.protocol import usable
+from hwnas.backends.protocol import usable
 from hwnas.space import Space
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
-from hwnas.profilers.protocol import usable
+from hwnas.backends.protocol import usable
 from hwnas.spaces.slots import SlotSpace
 
 FORMAT = "hwnas-slot-lut"

@@ -123,7 +123,7 @@ def search(**opts):
 def _check_target_here(model, path) -> None:
     """A table or model measured on another target (CPU, runtime version, threads) would scale
     widths to the wrong latency here; refuse it as `surrogate eval` and `search` do."""
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.surrogates.lut import check_config
 
     target = getattr(model, "target", None) or {"fingerprint": getattr(model, "fingerprint", None)}

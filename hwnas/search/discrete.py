@@ -88,7 +88,7 @@ class MetricsChain:
         return out
 
     def measure(self, arch, force: bool = False) -> dict[str, Any]:
-        from hwnas.profilers.protocol import usable
+        from hwnas.backends.protocol import usable
         from hwnas.spaces.pipeline import measure_arch
 
         m = measure_arch(self.measurer, self.space, arch, self.batch, force=force).measurement

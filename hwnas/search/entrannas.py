@@ -489,7 +489,7 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
         def calibrate(record):
             """The table's error at the derived network, taken out of the target: the latency term
             then aims the table at target * table / measured. A flagged measurement is not used."""
-            from hwnas.profilers.protocol import usable
+            from hwnas.backends.protocol import usable
 
             if config.calibrate and config.target is not None and usable(record["measured_flags"]):
                 net.table_target.fill_(config.target * record["table_ms"] / record["measured_ms"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.latency.measured import MeasuredLatency, ScaledModel
-from hwnas.profilers.protocol import usable
+from hwnas.backends.protocol import usable
 from hwnas.space import Arch, LayerChoice, Space
 
 

@@ -76,7 +76,7 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
     """Every subnet of `space` the store holds for this target (fingerprint) and protocol,
     one per architecture, in the order they were first measured. Measurements flagged noisy or
     disturbed are left out (`protocol.usable`), and how many is said on stderr."""
-    from hwnas.profilers.protocol import usable
+    from hwnas.backends.protocol import usable
 
     fingerprint = measurer.backend.fingerprint(batch)
     protocol = measurer.protocol.to_json()

@@ -185,7 +185,7 @@ def tiny_space():
 @lru_cache(maxsize=None)
 def table_doc() -> dict:
     """A lookup table of the tiny space with synthetic entries, on this machine's ort-cpu target."""
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.space import distinct_layers
     from hwnas.surrogates.lut import LookupTable, entry_key
 
@@ -346,7 +346,7 @@ def resume_property(data, root: Path, case: Path) -> None:
 
 def check_store_row(data, path: Path) -> None:
     """Damage a stored measurement's columns or the schema version; reading is refused or sane."""
-    from hwnas.profilers import Measurement, summarize
+    from hwnas.backends import Measurement, summarize
     from hwnas.store import Store, measurement_key
 
     path.unlink(missing_ok=True)

@@ -66,7 +66,7 @@ def test_soft_latency_has_gradients(space):
 
 def test_real_table_predicts_a_measured_network(tmp_path, fast_protocol):
     from hwnas.measure import Measurer
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.spaces.pipeline import measure_arch
     from hwnas.store import Store
 

@@ -281,7 +281,7 @@ def digits():
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
     from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
+    from hwnas.backends import MeasureProtocol, get_backend
     from hwnas.store import Store
 
     tmp = tmp_path_factory.mktemp("entrannas")

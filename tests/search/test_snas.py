@@ -163,7 +163,7 @@ def digits():
 def tiny_table(tmp_path_factory):
     from hwnas.latency.cells import CellLatencyTable
     from hwnas.measure import Measurer
-    from hwnas.profilers import MeasureProtocol, get_backend
+    from hwnas.backends import MeasureProtocol, get_backend
     from hwnas.store import Store
 
     tmp = tmp_path_factory.mktemp("snas")

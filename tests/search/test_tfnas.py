@@ -13,7 +13,7 @@ import hwnas.cli
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.measure import Measurer
-from hwnas.profilers import get_backend
+from hwnas.backends import get_backend
 from hwnas.search.rundir import RunDir
 from hwnas.search.tfnas import TFNASConfig, latency_cost, search
 from hwnas.spaces.elastic import elasticity_scale, scale_widths

@@ -61,7 +61,7 @@ def test_train_bad_inputs(digits, tmp_path, monkeypatch, capsys):
 
 def test_train_scales_the_architecture_to_a_target_latency_first(tmp_path, monkeypatch, capsys):
     """--target/--lut: random architectures of the same latency, for comparison with a searched one."""
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
     from hwnas.spaces.elastic import scale_widths
     from hwnas.space import distinct_layers
     from hwnas.surrogates.lut import LookupTable, entry_key

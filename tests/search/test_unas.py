@@ -9,9 +9,9 @@ import torch
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.measure import Measurer
-from hwnas.profilers import get_backend
-from hwnas.profilers.protocol import usable
-from hwnas.profilers.worker import MeasurementWorker
+from hwnas.backends import get_backend
+from hwnas.backends.protocol import usable
+from hwnas.backends.worker import MeasurementWorker
 from hwnas.search.unas import ArchDistribution, UNASConfig, fastest_arch, relax_latency_loss, search
 from hwnas.space import SKIP, Space
 from hwnas.store import Store
@@ -238,7 +238,7 @@ def test_true_latency_samples_under_a_cpu_hog_agree_with_an_isolated_remeasureme
     from dataclasses import replace
 
     from hwnas.measure import isolation_cores
-    from hwnas.profilers.protocol import usable
+    from hwnas.backends.protocol import usable
 
     space = tiny()
     table = Table(space, scale=0.05)

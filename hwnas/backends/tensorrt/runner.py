@@ -1,4 +1,4 @@
-"""TensorRT backends: measure a serialized engine built from ONNX by hwnas.profilers.tensorrt_build.
+"""TensorRT backends: measure a serialized engine built from ONNX by hwnas.backends.tensorrt.builder.
 
 `tensorrt` times one `execute_async_v3` on a non-default stream between two CUDA events:
 GPU time, with inputs copied to the device once before timing. `tensorrt-graph` captures
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.profilers.tensorrt_build import (
+from hwnas.backends.tensorrt.builder import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WORKSPACE,
     BuildConfig,
@@ -31,10 +31,11 @@ from hwnas.profilers.tensorrt_build import (
     has_fp16_flag,
     import_tensorrt,
 )
-from hwnas.profilers import cuda
-from hwnas.profilers.base import Backend, onnx_path
-from hwnas.profilers.fingerprint import nvidia_gpu
-from hwnas.profilers.protocol import Clock, MeasureProtocol, Measurement
+from hwnas.backends import cuda
+from hwnas.backends import register_backend
+from hwnas.backends.base import Backend, onnx_path
+from hwnas.backends.fingerprint import nvidia_gpu
+from hwnas.backends.protocol import Clock, MeasureProtocol, Measurement
 
 ONNX_NODE = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
 
@@ -222,6 +223,7 @@ def _profiler(trt):
 # ----------------------------------------------------------------------------- the backends
 
 
+@register_backend
 class TensorrtBackend(Backend):
     name = "tensorrt"
     needs_gpu = True
@@ -335,6 +337,7 @@ class TensorrtBackend(Backend):
         }
 
 
+@register_backend
 class TensorrtGraphBackend(TensorrtBackend):
     """The same engine, its enqueue captured once as a CUDA graph and replayed."""
 

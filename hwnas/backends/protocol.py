@@ -7,7 +7,7 @@ On a shared machine most of a latency's spread is the machine's state, not the m
 that turns slow for a second slows every model by nearly the same factor (measured here: block
 medians of one subnet varied with CoV 14-24%, their ratio to a reference timed in alternation
 1.6-2.9%). So the timed runs come in short blocks that alternate with a few runs of a fixed
-reference model (`hwnas.profilers.reference`) in the same process. A measurement is then
+reference model (`hwnas.backends.reference`) in the same process. A measurement is then
     latency = median over k processes of (median over blocks of block median / reference) x
               the reference's baseline on this target,
 with the raw medians kept beside it, and `reference_ratio` (the reference now against its

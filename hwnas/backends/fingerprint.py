@@ -43,7 +43,7 @@ def nvidia_gpu() -> dict[str, str] | None:
 
 @functools.cache
 def system_facts() -> dict[str, Any]:
-    from hwnas.profilers.system import static_facts
+    from hwnas.backends.system import static_facts
 
     return static_facts()
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import cache_root
-from hwnas.profilers.base import Backend, onnx_path
-from hwnas.profilers.protocol import Clock
+from hwnas.backends import register_backend
+from hwnas.backends.base import Backend, onnx_path
+from hwnas.backends.protocol import Clock
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -94,6 +95,7 @@ class OrtRunner:
         self.session = None
 
 
+@register_backend
 class OrtBackend(Backend):
     """ONNX Runtime with one execution provider. Threads default to 1 with sequential
     execution and spinning off, so a CPU measurement is repeatable on a shared machine."""
@@ -153,6 +155,7 @@ class OrtBackend(Backend):
         return None
 
 
+@register_backend
 class OrtCudaBackend(OrtBackend):
     name = "ort-cuda"
     ep = "CUDAExecutionProvider"
@@ -170,6 +173,7 @@ class OrtCudaBackend(OrtBackend):
         return binding
 
 
+@register_backend
 class OrtTensorrtBackend(OrtCudaBackend):
     name = "ort-trt"
     ep = "TensorrtExecutionProvider"

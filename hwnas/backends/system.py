@@ -93,7 +93,7 @@ def busy_processes(interval_s: float = 0.5, min_share: float = 0.1) -> list[dict
 def check(worker_cpus: list[int] | None = None, allowed: list[int] | None = None) -> list[dict[str, str]]:
     """Every fact with its value and one line of advice ('ok' where there is nothing to do).
     allowed: the cores hwnas may use (default: this process's affinity)."""
-    from hwnas.profilers.fingerprint import cpu_model
+    from hwnas.backends.fingerprint import cpu_model
 
     facts = static_facts()
     allowed = sorted(allowed or os.sched_getaffinity(0))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import MeasureProtocol, run_protocol, summarize
+from hwnas.backends import MeasureProtocol, run_protocol, summarize
 
 
 class FakeClock:

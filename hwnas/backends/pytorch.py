@@ -1,4 +1,4 @@
-"""PyTorch eager baselines. Kept out of hwnas.profilers, which must not need torch."""
+"""PyTorch eager baselines. Kept out of hwnas.backends, which must not need torch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.profilers.base import Backend
-from hwnas.profilers.protocol import Clock
+from hwnas.backends import register_backend
+from hwnas.backends.base import Backend
+from hwnas.backends.protocol import Clock
 
 
 class TorchCpuRunner:
@@ -25,6 +26,7 @@ class TorchCpuRunner:
         pass
 
 
+@register_backend
 class TorchCpuBackend(Backend):
     """PyTorch eager on the CPU with torch.set_num_threads: a baseline beside ONNX Runtime."""
 
@@ -82,6 +84,7 @@ class TorchCudaRunner:
         torch.cuda.empty_cache()
 
 
+@register_backend
 class TorchCudaBackend(Backend):
     name = "torch-cuda"
     input = "torch"
@@ -113,6 +116,7 @@ class TorchCudaBackend(Backend):
         return TorchCudaRunner(module, torch.randn(*input_shape, device="cuda", dtype=dtype), self.cuda_graph)
 
 
+@register_backend
 class TorchCudaGraphBackend(TorchCudaBackend):
     name = "torch-cuda-graph"
     cuda_graph = True

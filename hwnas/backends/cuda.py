@@ -4,7 +4,7 @@ non-default stream, timing events, async copies and CUDA-graph capture.
 cuda-python (`cuda.bindings.runtime`, or the older `cuda.cudart`) first, pycuda as a
 fallback. Every cuda-python call returns `(err, *values)`; `check` turns a failure into
 one HwnasError line. Nothing here runs at import: the CUDA modules load on first use, so
-`import hwnas.profilers.cuda` works on a machine with no GPU and no CUDA packages.
+`import hwnas.backends.cuda` works on a machine with no GPU and no CUDA packages.
 
 The pure pieces (error formatting, TensorRT dtype names to numpy storage dtypes, random
 input data) are unit-tested without a GPU.

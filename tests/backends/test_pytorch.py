@@ -1,16 +1,15 @@
-"""PyTorch baselines: torch-cpu measures for real here; torch-cuda and torch-cuda-graph say
-in one line why they cannot run without a GPU, and on a GPU measure and agree."""
+"""PyTorch baselines beyond the conformance suite (test_conformance.py): torch-cpu's fingerprint
+and fp32 only; on a GPU, torch-cuda and torch-cuda-graph measure and agree."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import MeasureProtocol, get_backend
+from hwnas.backends import MeasureProtocol, get_backend
 
 FAST = MeasureProtocol(warmup_runs=2, warmup_s=0.0, min_runs=15, min_time_s=0.0, max_time_s=20)
 CUDA = torch.cuda.is_available()
@@ -20,18 +19,9 @@ def small_net(channels: int = 8) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
 
 
-def test_torch_cpu_measures_with_sane_statistics():
-    backend = get_backend("torch-cpu", threads=1)
-    m = backend.measure((small_net(), (1, 3, 32, 32)), FAST)
-    s = m.stats
-    assert s["n"] == len(m.samples_ms) >= 15
-    assert all(x > 0 for x in m.samples_ms)
-    assert 0 < s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"] < 1000
-    assert s["iqr_ms"] >= 0 and math.isfinite(s["cov"]) and s["std_ms"] >= 0
-    assert m.first_run_ms > 0 and m.session_ms >= 0
-    fp = m.fingerprint
-    assert (fp["backend"], fp["provider"], fp["threads"], fp["precision"]) == ("torch-cpu", "eager", 1, "fp32")
-    assert fp["backend_version"] == torch.__version__
+def test_torch_cpu_fingerprint_names_eager_torch():
+    m = get_backend("torch-cpu", threads=1).measure((small_net(), (1, 3, 32, 32)), FAST)
+    assert (m.fingerprint["provider"], m.fingerprint["backend_version"]) == ("eager", torch.__version__)
 
 
 def test_torch_cpu_bigger_model_takes_longer():
@@ -44,15 +34,6 @@ def test_torch_cpu_bigger_model_takes_longer():
 def test_torch_cpu_rejects_fp16():
     with pytest.raises(HwnasError, match="torch-cpu measures fp32 only"):
         get_backend("torch-cpu", precision="fp16")
-
-
-@pytest.mark.skipif(CUDA, reason="checks the error on a machine where torch sees no GPU")
-@pytest.mark.parametrize("name", ["torch-cuda", "torch-cuda-graph"])
-def test_torch_cuda_without_gpu_is_one_line(name):
-    with pytest.raises(HwnasError) as e:
-        get_backend(name)
-    msg = str(e.value)
-    assert msg.startswith(f"backend {name} needs a CUDA GPU") and "sees no GPU" in msg and "\n" not in msg
 
 
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build of torch (torch.cuda.is_available() is False)")

@@ -1,7 +1,7 @@
 """ONNX to a serialized TensorRT engine, built in a worker process and cached on disk.
 
 A TensorRT build can take minutes, hang, or crash the process (a bad tactic, a driver
-fault). So it runs in `python -m hwnas.profilers.tensorrt_build build ...` with a timeout: a
+fault). So it runs in `python -m hwnas.backends.tensorrt.builder build ...` with a timeout: a
 crash or a hang costs one measurement, and the error says why in one line with the tail
 of the worker's log. The parent computes every cache key (engine and timing cache) from
 pure functions; only the worker imports TensorRT to build.
@@ -251,7 +251,7 @@ def run_worker(cmd: list[str], *, timeout_s: float, log_path: Path, what: str, e
 
 def worker_command(onnx: Path, out: Path, timing_cache: Path, config: BuildConfig) -> list[str]:
     cmd = [
-        sys.executable, "-m", "hwnas.profilers.tensorrt_build", "build",
+        sys.executable, "-m", "hwnas.backends.tensorrt.builder", "build",
         "--onnx", str(onnx), "--out", str(out), "--timing-cache", str(timing_cache),
         "--precision", config.precision, "--workspace", str(config.workspace), "--batch", str(config.batch),
     ]
@@ -271,12 +271,12 @@ def _worker_env() -> dict[str, str]:
 
 def gpu_name() -> str:
     """The GPU the engine is built for: nvidia-smi's name, else the CUDA runtime's."""
-    from hwnas.profilers.fingerprint import nvidia_gpu
+    from hwnas.backends.fingerprint import nvidia_gpu
 
     found = nvidia_gpu()
     if found:
         return found["gpu"]
-    from hwnas.profilers import cuda
+    from hwnas.backends import cuda
 
     return cuda.api().device_name(0)
 
@@ -450,7 +450,7 @@ def build_serialized(onnx_path: Path, config: BuildConfig, timing_cache: Path | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hwnas.profilers.tensorrt_build", description="Build a TensorRT engine from ONNX.")
+    ap = argparse.ArgumentParser(prog="python -m hwnas.backends.tensorrt.builder", description="Build a TensorRT engine from ONNX.")
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build")
     b.add_argument("--onnx", type=Path, required=True)

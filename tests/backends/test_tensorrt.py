@@ -18,11 +18,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import tensorrt_build as trtx
-from hwnas.profilers.tensorrt_build import BuildConfig
-from hwnas.profilers import MeasureProtocol, get_backend
-from hwnas.profilers.fingerprint import nvidia_gpu
-from hwnas.profilers.tensorrt import (
+from hwnas.backends.tensorrt import builder as trtx
+from hwnas.backends.tensorrt.builder import BuildConfig
+from hwnas.backends import MeasureProtocol, get_backend
+from hwnas.backends.fingerprint import nvidia_gpu
+from hwnas.backends.tensorrt.runner import (
     TensorrtBackend,
     TensorrtGraphBackend,
     join_layer_times,
@@ -238,7 +238,7 @@ def test_a_crashed_build_leaves_no_engine_and_the_next_call_retries(monkeypatch,
 
 
 def test_the_real_worker_without_tensorrt_reports_its_error(tmp_path):
-    """`python -m hwnas.profilers.tensorrt_build build` in a fresh process: parses its arguments,
+    """`python -m hwnas.backends.tensorrt.builder build` in a fresh process: parses its arguments,
     and without TensorRT ends with the one-line error, which the parent passes on."""
     try:
         import tensorrt  # noqa: F401
@@ -253,7 +253,7 @@ def test_the_real_worker_without_tensorrt_reports_its_error(tmp_path):
 def test_gpu_modules_import_without_torch_tensorrt_or_cuda():
     code = (
         "import sys\n"
-        "import hwnas.profilers.tensorrt, hwnas.profilers.tensorrt_build, hwnas.profilers.cuda\n"
+        "import hwnas.backends.tensorrt.runner, hwnas.backends.tensorrt.builder, hwnas.backends.cuda\n"
         "bad = [m for m in ('torch', 'tensorrt', 'cuda', 'pycuda') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -727,7 +727,7 @@ def fake_trt(monkeypatch, tmp_path):
     """The fake `tensorrt` importable here and in the build worker, and the fake CUDA runtime."""
     import types
 
-    from hwnas.profilers import cuda as cuda_mod
+    from hwnas.backends import cuda as cuda_mod
 
     mod_dir = tmp_path / "fake_trt"
     mod_dir.mkdir()

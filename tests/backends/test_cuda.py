@@ -1,4 +1,4 @@
-"""hwnas.profilers.cuda: the pure pieces everywhere; the real runtime where cuda-python is
+"""hwnas.backends.cuda: the pure pieces everywhere; the real runtime where cuda-python is
 installed (its errors without a GPU, its primitives with one)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import cuda
-from hwnas.profilers.fingerprint import nvidia_gpu
+from hwnas.backends import cuda
+from hwnas.backends.fingerprint import nvidia_gpu
 
 
 class FakeErr(enum.IntEnum):  # the shape of cuda-python's cudaError_t

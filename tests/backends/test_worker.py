@@ -6,8 +6,8 @@ import pytest
 from hwnas.errors import HwnasError
 from hwnas.exporters.onnx import export_arch
 from hwnas.measure import Measurer
-from hwnas.profilers import get_backend
-from hwnas.profilers.worker import MeasurementWorker
+from hwnas.backends import get_backend
+from hwnas.backends.worker import MeasurementWorker
 from hwnas.store import Store
 
 
@@ -50,7 +50,7 @@ def test_a_crash_costs_one_measurement(model, fast_protocol):
     with MeasurementWorker("ort-cpu", command=crash) as worker:
         with pytest.raises(HwnasError, match=r"died \(exit 3\).*segfault-ish"):
             worker.measure(model, fast_protocol)
-        worker.command = [sys.executable, "-m", "hwnas.profilers.worker"]  # the next one is healthy
+        worker.command = [sys.executable, "-m", "hwnas.backends.worker"]  # the next one is healthy
         assert worker.measure(model, fast_protocol).median_ms > 0
         assert worker.failures == 1
 

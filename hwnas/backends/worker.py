@@ -5,7 +5,7 @@ Request and response are one JSON object per line (no pickle crosses the boundar
           "precision": "fp32", "batch": 1, "protocol": {...MeasureProtocol fields...}}
     out: {"id": 1, "ok": true, "measurement": {...Measurement...}}  or  {"id": 1, "ok": false, "error": "..."}
 
-Run as `python -m hwnas.profilers.worker`. `MeasurementWorker` is the client: it starts the
+Run as `python -m hwnas.backends.worker`. `MeasurementWorker` is the client: it starts the
 process, sends one request at a time, and turns a crash or a timeout into an HwnasError for that
 one measurement, starting a fresh process for the next. Its `submit` returns a Future, so a
 search can train while the next architecture is being measured.
@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hwnas.errors import HwnasError, first_line
-from hwnas.profilers.protocol import MeasureProtocol, Measurement
+from hwnas.backends.protocol import MeasureProtocol, Measurement
 
 
 def serve(stdin: IO[str], stdout: IO[str]) -> None:
     """The worker's loop: answer each request line; a bad request is an error reply, not a crash."""
-    from hwnas.profilers import get_backend
+    from hwnas.backends import get_backend
 
     backends: dict[tuple, Any] = {}
     warm = False  # the warm-up time is spent once per process (see run_protocol)
@@ -72,7 +72,7 @@ class MeasurementWorker:
         self.cpus = sorted(set(cpus)) if cpus is not None else None  # the worker's processes run only here
         # A TensorRT measurement may include the engine build (up to 600 s in its own worker).
         self.timeout_s = timeout_s or (900.0 if backend.startswith("tensorrt") else 300.0)
-        self.command = command or [sys.executable, "-m", "hwnas.profilers.worker"]
+        self.command = command or [sys.executable, "-m", "hwnas.backends.worker"]
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._log: IO[str] | None = None
@@ -144,7 +144,7 @@ class MeasurementWorker:
             "precision": self.precision, "batch": batch, "protocol": protocol.to_json(),
         }
         if protocol.reference:
-            from hwnas.profilers.reference import reference_path
+            from hwnas.backends.reference import reference_path
 
             req["reference"] = str(reference_path())
         proc = self._start()

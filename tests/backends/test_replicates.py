@@ -6,8 +6,8 @@ import pytest
 from scipy import stats as sps
 
 from hwnas.errors import HwnasError
-from hwnas.profilers import MeasureProtocol, run_protocol, summarize
-from hwnas.profilers.protocol import Measurement, combine, usable
+from hwnas.backends import MeasureProtocol, run_protocol, summarize
+from hwnas.backends.protocol import Measurement, combine, usable
 
 
 
