@@ -36,10 +36,9 @@ def main() -> None:
 
     import tempfile
 
-    from hwnas.measure import isolation_cores
-    from hwnas.measure import Measurer
     from hwnas.backends import MeasureProtocol, get_backend
-    from hwnas.backends.fingerprint import cpu_model
+    from hwnas.backends.system import cpu_model
+    from hwnas.measure import Measurer, isolation_cores
     from hwnas.space import Space
     from hwnas.store import Store
 

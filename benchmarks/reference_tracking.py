@@ -31,10 +31,10 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=None, help="pin to this core (default: the last usable one)")
     args = ap.parse_args()
 
-    from hwnas.exporters.onnx import export_layers
     from hwnas.backends import get_backend
-    from hwnas.backends.fingerprint import cpu_model
     from hwnas.backends.reference import reference_path
+    from hwnas.backends.system import cpu_model
+    from hwnas.exporters.onnx import export_layers
     from hwnas.space import Space
 
     space = Space("tfnas", resolution=args.resolution, width_mult=args.width_mult, num_classes=10)

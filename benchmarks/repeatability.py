@@ -68,8 +68,8 @@ def protocols(args):
 
 
 def one_pass(name, protocol, interleave, models, db, baseline, cpus, own):
-    from hwnas.measure import Measurer
     from hwnas.backends import get_backend
+    from hwnas.measure import Measurer
     from hwnas.store import Store
 
     m = Measurer(get_backend("ort-cpu"), Store(db), protocol, cpus=cpus, own_cpus=own, isolation="pin" if cpus else "")
@@ -97,10 +97,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="per-subnet results as CSV")
     args = ap.parse_args()
 
-    from hwnas.measure import isolation_cores
-    from hwnas.measure import Measurer
     from hwnas.backends import get_backend
-    from hwnas.backends.fingerprint import cpu_model
+    from hwnas.backends.system import cpu_model
+    from hwnas.measure import Measurer, isolation_cores
     from hwnas.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="repeatability-"))

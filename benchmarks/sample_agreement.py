@@ -28,11 +28,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60, help="re-measure at most this many distinct subnets")
     args = ap.parse_args()
 
-    from hwnas.measure import isolation_cores
-    from hwnas.measure import Measurer
     from hwnas.backends import MeasureProtocol, get_backend
-    from hwnas.backends.fingerprint import cpu_model
     from hwnas.backends.protocol import usable
+    from hwnas.backends.system import cpu_model
+    from hwnas.measure import Measurer, isolation_cores
     from hwnas.space import Space
     from hwnas.store import Store
 

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
 
 from hwnas import __version__
+from hwnas.backends.protocol import MeasureProtocol
+from hwnas.backends.reference import reference_path
+from hwnas.backends.system import check
 from hwnas.cliutil import (
-    OUTPUT_FORMATS, backend_options, check_out, fail, load_arch, make_measurer, make_space, result_row, space_options,
+    OUTPUT_FORMATS,
+    backend_options,
+    check_out,
+    fail,
+    load_arch,
+    load_new_arch,
+    make_measurer,
+    make_space,
+    result_row,
+    space_options,
     write_table,
 )
 from hwnas.errors import HwnasError, one_line
+from hwnas.jsonutil import write_json
+from hwnas.space import distinct_layers
 from hwnas.validate import SEED, Int
-
 
 # --- commands -----------------------------------------------------------------------------------
 
@@ -55,13 +72,10 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     rows = []
     try:
         if onnx_path is None and hasattr(space, "references"):  # a new-shape space (darts)
-            from hwnas.spaces.cli import measure_rows
-
-            rows = measure_rows(space, measurer, arch_path, n_random, seed, batch, result_row)
+            rows = _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_row)
         elif onnx_path is not None:
             rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path, batch), batch=batch))
         elif all_layers:
-            from hwnas.space import distinct_layers
 
             specs = distinct_layers(space, batch)
             done = measurer.many([measurer.layers_item([s]) for s in specs], "layers")
@@ -78,6 +92,37 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     write_table(pd.DataFrame(rows), out)
 
 
+def _new_space_info(space, arch_path, as_json: bool) -> None:
+    """Parameters (without the auxiliary head, as DARTS counts), MACs and memory access cost:
+    of the given architecture, else of the space's reference architectures."""
+    if arch_path:
+        named = [(str(arch_path), load_new_arch(space, arch_path))]
+    else:
+        named = [(name, space.validate(doc)) for name, doc in getattr(space, "references", {}).items()]
+    rows = []
+    for name, arch in named:
+        c = space.costs(arch) if hasattr(space, "costs") else {"params": space.params(arch), "macs": space.macs(arch)}
+        rows.append({"name": name, "arch_hash": arch.hash, "params": int(c["params"]), "params_m": c["params"] / 1e6,
+                     "macs_m": c["macs"] / 1e6, **({"mac_m": c["mac"] / 1e6} if "mac" in c else {}),
+                     "arch": arch.to_json(), **({"genotype": arch.genotype()} if hasattr(arch, "genotype") else {})})
+    if as_json:
+        click.echo(json.dumps({"space": space.config, "architectures": rows}, indent=2))
+        return
+    click.echo(f"{space}")
+    for r in rows:
+        click.echo(f"{r['name']} ({r['arch_hash']}): {r['params_m']:.3f} M parameters, {r['macs_m']:.1f} M MACs"
+                   + (f", memory access {r['mac_m']:.1f} M" if "mac_m" in r else ""))
+
+
+def _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_row) -> list[dict[str, Any]]:
+    from hwnas.spaces.pipeline import arch_item  # torch, kept out of `hwnas --help`
+
+    archs = [load_new_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
+    done = measurer.many([arch_item(measurer, space, a, batch) for a in archs], "networks")
+    return [result_row(a.hash, m, batch=batch, params_m=space.params(a) / 1e6, macs_m=space.macs(a) / 1e6)
+            for a, m in zip(archs, done)]
+
+
 @cli.command()
 @space_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Architecture JSON (default: the space's default).")
@@ -89,9 +134,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
 
     space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True, arch_path=arch_path)
     if hasattr(space, "references"):  # darts: per network, or its references DARTS-V1/V2
-        from hwnas.spaces.cli import info as new_info
-
-        return new_info(space, arch_path, as_json)
+        return _new_space_info(space, arch_path, as_json)
     if as_json:
         fail("--json is for the darts space")
     arch = load_arch(space, arch_path) if arch_path else space.default_arch()
@@ -111,9 +154,7 @@ def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_j
 @click.option("--out", type=click.Path(path_type=Path), help="Write the JSON here instead of printing it.")
 def arch(space_name, resolution, width_mult, num_classes, random, seed, out):
     """Print an architecture of the space as JSON: its default, or a random one."""
-    import numpy as np
 
-    from hwnas.jsonutil import write_json
 
     check_out(out, (".json",))
     space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
@@ -137,10 +178,7 @@ def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_
     with one line of advice; then the reference model now against its stored baseline."""
     import pandas as pd
 
-    from hwnas.backends.system import check
-    from hwnas.backends.protocol import MeasureProtocol
 
-    import os
 
     allowed = sorted(os.sched_getaffinity(0))  # before make_measurer pins this process
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
@@ -149,7 +187,6 @@ def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_
         if measurer.uses_reference:
             found = measurer.store.reference_baseline(measurer.target_hash())
             baseline = measurer.baseline_ms()
-            from hwnas.backends.reference import reference_path
 
             now = measurer.worker.measure(reference_path(), MeasureProtocol(reference=False, min_time_s=0.5), 1)
             ratio = now.stats["median_ms"] / baseline
@@ -165,7 +202,6 @@ def system_check(backend_name, batch, threads, precision, warmup, min_runs, min_
 
 def _register_commands() -> None:
     """Commands of the other areas live beside their code; each module exposes `commands`."""
-    import importlib
 
     for module in COMMAND_MODULES:
         for command in importlib.import_module(module).commands:

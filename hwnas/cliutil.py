@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
+from tqdm import tqdm
 
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.errors import HwnasError
+from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
+from hwnas.jsonutil import read_json
+from hwnas.space import SPACE_DEFS, Space, closest
+from hwnas.spaces import get_space, space_names
 from hwnas.validate import Float, Int
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
@@ -21,13 +29,63 @@ def fail(message: str) -> None:
 def given_on_command_line(name: str) -> bool:
     """Did the user give option `name`? (True outside a command, or where the command has no
     such option: the caller's value stands.)"""
-    from click.core import ParameterSource
 
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return True
     source = ctx.get_parameter_source(name)
     return source is None or source != ParameterSource.DEFAULT
+
+
+# Defaults where the MBConv spaces' CLI defaults (224 px, 1000 classes) do not fit: DARTS's CIFAR size.
+NEW_SPACE_DEFAULTS = {"darts": {"resolution": 32, "num_classes": 10}}
+SIZE_OPTIONS = ("channels", "cells")
+
+
+def _store(ctx: click.Context, param: click.Parameter, value):
+    ctx.meta.setdefault("hwnas_space_options", {})[param.name] = value
+    return value
+
+
+def size_options(f):
+    """--channels and --cells (darts); not passed to the command, read back by `make_new_space`."""
+    f = click.option("--cells", type=int, default=None, expose_value=False, callback=_store,
+                     help="darts: number of cells (default 8; reductions at 1/3 and 2/3).")(f)
+    f = click.option("--channels", type=int, default=None, expose_value=False, callback=_store,
+                     help="darts: initial channels C (default 16).")(f)
+    return f
+
+
+def is_new_space(name: str) -> bool:
+    """A registered space other than the MBConv ones, whose commands take their own code paths."""
+    return name in space_names() and name not in SPACE_DEFS
+
+
+def make_new_space(name: str, resolution: int, num_classes: int, own: dict[str, Any] | None = None, **defaults: Any):
+    """The registered space, with --channels/--cells from the command line (else `defaults`), and
+    the space's own default resolution and classes (or `own`'s) where the user gave none."""
+    ctx = click.get_current_context(silent=True)
+    sizes = dict(ctx.meta.get("hwnas_space_options", {})) if ctx is not None else {}
+    options = {**defaults, **{k: v for k, v in sizes.items() if v is not None}}
+    own = {**NEW_SPACE_DEFAULTS.get(name, {}), **(own or {})}
+    options["resolution"] = resolution if given_on_command_line("resolution") else own.get("resolution", resolution)
+    options["num_classes"] = num_classes if given_on_command_line("num_classes") else own.get("num_classes", num_classes)
+    return get_space(name, **options)
+
+
+def check_no_size_options(space_name: str) -> None:
+    ctx = click.get_current_context(silent=True)
+    given = [k for k, v in (ctx.meta.get("hwnas_space_options", {}) if ctx else {}).items() if v is not None]
+    if given:
+        raise HwnasError(f"--{given[0]} is an option of the darts space, not {space_name}")
+
+
+def load_new_arch(space, path):
+    """A file, or a reference name of the space (darts-v1, darts-v2)."""
+    refs = getattr(space, "references", {})
+    if str(path) in refs and not Path(path).exists():
+        return space.validate(refs[str(path)])
+    return space.validate(read_json(path, "architecture file"))
 
 
 # --- reusable option groups -----------------------------------------------------------------
@@ -38,7 +96,6 @@ def space_options(f):
     f = click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True, help="Channel width multiplier.")(f)
     f = click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Input height and width.")(f)
     f = click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space: tfnas, proxyless or darts.")(f)
-    from hwnas.spaces.cli import size_options
 
     return size_options(f)  # --channels, --cells (darts)
 
@@ -106,7 +163,6 @@ def backend_options(f):
 def arch_file_space(space_name: str, width_mult: float, arch_path: Path | None) -> tuple[str, float]:
     """An MBConv architecture file's space and width multiplier, where the user gave no --space or
     --width-mult; given ones that contradict the file are refused, never silently overridden."""
-    from hwnas.jsonutil import read_json
 
     if arch_path is None or not Path(arch_path).is_file():
         return space_name, width_mult
@@ -134,8 +190,6 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
                arch_path: Path | None = None):
     """new_spaces: the command also works with the spaces of hwnas.spaces (darts). arch_path: the
     space and width multiplier come from this architecture file unless given."""
-    from hwnas.space import Space
-    from hwnas.spaces.cli import check_no_size_options, is_new_space, make_new_space
 
     space_name, width_mult = arch_file_space(space_name, width_mult, arch_path)
 
@@ -143,8 +197,6 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
         if not new_spaces:
             fail(f"space {space_name} works with info, arch, measure and search --method snas, not this command")
         return make_new_space(space_name, resolution, num_classes)
-    from hwnas.space import SPACE_DEFS, closest
-    from hwnas.spaces import space_names
 
     if space_name not in SPACE_DEFS:
         known = space_names()
@@ -170,7 +222,6 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
         fail(f"batch must be an integer in [1, 4096], got {batch}")
     settings = measurement_settings()
     if settings["cluster"] or settings["device"]:
-        from hwnas.backends import MeasureProtocol
 
         if not 1 <= settings["processes"] <= 100:
             fail(f"--processes must be in [1, 100], got {settings['processes']}")
@@ -185,9 +236,7 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
 def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol, db, force):
     """A Measurer whose worker is the fleet's devices of one name (hwnas.fleet); this machine
     only exports and stores, so it needs neither the backend's hardware nor core isolation."""
-    from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
     from hwnas.measure import Measurer
-    from hwnas.backends import get_backend
     from hwnas.store import Store
 
     if not (cluster and device):
@@ -207,11 +256,8 @@ def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol,
 
 
 def load_arch(space, path: Path):
-    from hwnas.jsonutil import read_json
 
     if hasattr(space, "references"):  # a new-shape space: a file or a reference name (darts-v2)
-        from hwnas.spaces.cli import load_new_arch
-
         return load_new_arch(space, path)
     return space.validate(read_json(path, "architecture file"))
 
@@ -260,7 +306,6 @@ def write_table(df, out: Path | None) -> None:
 
 
 def progress(items, desc: str):
-    from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="model", file=sys.stderr, disable=len(items) < 2, dynamic_ncols=True)
 

@@ -16,6 +16,7 @@ Images are kept as uint8 at their native resolution, so memory stays small;
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -212,7 +213,6 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits (no download): 8x8 images of 0..16 and their labels. Read
     from the CSV scikit-learn ships, as its `load_digits` does: importing scikit-learn takes ~3 s,
     which every search process would pay. Its own loader where the file is not where it was."""
-    import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None

@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from platformdirs import user_data_path
 
 from hwnas.cliutil import STORE, check_out, make_measurer
 from hwnas.errors import HwnasError
+from hwnas.space import Space
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
@@ -36,13 +38,11 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     """Lookup table, TF-NAS and UNAS searches side by side on digits, and their report."""
     from hwnas.data import load_dataset
     from hwnas.search import tfnas, unas
-    from hwnas.space import Space
     from hwnas.surrogates.base import uniform_latency
     from hwnas.surrogates.lut import LookupTable
 
     # Everything checked before the table build and searches (minutes): no late refusal.
     if out is None:
-        from platformdirs import user_data_path
 
         out = user_data_path("hwnas") / "demo"
     report_dir = report_dir if report_dir is not None else out / "report"

@@ -34,9 +34,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hwnas.backends import get_backend
+from hwnas.backends.protocol import Measurement, MeasureProtocol
+from hwnas.backends.worker import MeasurementWorker
 from hwnas.errors import HwnasError, first_line
-from hwnas.jsonutil import canonical_json
-from hwnas.backends.protocol import MeasureProtocol, Measurement
+from hwnas.jsonutil import cache_root, canonical_json
 
 RESOURCE = "hwnas-device:"
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -145,7 +147,6 @@ def fingerprint_diff(expected: dict[str, Any], found: dict[str, Any]) -> list[st
 
 
 def files_dir() -> Path:
-    from hwnas.jsonutil import cache_root
 
     return cache_root() / "fleet"
 
@@ -171,8 +172,6 @@ def run_request(request: str, data_ref: list) -> str:
     """One task on a device: check the target, get the model, measure it in a fresh measurement
     worker process, and answer JSON. `data_ref` holds the model's bytes as an object reference
     in a list, so Ray does not fetch them unless this node lacks the file."""
-    from hwnas.backends import get_backend
-    from hwnas.backends.worker import MeasurementWorker
 
     req = json.loads(request)
     node = {"host": socket.gethostname(), "pid": os.getpid()}

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from hwnas.fleet import check_device_name, check_reachable, import_ray, ray_start_command
 from hwnas.validate import Int
 
 
@@ -20,7 +21,6 @@ from hwnas.validate import Int
 def worker(device, cluster, port, node_ip):
     """Join a Ray cluster as a worker for DEVICE: it measures one model at a time, each in a fresh
     process with the measurement protocol, for any job started with --cluster and --device."""
-    from hwnas.fleet import check_device_name, check_reachable, import_ray, ray_start_command
 
     check_device_name(device)
     if cluster:

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from platformdirs import user_cache_dir
+
 from hwnas.errors import HwnasError
 
 MAX_JSON_BYTES = 1_000_000  # architecture and config files are small; a larger one is a mistake
@@ -161,6 +163,5 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def cache_root() -> Path:
     """Where hwnas caches exports and engines: $HWNAS_CACHE, else the user's cache directory."""
-    from platformdirs import user_cache_dir
 
     return Path(os.environ.get("HWNAS_CACHE") or user_cache_dir("hwnas"))

@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm import tqdm
 
-from hwnas.errors import HwnasError
-from hwnas.jsonutil import content_hash
-from hwnas.backends import Backend, MeasureProtocol, Measurement
+from hwnas.backends import Backend, Measurement, MeasureProtocol, get_backend
+from hwnas.backends.ort import check_batch
 from hwnas.backends.protocol import combine
+from hwnas.backends.reference import reference_path
 from hwnas.backends.worker import MeasurementWorker
+from hwnas.errors import HwnasError
+from hwnas.jsonutil import cache_root, content_hash
 from hwnas.space import Arch, LayerSpec, Space
 from hwnas.store import Store, measurement_key
 
@@ -176,8 +179,6 @@ class Measurer:
     def measure_baseline(self) -> dict[str, Any]:
         """Time the reference alone in k (at least 3) fresh processes, each for the protocol's
         minimum time; its baseline is the median of every sample, stored for this target."""
-        from hwnas.jsonutil import cache_root
-        from hwnas.backends.reference import reference_path
 
         self.echo(f"measuring the reference model's baseline for this target ({self.backend.name}); "
                   "it is stored and used by every later measurement")
@@ -253,7 +254,6 @@ class Measurer:
         """Measure every item, interleaved: round r times each unfinished item once, all in one fresh
         process, so k rounds give each item k processes and spread drift over all of them. The
         next model is exported while the worker times the current one. Order of results = items."""
-        from tqdm import tqdm
 
         results: list[Measured | None] = []
         for it in items:
@@ -379,7 +379,6 @@ class Measurer:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as e:
             raise HwnasError(f"cannot read ONNX file {path}: {e.strerror or e}") from None
-        from hwnas.backends.ort import check_batch
 
         check_batch(path, batch)
         return self.measure(Item("onnx", {"onnx_sha256": digest, "batch": batch}, batch, lambda: path))
@@ -427,7 +426,6 @@ def open_measurer(backend: str = "ort-cpu", *, threads: int = 1, precision: str 
                   cpus: str | list[int] | None = None) -> Measurer:
     """A measurer on a named backend with the default protocol: k fresh processes, the reference
     model, isolation from this process's own work. Close it (or use `with`) to restore affinity."""
-    from hwnas.backends import get_backend
 
     if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 100:
         raise HwnasError(f"--processes must be in [1, 100], got {processes}")

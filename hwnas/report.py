@@ -25,9 +25,14 @@ import numpy as np
 import pandas as pd
 
 from hwnas import report_figures as figs
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
+from hwnas.reference import reference_archs
 from hwnas.search.registry import method_names
+from hwnas.space import conv_out
+from hwnas.surrogates.additivity import summarize
+from hwnas.surrogates.data import Subnets, split
 
 KNOWN_METHODS = tuple(method_names())
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
@@ -419,7 +424,6 @@ def lookup_section(rep: Report, inp: Inputs) -> None:
                            "Counts of flagged measurements. The rule: measurements flagged noisy (95% CI wider than "
                            "±2%) or disturbed (the reference model read the machine >15% slow, after retries) are "
                            "left out of every statistic below; single-process: measured by the old protocol."))
-    from hwnas.backends.protocol import usable
 
     df = df[df["flags"].str.split(",").map(usable)]
     if df.empty:
@@ -466,7 +470,6 @@ def _stage_op_fit(sec: Section, df: pd.DataFrame) -> None:
 
 def _layer_label(key: dict[str, Any], spaces) -> tuple[str, str]:
     """(op kind, stage) of a stored layer spec, inferred from its shape in the known spaces."""
-    from hwnas.space import conv_out
     from hwnas.surrogates.lut import stage_input_hw
 
     kind = key.get("kind")
@@ -485,7 +488,6 @@ def _layer_label(key: dict[str, Any], spaces) -> tuple[str, str]:
 
 
 def additivity_part(sec: Section, inp: Inputs) -> None:
-    from hwnas.surrogates.additivity import summarize
 
     if inp.layers_df is None:
         return
@@ -556,7 +558,6 @@ def surrogate_section(rep: Report, inp: Inputs, fit: bool) -> None:
 
 
 def _evaluate_surrogates(sec: Section, inp: Inputs):
-    from hwnas.surrogates.data import Subnets, split
     from hwnas.surrogates.evaluate import evaluate
     from hwnas.surrogates.models import MODELS
 
@@ -790,7 +791,6 @@ def accuracy_section(rep: Report, inp: Inputs) -> None:
 
 
 def _reference_part(sec: Section, inp: Inputs, spaces) -> None:
-    from hwnas.reference import reference_archs
 
     rows = []
     for space in spaces:

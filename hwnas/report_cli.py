@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import STORE
+from hwnas.cliutil import STORE, check_out
 
 
 @click.command()
@@ -30,7 +30,6 @@ from hwnas.cliutil import STORE
 def report(run_dirs, store, lut, trained, surrogates, no_surrogates, quality, title, out):
     """Write report.html (self-contained), summary.md and one CSV per figure and table for
     search runs RUN_DIR..., the measurement store, a lookup table and trained results."""
-    from hwnas.cliutil import check_out
     from hwnas.report import build, default_out, write
 
     check_out(out, directory=True)

@@ -30,10 +30,11 @@ from typing import Any, Callable
 
 import pandas as pd
 import sqlalchemy as sa
+from platformdirs import user_cache_dir
 
+from hwnas.backends.protocol import Measurement
 from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import canonical_json, content_hash, parse_json
-from hwnas.backends.protocol import Measurement
 from hwnas.validate import check_latency
 
 SCHEMA_VERSION = 2
@@ -103,7 +104,6 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _upgrade_1_to_2}  #
 
 
 def default_db_path() -> Path:
-    from platformdirs import user_cache_dir
 
     return Path(os.environ.get("HWNAS_DB") or Path(user_cache_dir("hwnas")) / "measurements.sqlite")
 

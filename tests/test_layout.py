@@ -1,32 +1,68 @@
-"""The package's shape: no import cycles between hwnas modules at import time."""
+"""The package's shape: no import cycles between hwnas modules at import time; an import inside a
+function only where it keeps a heavy or optional library out of a module that does without it;
+the command line and the measurement side import no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hwnas"
+# Heavy (seconds to import, or hundreds of MB) or optional (an extra, or a GPU stack): imported
+# inside the function that needs them where a module can do without them.
+HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "onnxconverter_common", "onnxscript", "tensorrt", "cuda",
+         "pycuda", "ray", "optuna", "sklearn", "scipy", "pandas", "matplotlib", "PIL", "threadpoolctl", "sqlalchemy",
+         "yaml"}
 
 
-def module_imports() -> dict[str, set[str]]:
-    """hwnas module -> the hwnas modules it imports at module level (not inside functions)."""
+def module_paths() -> dict[str, Path]:
     names = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imported(node: ast.AST, names: dict[str, Path]) -> list[str]:
+    """What an import statement names: modules, or `package.module` where a name is a module."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module for a in node.names]
+    return []
+
+
+def module_imports(with_third_party: bool = False) -> dict[str, set[str]]:
+    """hwnas module -> the hwnas modules (and, asked, third-party modules) it imports at module
+    level (not inside functions)."""
+    names = module_paths()
     graph: dict[str, set[str]] = {}
     for name, path in names.items():
-        targets = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.Import):
-                found = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                continue
-            targets |= {t for t in found if t in names and t != name}
-        graph[name] = targets
+        targets = {t for node in ast.parse(path.read_text()).body for t in imported(node, names)}
+        graph[name] = {t for t in targets if (t in names or with_third_party and t.split(".")[0] != "hwnas") and t != name}
     return graph
+
+
+def heavy_at_import(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """The heavy libraries importing `module` loads, through its module-level imports and the
+    packages above each module (whose __init__ runs first)."""
+    heavy, seen, todo = set(), set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in graph]
+        for t in graph.get(m, ()):
+            root = t.split(".")[0]
+            if root in HEAVY:
+                heavy.add(root)
+            elif t in graph:
+                todo.append(t)
+    return heavy
 
 
 def test_no_import_cycles():
@@ -46,3 +82,32 @@ def test_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
+
+
+def test_imports_inside_functions_only_keep_heavy_libraries_out():
+    """A function-level import is of a heavy or optional library, or of an hwnas module that
+    brings one the importing module does without; anything else belongs at the top."""
+    names, graph = module_paths(), module_imports(with_third_party=True)
+    wrong = []
+    for name, path in sorted(names.items()):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                for target in imported(node, names):
+                    root = target.split(".")[0]
+                    if root in HEAVY:
+                        continue
+                    if root == "hwnas" and heavy_at_import(target, graph) - heavy_at_import(name, graph):
+                        continue
+                    wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {fn.name}: {target}")
+    assert len(graph) > 50 and not wrong, "import at the top instead:\n" + "\n".join(wrong)
+
+
+def test_the_command_line_and_the_measurement_side_import_no_heavy_library():
+    """`hwnas --help` answers without torch or pandas; a measurement worker runs on a target
+    with only numpy and onnxruntime."""
+    code = ("import sys, hwnas.cli, hwnas.backends.worker, hwnas.backends.ort; "
+            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]", out

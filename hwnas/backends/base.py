@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwnas.backends.fingerprint import nvidia_gpu, target_fingerprint
+from hwnas.backends.protocol import Clock, Measurement, MeasureProtocol, Runner, run_protocol
+from hwnas.backends.reference import reference_path
 from hwnas.errors import HwnasError
-from hwnas.backends.fingerprint import nvidia_gpu
-from hwnas.backends.protocol import Clock, MeasureProtocol, Measurement, Runner, run_protocol
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -43,7 +44,6 @@ class Backend:
         return self.name
 
     def fingerprint(self, batch: int) -> dict[str, Any]:
-        from hwnas.backends.fingerprint import target_fingerprint
 
         return target_fingerprint(
             self.name, self.version(), self.provider(), self.threads, batch, self.precision, gpu=self.needs_gpu
@@ -63,7 +63,6 @@ class Backend:
         ref_runner = None
         try:
             if protocol.reference and self.input == "onnx":
-                from hwnas.backends.reference import reference_path
 
                 ref_runner = self.load(reference or reference_path(), 1)
             return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock,

@@ -9,17 +9,7 @@ import shutil
 import subprocess
 from typing import Any
 
-
-@functools.cache
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from hwnas.backends.system import cpu_model, static_facts
 
 
 @functools.cache
@@ -43,7 +33,6 @@ def nvidia_gpu() -> dict[str, str] | None:
 
 @functools.cache
 def system_facts() -> dict[str, Any]:
-    from hwnas.backends.system import static_facts
 
     return static_facts()
 

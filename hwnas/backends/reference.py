@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.jsonutil import cache_root
+
 REFERENCE_VERSION = 1
 REFERENCE_INPUT = (1, 3, 112, 112)
 
@@ -87,7 +89,6 @@ def reference_onnx() -> bytes:
 def reference_path(cache_dir: Path | None = None) -> Path:
     """The reference model's file in `cache_dir` (default: the ONNX cache), written once, atomically."""
     if cache_dir is None:
-        from hwnas.jsonutil import cache_root
 
         cache_dir = cache_root() / "reference"  # beside, not inside, the export cache (its entries carry records)
     data = reference_onnx()

@@ -8,12 +8,26 @@ what cannot be read is reported as "unknown", never guessed.
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
 
 SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _read(path: Path | str) -> str | None:
@@ -93,7 +107,6 @@ def busy_processes(interval_s: float = 0.5, min_share: float = 0.1) -> list[dict
 def check(worker_cpus: list[int] | None = None, allowed: list[int] | None = None) -> list[dict[str, str]]:
     """Every fact with its value and one line of advice ('ok' where there is nothing to do).
     allowed: the cores hwnas may use (default: this process's affinity)."""
-    from hwnas.backends.fingerprint import cpu_model
 
     facts = static_facts()
     allowed = sorted(allowed or os.sched_getaffinity(0))

@@ -24,13 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from hwnas.backends import get_backend
+from hwnas.backends.protocol import Measurement, MeasureProtocol
+from hwnas.backends.reference import reference_path
 from hwnas.errors import HwnasError, first_line
-from hwnas.backends.protocol import MeasureProtocol, Measurement
 
 
 def serve(stdin: IO[str], stdout: IO[str]) -> None:
     """The worker's loop: answer each request line; a bad request is an error reply, not a crash."""
-    from hwnas.backends import get_backend
 
     backends: dict[tuple, Any] = {}
     warm = False  # the warm-up time is spent once per process (see run_protocol)
@@ -144,7 +145,6 @@ class MeasurementWorker:
             "precision": self.precision, "batch": batch, "protocol": protocol.to_json(),
         }
         if protocol.reference:
-            from hwnas.backends.reference import reference_path
 
             req["reference"] = str(reference_path())
         proc = self._start()

@@ -35,9 +35,20 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
 from hwnas.spaces.darts import (
-    CELL_TYPES, EDGES, N_EDGES, PRIMITIVES, STEPS, DartsArch, DartsSpace, FactorizedReduce, ReLUConvBN,
-    edge_index, edge_stride_hw, make_op,
+    CELL_TYPES,
+    EDGES,
+    N_EDGES,
+    PRIMITIVES,
+    STEPS,
+    DartsArch,
+    DartsSpace,
+    FactorizedReduce,
+    ReLUConvBN,
+    edge_index,
+    edge_stride_hw,
+    make_op,
 )
+from hwnas.spaces.pipeline import module_item
 
 FORMAT = "hwnas-cell-lut"
 FORMAT_VERSION = 1
@@ -240,7 +251,6 @@ class CellLatencyTable:
 
     @classmethod
     def build(cls, space: DartsSpace, measurer, batch: int = 1, show_progress: bool = True) -> "CellLatencyTable":
-        from hwnas.spaces.pipeline import module_item
 
         probe = cls.__new__(cls)
         probe.space, probe.batch, probe.plan = space, batch, space.cell_plan()

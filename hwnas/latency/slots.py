@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
-from hwnas.backends.protocol import usable
+from hwnas.spaces.pipeline import measure_arch, measure_module
 from hwnas.spaces.slots import SlotSpace
 
 FORMAT = "hwnas-slot-lut"
@@ -44,9 +47,7 @@ class SlotLatencyTable:
 
     @classmethod
     def build(cls, space: SlotSpace, measurer, batch: int = 1, show_progress: bool = True) -> "SlotLatencyTable":
-        from tqdm import tqdm
 
-        from hwnas.spaces.pipeline import measure_arch, measure_module
 
         parts: dict[str, tuple[Any, str, dict[str, Any]]] = {}
         for slot in space.slots:

@@ -11,16 +11,20 @@ import time
 from typing import Any, Callable
 
 import torch
+from tqdm import tqdm
 
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.spaces.darts import CELL_TYPES, DartsSpace
+from hwnas.spaces.pipeline import measure_arch
+from hwnas.validate import is_finite_number as num
+from hwnas.validate import is_int
+from hwnas.validate import require as check
 
 
 def check_training_settings(config) -> None:
     """The training settings SNAS's and EnTranNAS's configurations share: epochs, batch, rates,
     temperatures, weight decays, clipping, measurement cadence, threads and seed; HwnasError names
     a bad one."""
-    from hwnas.validate import is_finite_number as num, is_int, require as check
 
     check(is_int(config.epochs) and config.epochs >= 1, f"epochs must be a positive integer, got {config.epochs!r}")
     check(is_int(config.batch_size) and config.batch_size >= 2, f"batch size must be an integer >= 2, got {config.batch_size!r}")
@@ -68,7 +72,6 @@ def epoch_batches(state: SearchState, cfg, data, resolution: int, show_progress:
     """(progress bar, this epoch's search-train batches, endless shuffled search-val batches).
     Before each train batch the weights' learning rate is set on a cosine from cfg.lr to
     cfg.lr_min over the whole run (DARTS's schedule)."""
-    from tqdm import tqdm
 
     bs, steps = cfg.batch_size, math.ceil(data.size("train") / cfg.batch_size)
     bar = tqdm(data.batches("train", bs, resolution, shuffle=True, generator=state.data_gen), total=steps,
@@ -151,7 +154,6 @@ def describe(space: DartsSpace, arch, table) -> dict[str, Any]:
 
 def measure(measurer, space: DartsSpace, arch, batch: int, force: bool = False):
     """The derived network's Measurement (its median and flags)."""
-    from hwnas.spaces.pipeline import measure_arch
 
     return measure_arch(measurer, space, arch, batch, force).measurement
 
@@ -160,7 +162,6 @@ def finish(run: RunDir, space: DartsSpace, arch, table, measurer, measure_batch:
            head: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """Measure the final architecture once over max(final_sessions, k) fresh processes, write it and
     the summary. `head(description)` gives the method's own leading fields, target_ms among them."""
-    from hwnas.spaces.pipeline import measure_arch
 
     sessions, final = [], None
     if measurer is not None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import click
 
-from hwnas.cliutil import backend_options, check_out, fail
+from hwnas.backends import get_backend
+from hwnas.cliutil import backend_options, check_out, fail, is_new_space, load_new_arch, make_new_space, size_options
+from hwnas.cliutil import is_new_space as _is_new
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import read_json, write_json
 from hwnas.search.registry import get_method, method_names
-from hwnas.spaces.cli import size_options
+from hwnas.space import Space
+from hwnas.spaces.elastic import elasticity_scale
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
-
 
 # Options every method shares; each method adds its own (hwnas.search.methods.<name>).
 SHARED_OPTIONS = [
@@ -123,7 +127,6 @@ def search(**opts):
 def _check_target_here(model, path) -> None:
     """A table or model measured on another target (CPU, runtime version, threads) would scale
     widths to the wrong latency here; refuse it as `surrogate eval` and `search` do."""
-    from hwnas.backends import get_backend
     from hwnas.surrogates.lut import check_config
 
     target = getattr(model, "target", None) or {"fingerprint": getattr(model, "fingerprint", None)}
@@ -160,11 +163,8 @@ def _check_target_here(model, path) -> None:
 def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, batch_size, lr, weight_decay, seed,
           threads, target, model_path, width_align, out):
     """Train an architecture from scratch and report its test accuracy."""
-    from hwnas.jsonutil import read_json
     from hwnas.search.train import train_arch
-    from hwnas.space import Space
 
-    from hwnas.spaces.cli import is_new_space as _is_new
 
     check_out(out, (".json",))
     doc = {} if _is_new(space_name) else read_json(arch_path, "architecture file")
@@ -177,7 +177,6 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     from hwnas.data import load_dataset
 
     dataset = load_dataset(data, seed=seed, limit=limit)
-    from hwnas.spaces.cli import is_new_space, load_new_arch, make_new_space
 
     if is_new_space(space_name):  # darts: --channels/--cells; --arch may name a reference (darts-v2)
         if target is not None:
@@ -191,7 +190,6 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
     arch = space.validate(doc)
     scaled = {}
     if target is not None:
-        from hwnas.spaces.elastic import elasticity_scale
         from hwnas.surrogates.models import load_model
 
         model = load_model(model_path)
@@ -211,7 +209,6 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
 
 
 def _report_training(result, arch_path, scaled, out, dataset) -> None:
-    from hwnas.jsonutil import write_json
 
     result["arch_file"] = str(arch_path)
     result.update(scaled)

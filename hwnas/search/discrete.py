@@ -19,6 +19,7 @@ scoring that architecture again is cheap) and goes on to the asked number of fin
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError, first_line
 
 STUDY_NAME = "hwnas-slots"
@@ -88,7 +90,6 @@ class MetricsChain:
         return out
 
     def measure(self, arch, force: bool = False) -> dict[str, Any]:
-        from hwnas.backends.protocol import usable
         from hwnas.spaces.pipeline import measure_arch
 
         m = measure_arch(self.measurer, self.space, arch, self.batch, force=force).measurement
@@ -348,7 +349,6 @@ def run_study(study, optimizer: Optimizer, space, chain: MetricsChain, objective
 
 
 def trial_rows(study, space) -> list[dict[str, Any]]:
-    import json
 
     rows = []
     for t in sorted(study.trials, key=lambda t: t.number):

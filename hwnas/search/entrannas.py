@@ -40,6 +40,7 @@ latency (tested). Without DST the derived top-2 edges count.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -47,15 +48,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import (SearchState, accuracy, annealed, check_training_settings, epoch_batches, finish,
-                                      run_epochs)
+from hwnas.search.cellsearch import (
+    SearchState,
+    accuracy,
+    annealed,
+    check_training_settings,
+    epoch_batches,
+    finish,
+    run_epochs,
+)
 from hwnas.search.rundir import RunDir
 from hwnas.search.snas import PENALTIES, penalty
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
-    CELL_TYPES, N_EDGES, PRIMITIVES, STEPS, DartsSpace, FactorizedReduce, ReLUConvBN, edge_index, make_op,
+    CELL_TYPES,
+    N_EDGES,
+    PRIMITIVES,
+    STEPS,
+    DartsSpace,
+    FactorizedReduce,
+    ReLUConvBN,
+    edge_index,
+    make_op,
 )
+from hwnas.validate import is_finite_number as num
+from hwnas.validate import is_int
+from hwnas.validate import require as check
 
 CANDIDATES = tuple(op for op in PRIMITIVES if op != "none")
 K = len(CANDIDATES)
@@ -106,9 +126,7 @@ class EnTranNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-        import difflib
 
-        from hwnas.validate import is_finite_number as num, is_int, require as check
 
         if self.derive is None:
             object.__setattr__(self, "derive", "dst" if self.dst else "top2")
@@ -489,7 +507,6 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
         def calibrate(record):
             """The table's error at the derived network, taken out of the target: the latency term
             then aims the table at target * table / measured. A flagged measurement is not used."""
-            from hwnas.backends.protocol import usable
 
             if config.calibrate and config.target is not None and usable(record["measured_flags"]):
                 net.table_target.fill_(config.target * record["table_ms"] / record["measured_ms"])

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import atomic_path
 from hwnas.search.train import deterministic_training, evaluate, recalibrate_bn, train_arch
 from hwnas.spaces.slots import SlotSpace, _set_module
 
@@ -92,7 +94,6 @@ class SPOSEstimator:
 
     def train(self, show_progress: bool = True) -> list[dict[str, float]]:
         """Uniform single-path training: each step one architecture drawn uniformly, SGD on it."""
-        from tqdm import tqdm
 
         sp, data = self.space, self.data
         rng = np.random.default_rng(self.seed)
@@ -133,7 +134,6 @@ class SPOSEstimator:
         echo(f"training the SPOS supernet ({self.epochs} epochs, uniform single paths)")
         self.train()
         if path is not None:
-            from hwnas.jsonutil import atomic_path
 
             with atomic_path(path) as tmp:
                 torch.save(self.supernet.state_dict(), tmp)

@@ -14,20 +14,31 @@ Run directory:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import content_hash, write_json
 from hwnas.search.discrete import (
-    METRICS, MetricsChain, check_metric_names, hypervolume, make_optimizer, open_study, pareto_mask, run_study,
-    storage_url, trial_rows,
+    METRICS,
+    OPTIMIZERS,
+    MetricsChain,
+    check_metric_names,
+    hypervolume,
+    make_optimizer,
+    open_study,
+    pareto_mask,
+    run_study,
+    storage_url,
+    trial_rows,
 )
 
 
 def check_plan(cfg: dict[str, Any]) -> None:
     """What can be refused before any work: names of the optimizer, estimator and metrics."""
-    from hwnas.search.discrete import OPTIMIZERS
     from hwnas.search.estimators import ESTIMATORS
 
     if cfg["optimizer"]["name"] not in OPTIMIZERS:
@@ -111,7 +122,6 @@ def search(cfg: dict[str, Any], out: str | Path, echo: Callable[[str], None] = l
 
 
 def write_results(out: Path, study, space, cfg: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
     import pandas as pd
 
     df = pd.DataFrame(trial_rows(study, space))
@@ -137,7 +147,6 @@ def write_results(out: Path, study, space, cfg: dict[str, Any]) -> dict[str, Any
     }
     if len(ok):
         best = ok.sort_values(["accuracy", "latency"], ascending=[False, True]).iloc[0]
-        import json
 
         arch = space.validate({"space": "slots", "choices": json.loads(best["choices"])})
         write_json(out / "final_arch.json", arch.to_json())

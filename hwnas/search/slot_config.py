@@ -18,10 +18,12 @@ Every key is checked before any work: an unknown key or a wrong type is one line
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.jsonutil import read_text
 
 # (type, default) per key; a nested dict is a section. Types: str, int, float, bool, list (of str),
 # map (any mapping), bounds (metric -> number), kindlists (kind -> list of str); "?" allows null.
@@ -123,7 +125,6 @@ def check(doc: Any, where: str = "search config") -> dict[str, Any]:
         for key, value in given.items():
             path = f"{prefix}{key}"
             if key not in schema:
-                import difflib
 
                 match = difflib.get_close_matches(str(key), list(schema), n=1)
                 raise HwnasError(f"{where}: unknown key {path!r}" + (f" (did you mean {prefix}{match[0]!r}?)" if match else "")
@@ -151,7 +152,6 @@ def check(doc: Any, where: str = "search config") -> dict[str, Any]:
 def load(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    from hwnas.jsonutil import read_text
 
     text = read_text(path, "search config")
     try:

@@ -26,6 +26,7 @@ child graph); `top2` applies DARTS's rule instead (two strongest non-none edges 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -35,14 +36,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.cellsearch import (SearchState, accuracy, annealed, check_training_settings, epoch_batches, finish,
-                                      run_epochs)
+from hwnas.latency.cells import one_hot
+from hwnas.search.cellsearch import (
+    SearchState,
+    accuracy,
+    annealed,
+    check_training_settings,
+    epoch_batches,
+    finish,
+    run_epochs,
+)
 from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
-    CELL_TYPES, EDGES, N_EDGES, PRIMITIVES, STEPS, DartsSpace, FactorizedReduce, ReLUConvBN, edge_index,
-    edge_stride_hw, make_op, op_costs,
+    CELL_TYPES,
+    EDGES,
+    N_EDGES,
+    PRIMITIVES,
+    STEPS,
+    DartsSpace,
+    FactorizedReduce,
+    ReLUConvBN,
+    edge_index,
+    edge_stride_hw,
+    make_op,
+    op_costs,
 )
+from hwnas.validate import is_finite_number as num
+from hwnas.validate import require as check
 
 RESOURCES = ("params", "flops", "mac", "latency", "mixed")
 GRADIENTS = ("score", "reparam", "discrete")
@@ -82,9 +103,7 @@ class SNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-        from hwnas.validate import is_finite_number as num, require as check
 
-        import difflib
 
         for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", PENALTIES),
                               ("derive", DERIVATIONS), ("anneal", ("linear", "exp"))):
@@ -458,7 +477,6 @@ def _sample(net: SNASSupernet, tau: float, gen: torch.Generator):
 def _child_accuracy(net: SNASSupernet, arch, data, resolution: int) -> float:
     """The derived child graph's validation accuracy with the supernet's weights, no retraining:
     one-hot edge weights (batch statistics: the running ones describe the relaxed mixtures)."""
-    from hwnas.latency.cells import one_hot
 
     w = {k: v.float() for k, v in one_hot(arch).items()}
     return accuracy(lambda x: net(x, w), net, data, resolution)

@@ -19,12 +19,14 @@ noise in its cross-entropy term. share_ops=False gives the paper's supernet.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from hwnas.errors import HwnasError
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
@@ -32,6 +34,9 @@ from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_thro
 from hwnas.search.train import deterministic_training
 from hwnas.space import Arch, Space
 from hwnas.spaces.elastic import elasticity_scale
+from hwnas.validate import is_finite_number as is_num
+from hwnas.validate import is_int
+from hwnas.validate import require as check
 
 COSTS = ("hinge", "abs")
 
@@ -63,7 +68,6 @@ class TFNASConfig:
     width_align: int = 4  # elasticity-scaled widths are multiples of this (see `elasticity_scale`)
 
     def __post_init__(self):
-        from hwnas.validate import is_finite_number as is_num, is_int, require as check
 
         check(is_num(self.target_ms) and self.target_ms > 0, f"target latency must be a positive number of ms, got {self.target_ms!r}")
         check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
@@ -243,8 +247,6 @@ def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, s
             yield from data.batches("val", bs, res, shuffle=True, generator=state.data_gen)
 
     val_iter = val_batches()
-    from tqdm import tqdm
-    import sys
 
     bar = tqdm(data.batches("train", bs, res, shuffle=True, generator=state.data_gen), total=steps_per_epoch,
                desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr, leave=False,

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from hwnas.errors import HwnasError
 from hwnas.modules import build
@@ -101,7 +102,6 @@ def train_arch(
     if space.num_classes != data.num_classes:
         raise HwnasError(f"space has {space.num_classes} classes but the data has {data.num_classes}")
     arch = space.validate(arch)
-    from tqdm import tqdm
 
     with deterministic_training(threads, seed):
         net = space.build(arch).train() if hasattr(space, "references") else build(space, arch)  # darts builds its own

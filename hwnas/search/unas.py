@@ -18,16 +18,17 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import write_text
+from hwnas.latency.measured import MeasuredLatency
 from hwnas.search import relax
 from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
-from hwnas.latency.measured import MeasuredLatency
-from hwnas.spaces.elastic import calibrate
 from hwnas.search.train import deterministic_training
 from hwnas.space import SKIP, Arch, LayerChoice, Space
+from hwnas.spaces.elastic import calibrate
 from hwnas.surrogates.base import DifferentiableLatencyModel
 
 
@@ -406,7 +407,6 @@ def _append_jsonl(path, record: dict[str, Any]) -> None:
 
 def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_of, steps: int, samples_path,
                 show_progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
 
     net, dist, epoch = state.net, state.dist, state.epoch
     net.train()

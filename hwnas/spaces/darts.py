@@ -21,6 +21,7 @@ child-graph form with the concat written out, so both forms of one cell hash ali
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,6 @@ class DartsArch:
 
 def _op_name(op: Any, where: str) -> str:
     if op not in PRIMITIVES:
-        import difflib
 
         match = difflib.get_close_matches(str(op), PRIMITIVES, n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""

@@ -39,6 +39,7 @@ from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import content_hash
 from hwnas.spaces import register_space
 from hwnas.spaces.base import SearchSpace
+from hwnas.validate import check_number
 
 ORIGINAL = "original"  # a converted slot's own module
 
@@ -331,7 +332,6 @@ class SlotSpace(SearchSpace):
     def __init__(self, model: str = "torchvision:mobilenet_v2", resolution: int = 224, num_classes: int = 1000,
                  width_mult: float | None = None, model_kwargs: dict[str, Any] | None = None,
                  kinds: list[str] | tuple[str, ...] | None = None, candidates: dict[str, list[str]] | None = None):
-        from hwnas.validate import check_number
 
         check_number("resolution", resolution, 8, 2048, integer=True)
         check_number("classes", num_classes, 2, 100_000, integer=True)

@@ -7,6 +7,8 @@ import json
 
 import click
 
+from hwnas.cli import info
+
 
 def slot_info(model: str, resolution: int, num_classes: int, as_json: bool) -> None:
     from hwnas.spaces.slots import SlotSpace
@@ -42,7 +44,6 @@ def _with_model(base: click.Command) -> click.Command:
 
 
 def _commands() -> list[click.Command]:
-    from hwnas.cli import info
 
     return [_with_model(info)]
 

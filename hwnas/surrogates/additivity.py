@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+from tqdm import tqdm
 
 from hwnas.errors import HwnasError
 from hwnas.space import Space
@@ -47,7 +48,6 @@ def adjacent_pairs(space: Space, n_pairs: int, seed: int = 0, batch: int = 1) ->
 def additivity(space: Space, measurer, n_pairs: int = 20, seed: int = 0, batch: int = 1, alpha: float = ALPHA,
                show_progress: bool = True) -> pd.DataFrame:
     """One row per pair: T1, T2, T12, the non-additive ms and share, and the fusion flag."""
-    from tqdm import tqdm
 
     rows = []
     for a, la, b, lb in tqdm(adjacent_pairs(space, n_pairs, seed, batch), desc="layer pairs", unit="pair",

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from hwnas.cliutil import (
-    OUTPUT_FORMATS, backend_options, check_out, fail, make_measurer, make_space, space_options, write_table,
+    OUTPUT_FORMATS,
+    backend_options,
+    check_out,
+    fail,
+    make_measurer,
+    make_space,
+    space_options,
+    write_table,
 )
+from hwnas.surrogates.data import measured_subnets, read_csv, split
+from hwnas.surrogates.data import sample as sample_subnets
 from hwnas.validate import COUNT, SEED, Float, Int
 
 DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
@@ -44,7 +57,6 @@ def _table(space, measurer, batch, lut_path, width_step):
 
 
 def _subnets(space, measurer, batch, csv_path):
-    from hwnas.surrogates.data import measured_subnets, read_csv
 
     if csv_path is not None:
         return read_csv(csv_path, space)
@@ -76,7 +88,6 @@ def lut_build(space_name, resolution, width_mult, num_classes, backend_name, bat
               min_runs, min_time, db, width_step, out):
     """Measure every distinct layer of the space (through the store: a rebuild or an interrupted
     build re-measures nothing) and write the lookup table."""
-    import time
 
     from hwnas.surrogates.lut import LookupTable
 
@@ -116,7 +127,6 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
     """Measure N random subnets end to end into the store: the ground truth surrogates fit on."""
     import pandas as pd
 
-    from hwnas.surrogates.data import sample as sample_subnets
 
     check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
@@ -164,7 +174,6 @@ def data_options(f):
 def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
                   min_runs, min_time, db, width_step, lut_path, n_train, seed, csv_path, model_name, out):
     """Fit a latency model on measured subnets and save it."""
-    import numpy as np
 
     from hwnas.surrogates.metrics import latency_metrics
     from hwnas.surrogates.models import MODELS, check_fit, fit_model, parse_models, predict_all, save_model
@@ -209,7 +218,6 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
                    out):
     """Fit each model on training subnets and score it on a disjoint held-out set: RMSE, MAPE,
     share within 2/5/10 %, Kendall tau, Spearman rho, max error, bias, and a learning curve."""
-    from hwnas.surrogates.data import split
     from hwnas.surrogates.evaluate import evaluate
     from hwnas.surrogates.models import MODELS, check_fit, parse_models
 
@@ -260,7 +268,8 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
 def additivity(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
                min_runs, min_time, db, n_pairs, seed, alpha, out):
     """Measure adjacent layer pairs as one model against the sum of their parts."""
-    from hwnas.surrogates.additivity import additivity as run, summarize
+    from hwnas.surrogates.additivity import additivity as run
+    from hwnas.surrogates.additivity import summarize
 
     check_out(out, OUTPUT_FORMATS)
     space = make_space(space_name, resolution, width_mult, num_classes)
@@ -275,8 +284,6 @@ def additivity(space_name, resolution, width_mult, num_classes, backend_name, ba
 
 def _write_quiet(df, out: Path) -> None:
     """The per-pair table goes to the file only; the summary above is what is printed."""
-    import contextlib
-    import io
 
     with contextlib.redirect_stdout(io.StringIO()):
         write_table(df, out)

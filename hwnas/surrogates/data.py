@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import parse_json, read_text
-from hwnas.validate import check_latency
 from hwnas.space import Arch, Space
+from hwnas.spaces.elastic import elasticity_scale
+from hwnas.validate import check_latency
 
 
 @dataclass
@@ -53,7 +55,6 @@ def scaled_random_archs(model, lo_ms: float, hi_ms: float, n: int, seed: int = 0
     uniformly in [lo_ms, hi_ms]: architectures of the kind a search ends with (a seed network's
     widths scaled stage by stage), where a model that corrects the search's table is used and
     should be fitted. A draw the width bound stops short of its target is replaced by the next."""
-    from hwnas.spaces.elastic import elasticity_scale
 
     if not model.space.definition.elastic:
         raise HwnasError(f"scaling subnets to a latency needs elastic widths; {model.space.name} has none")
@@ -76,7 +77,6 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
     """Every subnet of `space` the store holds for this target (fingerprint) and protocol,
     one per architecture, in the order they were first measured. Measurements flagged noisy or
     disturbed are left out (`protocol.usable`), and how many is said on stderr."""
-    from hwnas.backends.protocol import usable
 
     fingerprint = measurer.backend.fingerprint(batch)
     protocol = measurer.protocol.to_json()

@@ -16,6 +16,7 @@ within the class of the asked width (`align`, default 4; 1 turns this off).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,6 @@ def read_doc(path: str | Path, what: str, formats: tuple[str, ...], version: int
 def with_unaligned(space: Space, specs: list[LayerSpec], align: int) -> list[LayerSpec]:
     """`specs` and, in an elastic space, beside each grid width g of a layer the unaligned
     width g + 1 (and hi - 1), so both width classes have a curve over the whole range."""
-    from dataclasses import replace
 
     if align == 1 or not space.definition.elastic:
         return specs

@@ -20,11 +20,12 @@ import torch
 
 from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import write_json
-from hwnas.space import Arch, Space
+from hwnas.space import Arch, Space, closest
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.features import LearnedDesign, LinearDesign
-from hwnas.surrogates.lut import FORMAT as LUT_FORMAT, LookupTable, check_config, read_doc, space_from_config
+from hwnas.surrogates.lut import FORMAT as LUT_FORMAT
+from hwnas.surrogates.lut import LookupTable, check_config, read_doc, space_from_config
 from hwnas.validate import MAX_LATENCY_MS
 
 FORMAT = "hwnas-latency-model"
@@ -282,7 +283,6 @@ MODEL_NAMES = tuple(MODELS)
 
 
 def parse_models(text: str) -> list[str]:
-    from hwnas.space import closest
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:

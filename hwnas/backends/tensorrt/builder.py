@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hwnas import __version__
+from hwnas.backends import cuda
+from hwnas.backends.fingerprint import nvidia_gpu
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import cache_root, content_hash, read_json, write_json
 
@@ -271,12 +273,10 @@ def _worker_env() -> dict[str, str]:
 
 def gpu_name() -> str:
     """The GPU the engine is built for: nvidia-smi's name, else the CUDA runtime's."""
-    from hwnas.backends.fingerprint import nvidia_gpu
 
     found = nvidia_gpu()
     if found:
         return found["gpu"]
-    from hwnas.backends import cuda
 
     return cuda.api().device_name(0)
 

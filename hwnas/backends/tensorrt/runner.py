@@ -13,6 +13,7 @@ Imports no torch; TensorRT and the CUDA runtime load only when a backend is used
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import time
@@ -21,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.errors import HwnasError
+from hwnas.backends import cuda, register_backend
+from hwnas.backends.base import Backend, onnx_path
+from hwnas.backends.fingerprint import nvidia_gpu
+from hwnas.backends.protocol import Clock, Measurement, MeasureProtocol
 from hwnas.backends.tensorrt.builder import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WORKSPACE,
@@ -31,11 +35,7 @@ from hwnas.backends.tensorrt.builder import (
     has_fp16_flag,
     import_tensorrt,
 )
-from hwnas.backends import cuda
-from hwnas.backends import register_backend
-from hwnas.backends.base import Backend, onnx_path
-from hwnas.backends.fingerprint import nvidia_gpu
-from hwnas.backends.protocol import Clock, MeasureProtocol, Measurement
+from hwnas.errors import HwnasError
 
 ONNX_NODE = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
 
@@ -364,7 +364,6 @@ def _gpu_present() -> bool:
 
 
 def _fp16_converter() -> bool:
-    import importlib.util
 
     try:
         return importlib.util.find_spec("onnxconverter_common") is not None

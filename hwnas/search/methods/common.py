@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from hwnas.cliutil import make_measurer
+from hwnas.cliutil import make_measurer, make_new_space
+from hwnas.space import Space
 from hwnas.validate import Float, Int
 
 
@@ -90,7 +91,6 @@ def run_mbconv_search(opts: dict[str, Any], search) -> dict[str, Any]:
 def mbconv_latency_model(opts: dict[str, Any], num_classes: int, measurer):
     """The given model file (a lookup table or a differentiable fitted model), else a lookup
     table built on the backend at the deployment resolution and kept in the run directory."""
-    from hwnas.space import Space
     from hwnas.surrogates.lut import LookupTable
     from hwnas.surrogates.models import load_model
 
@@ -114,7 +114,6 @@ def run_cell_search(opts: dict[str, Any], search, config, size: dict[str, int]) 
     """A search on the darts cell space (SNAS, EnTranNAS): the data, the space at `size` unless
     --channels/--cells are given, the config checked against it (`check_space`, where the config
     has one) before the cell table is built, then `search(config, space, data, out, ...)`."""
-    from hwnas.spaces.cli import make_new_space
 
     data = load_data(opts)
     space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},

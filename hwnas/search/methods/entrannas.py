@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig
+from hwnas.cliutil import size_options
+from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
 from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.search.registry import register_method
 from hwnas.search.snas import PENALTIES
-from hwnas.spaces.cli import size_options
 from hwnas.validate import Float, Int
 
 # The reduced size of SNAS's default search (docs/darts.md): minutes on a CPU core.
@@ -73,7 +73,6 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
 @register_method("entrannas", "EnTranNAS (--dst: EnTranNAS-DST) on the darts cell space, with a latency cost.",
                  OPTIONS, small_args=(*SMALL_CELL_ARGS, "--no-calibrate"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.entrannas import search
 
     return run_cell_search(opts, search, config_from(opts), SIZE)
 

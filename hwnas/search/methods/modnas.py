@@ -11,6 +11,9 @@ import click
 
 from hwnas.cliutil import given_on_command_line
 from hwnas.errors import HwnasError
+from hwnas.search import slot_config
+from hwnas.search.methods.common import echo
+from hwnas.search.modnas import check_plan, search
 from hwnas.search.registry import register_method
 from hwnas.validate import Float, Int
 
@@ -43,7 +46,6 @@ OWN = {"model": "model", "width_mult": "width_mult", "resolution": "resolution",
 
 
 def build_config(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search import slot_config
 
     cfg = slot_config.load(opts["config_path"]) if opts.get("config_path") else slot_config.check({})
     for name, key in {**SHARED, **OWN}.items():
@@ -81,8 +83,6 @@ def build_config(opts: dict[str, Any]) -> dict[str, Any]:
 @register_method("modnas", "Discrete and Pareto searches over the slots of any PyTorch model, on measured latency "
                            "(random, evolution, SMBO, NSGA-II, TPE; SPOS or train-from-scratch).", OPTIONS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.methods.common import echo
-    from hwnas.search.modnas import check_plan, search
 
     if opts.get("stop_after_epoch") is not None:
         raise HwnasError("--stop-after-epoch: --method modnas runs trials, not epochs; a stopped study resumes "

@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
+from hwnas.cliutil import size_options
 from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.search.registry import register_method
-from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig
-from hwnas.spaces.cli import size_options
+from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig, search
 from hwnas.validate import Float, Int
 
 # A default SNAS search runs in minutes on one CPU core at this size (docs/darts.md).
@@ -39,7 +39,6 @@ OPTIONS = [
 @register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS,
                  small_args=SMALL_CELL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.snas import search
 
     config = SNASConfig(
         resource=opts["resource"], target=opts["target"], penalty=opts["cost"], gradient=opts["gradient"],

@@ -8,7 +8,7 @@ import click
 
 from hwnas.search.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
-from hwnas.search.tfnas import COSTS, TFNASConfig
+from hwnas.search.tfnas import COSTS, TFNASConfig, search
 from hwnas.validate import Float
 
 OPTIONS = [
@@ -31,7 +31,6 @@ OPTIONS = [
 @register_method("tfnas", "TF-NAS: differentiable search under a lookup table or fitted latency model.", OPTIONS,
                  small_args=SMALL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.tfnas import search
 
     config = TFNASConfig(
         target_ms=opts["target"], epochs=opts["epochs"], warmup_epochs=opts["warmup_epochs"],

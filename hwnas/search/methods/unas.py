@@ -8,7 +8,8 @@ import click
 
 from hwnas.search.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.search.registry import register_method
-from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig
+from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig, search
+from hwnas.surrogates.lut import LookupTable
 from hwnas.validate import Float
 
 OPTIONS = [
@@ -29,8 +30,6 @@ OPTIONS = [
 @register_method("unas", "UNAS: RELAX gradients on the measured (--true-latency) or modelled latency.", OPTIONS,
                  small_args=(*SMALL_ARGS, "--no-calibrate-widths"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-    from hwnas.search.unas import search
-    from hwnas.surrogates.lut import LookupTable
 
     config = UNASConfig(
         target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
