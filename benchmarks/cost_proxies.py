@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from hwnas.measure import Measurer
 from hwnas.backends import MeasureProtocol, get_backend
+from hwnas.measure import Measurer
 from hwnas.store import Store
 
 DARTS_SIZES = {"darts-search": {"channels": 8, "cells": 5, "resolution": 16},
@@ -71,7 +71,7 @@ def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, ob
 
 
 def tfnas_part(n: int, measurer, seed: int) -> dict:
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
     from hwnas.surrogates.data import Subnets
     from hwnas.surrogates.lut import LookupTable
     from hwnas.surrogates.models import fit_model, predict_all

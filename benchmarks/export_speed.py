@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas.exporters.onnx import export_arch, export_module, seeded_layer
 from hwnas.backends import MeasureProtocol, get_backend
-from hwnas.space import Space
+from hwnas.exporters.onnx import export_arch, export_module, seeded_layer
+from hwnas.spaces.mbconv import Space
 
 
 def main() -> None:

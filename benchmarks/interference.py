@@ -39,7 +39,7 @@ def main() -> None:
     from hwnas.backends import MeasureProtocol, get_backend
     from hwnas.backends.system import cpu_model
     from hwnas.measure import Measurer, isolation_cores
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
     from hwnas.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="interference-"))

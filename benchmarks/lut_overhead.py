@@ -37,10 +37,9 @@ def main() -> None:
     os.environ["HWNAS_CACHE"] = str(tmp)  # a cold ONNX cache: every export counts
     import torch
 
-    from hwnas.measure import isolation_cores
-    from hwnas.measure import Measurer
     from hwnas.backends import MeasureProtocol, get_backend
-    from hwnas.space import Space, distinct_layers
+    from hwnas.measure import Measurer, isolation_cores
+    from hwnas.spaces.mbconv import Space, distinct_layers
     from hwnas.store import Store
     from hwnas.surrogates.lut import LookupTable
 

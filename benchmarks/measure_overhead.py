@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.exporters.onnx import export_arch
 from hwnas.backends import MeasureProtocol, get_backend
-from hwnas.space import Space
+from hwnas.exporters.onnx import export_arch
+from hwnas.spaces.mbconv import Space
 
 
 def main() -> None:

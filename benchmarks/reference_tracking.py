@@ -35,7 +35,7 @@ def main() -> None:
     from hwnas.backends.reference import reference_path
     from hwnas.backends.system import cpu_model
     from hwnas.exporters.onnx import export_layers
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     space = Space("tfnas", resolution=args.resolution, width_mult=args.width_mult, num_classes=10)
     a, b = space.random_archs(2, seed=1, align=4)

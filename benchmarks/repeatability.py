@@ -46,7 +46,7 @@ while True:
 
 
 def subnets(args):
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     out = []
     for name, res, n in (("tfnas", 112, args.n112), ("tfnas", 224, args.n224), ("proxyless", 112, args.nproxyless)):

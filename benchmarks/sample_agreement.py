@@ -32,7 +32,7 @@ def main() -> None:
     from hwnas.backends.protocol import usable
     from hwnas.backends.system import cpu_model
     from hwnas.measure import Measurer, isolation_cores
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
     from hwnas.store import Store
 
     config = json.loads((args.run / "config.json").read_text())

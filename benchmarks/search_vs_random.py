@@ -46,9 +46,9 @@ def main(argv=None):
     from hwnas.data import load_dataset
     from hwnas.errors import HwnasError
     from hwnas.jsonutil import read_json, write_json
-    from hwnas.spaces.elastic import elasticity_scale
     from hwnas.search.train import train_arch
-    from hwnas.space import Space
+    from hwnas.spaces.elastic import elasticity_scale
+    from hwnas.spaces.mbconv import Space
     from hwnas.surrogates.models import load_model
 
     try:

@@ -40,7 +40,7 @@ def run(variant: str, args) -> list[tuple[int, float, float, float]]:
 
     from hwnas.data import load_dataset
     from hwnas.search.supernet import Supernet
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     name, _, res = variant.partition("@")
     res = int(res) if res else args.resolution

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hwnas.measure import Measurer  # noqa: E402
 from hwnas.backends import MeasureProtocol, get_backend  # noqa: E402
-from hwnas.space import Space  # noqa: E402
+from hwnas.measure import Measurer  # noqa: E402
+from hwnas.spaces.mbconv import Space  # noqa: E402
 from hwnas.store import Store  # noqa: E402
 from hwnas.surrogates.data import Subnets, split  # noqa: E402
 from hwnas.surrogates.evaluate import evaluate  # noqa: E402

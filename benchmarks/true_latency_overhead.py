@@ -36,7 +36,7 @@ def main(argv=None):
 
     import click
 
-    from hwnas.cliutil import make_measurer
+    from hwnas.cli.options import make_measurer
     from hwnas.data import load_dataset
     from hwnas.search import unas
     from hwnas.surrogates.lut import LookupTable

@@ -16,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Space": "hwnas.space",
+    "Space": "hwnas.spaces.mbconv",
     "get_space": "hwnas.spaces",
     "open_measurer": "hwnas.measure",
     "Measurer": "hwnas.measure",

@@ -34,7 +34,7 @@ from hwnas.backends.reference import reference_path
 from hwnas.backends.worker import MeasurementWorker
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import cache_root, content_hash
-from hwnas.space import Arch, LayerSpec, Space
+from hwnas.spaces.mbconv import Arch, LayerSpec, Space
 from hwnas.store import Store, measurement_key
 
 RETRY_PAUSE_S = (0.01, 0.5)  # wait as long as the slowed measurement took, within these bounds, then retry
@@ -316,7 +316,7 @@ class Measurer:
         if self.backend.input == "torch":
             from torch import nn
 
-            from hwnas.modules import build_layer
+            from hwnas.spaces.mbconv_ops import build_layer
 
             return lambda: (nn.Sequential(*(build_layer(s) for s in specs)), specs[0].input_shape)
         from hwnas.exporters.onnx import export_layers

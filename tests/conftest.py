@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hwnas.measure import Measurer
 from hwnas.backends import MeasureProtocol, get_backend
-from hwnas.space import Space
+from hwnas.measure import Measurer
+from hwnas.spaces.mbconv import Space
 from hwnas.store import Store
 from hwnas.surrogates.data import measured_subnets, sample
 from hwnas.surrogates.lut import LookupTable

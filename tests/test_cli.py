@@ -42,7 +42,7 @@ def test_measure_arch_file_layers_and_onnx(tmp_path):
     layers = pd.read_parquet(tmp_path / "l.parquet")
     assert len(layers) > 20 and set(layers["kind"]) == {"stem", "mbinvres", "head"}
     from hwnas.exporters.onnx import export_arch
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     onnx_file = export_arch(Space("tfnas", 32, 0.25, 10), json.loads(arch.read_text()), cache_dir=tmp_path).path
     r = hwnas("measure", *FAST, "--onnx", str(onnx_file), db=tmp_path / "m.sqlite")
@@ -116,7 +116,7 @@ def bad_inputs(tmp_path):
 
 def test_every_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     """In process (a traceback would fail the test as an exception); tests/fuzz runs real processes."""
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     db = tmp_path / "m.sqlite"
     for args, expected in bad_inputs(tmp_path):
@@ -156,7 +156,7 @@ def test_system_check_prints_each_fact_with_advice_and_the_reference(tmp_path):
 
 
 def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_path, capsys):
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     arch = tmp_path / "a.json"
     assert main(["arch", "--space", "proxyless", "--width-mult", "1.0", "--resolution", "32", "--out", str(arch)]) == 0

@@ -82,7 +82,7 @@ def test_a_second_search_on_one_run_directory_is_refused(tmp_path):
     assert first.returncode == 0, err
     lines = [line for line in second.stderr.splitlines() if line.strip()]
     assert second.returncode == 2 and len(lines) == 1 and "in use by another hwnas process" in lines[0], second.stderr
-    from hwnas.report import load_run
+    from hwnas.report.document import load_run
 
     report_run = load_run(run, "run")
     assert report_run.complete and [r["epoch"] for r in report_run.log] == [1, 2, 3, 4, 5, 6]
@@ -152,7 +152,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("point,when,nth", KILL_POINTS)
 def test_a_kill_at_a_write_point_loses_nothing(tmp_path, uninterrupted, point, when, nth):
-    from hwnas.report import load_run
+    from hwnas.report.document import load_run
     from hwnas.search.tfnas import search
     from hwnas.surrogates.lut import LookupTable
 

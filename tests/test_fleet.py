@@ -17,10 +17,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the fleet needs Ray: pip install 'hwnas[fleet]'")
 
+from hwnas.backends import MeasureProtocol, get_backend  # noqa: E402
 from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.fleet import FleetBackend, FleetWorker  # noqa: E402
 from hwnas.measure import Measurer  # noqa: E402
-from hwnas.backends import MeasureProtocol, get_backend  # noqa: E402
 from hwnas.store import Store  # noqa: E402
 
 TINY = ["--space", "tfnas", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
@@ -171,7 +171,7 @@ def not_ray() -> str:
 
 def test_bad_fleet_input_is_one_line_and_exit_2_in_bounded_time(fleet, tmp_path, capsys):
     """In this process (the CLI's own main, as `hwnas` runs it), to spare a Python start per case."""
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     for args, expected in bad_cluster_inputs(fleet["address"]):
         started = time.monotonic()

@@ -107,7 +107,7 @@ def test_imports_inside_functions_only_keep_heavy_libraries_out():
 def test_the_command_line_and_the_measurement_side_import_no_heavy_library():
     """`hwnas --help` answers without torch or pandas; a measurement worker runs on a target
     with only numpy and onnxruntime."""
-    code = ("import sys, hwnas.cli, hwnas.backends.worker, hwnas.backends.ort; "
+    code = ("import sys, hwnas.cli.main, hwnas.backends.worker, hwnas.backends.ort; "
             f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]", out

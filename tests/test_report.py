@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import hwnas.cli
+from hwnas.backends import get_backend
+from hwnas.cli import main as cli_main
 from hwnas.data import load_dataset
 from hwnas.measure import Measurer
-from hwnas.backends import get_backend
 from hwnas.search import tfnas, unas
 from hwnas.search.train import train_arch
-from hwnas.space import Space, distinct_layers
+from hwnas.spaces.mbconv import Space, distinct_layers
 from hwnas.store import Store
 from hwnas.surrogates.additivity import additivity
 from hwnas.surrogates.data import Subnets, sample
@@ -31,9 +31,9 @@ VOID = {"meta", "img", "br", "hr", "input", "link", "col", "area", "base", "wbr"
 
 
 def run_cli(args, capsys):
-    if "hwnas.report_cli" not in hwnas.cli.COMMAND_MODULES:
-        hwnas.cli.COMMAND_MODULES.append("hwnas.report_cli")
-    code = hwnas.cli.main(["report", *map(str, args)])
+    if "hwnas.cli.report" not in cli_main.COMMAND_MODULES:
+        cli_main.COMMAND_MODULES.append("hwnas.cli.report")
+    code = cli_main.main(["report", *map(str, args)])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -92,9 +92,9 @@ def full_report(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "full"
     args = [inputs / "unas", inputs / "tfnas", "--store", inputs / "m.sqlite", "--trained", inputs / "trained_final.json",
             "--trained", inputs / "trained_random.json", "--trained", inputs / "trained_scaled.json", "--out", out]
-    if "hwnas.report_cli" not in hwnas.cli.COMMAND_MODULES:
-        hwnas.cli.COMMAND_MODULES.append("hwnas.report_cli")
-    assert hwnas.cli.main(["report", *map(str, args)]) == 0
+    if "hwnas.cli.report" not in cli_main.COMMAND_MODULES:
+        cli_main.COMMAND_MODULES.append("hwnas.cli.report")
+    assert cli_main.main(["report", *map(str, args)]) == 0
     return out
 
 

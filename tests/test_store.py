@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hwnas.errors import HwnasError
 from hwnas.backends import Measurement, summarize
+from hwnas.errors import HwnasError
 from hwnas.store import SCHEMA_VERSION, Store, measurement_key, store_url
 
 
@@ -181,7 +181,7 @@ def test_the_cli_takes_a_postgresql_url(pg_url, tmp_path):
     with Store(pg_url) as store:
         assert len(store.dataframe(kind="arch")) == 1
     # the report reads the same store by its URL and names it with the password hidden
-    from hwnas.report import Inputs
+    from hwnas.report.document import Inputs
 
     warnings = []
     inp = Inputs([], pg_url, None, [], None, warnings.append)

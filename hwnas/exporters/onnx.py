@@ -19,8 +19,8 @@ from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import atomic_path, cache_root, content_hash, read_json, write_json
 from hwnas.locks import locked
-from hwnas.modules import build_layer
-from hwnas.space import Arch, LayerSpec, Space
+from hwnas.spaces.mbconv import Arch, LayerSpec, Space
+from hwnas.spaces.mbconv_ops import build_layer
 
 OPSET = 18  # >= 17 as asked; the dynamo fallback cannot write 17
 PARITY_TOLERANCE = 1e-3  # max abs difference between ONNX Runtime and PyTorch outputs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hwnas.backends.protocol import usable
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
 
 
 class MeasuredLatency:

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.modules import Head, MBInvRes, activation, conv_bn
-from hwnas.space import SKIP, Arch, LayerChoice, Space
+from hwnas.spaces.mbconv import SKIP, Arch, LayerChoice, Space
+from hwnas.spaces.mbconv_ops import Head, MBInvRes, activation, conv_bn
 
 
 def _bn(bn: nn.BatchNorm2d, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:

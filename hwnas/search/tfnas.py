@@ -32,8 +32,8 @@ from hwnas.errors import HwnasError
 from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
 from hwnas.search.train import deterministic_training
-from hwnas.space import Arch, Space
 from hwnas.spaces.elastic import elasticity_scale
+from hwnas.spaces.mbconv import Arch, Space
 from hwnas.validate import is_finite_number as is_num
 from hwnas.validate import is_int
 from hwnas.validate import require as check

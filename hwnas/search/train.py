@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwnas.errors import HwnasError
-from hwnas.modules import build
-from hwnas.space import Arch, Space
+from hwnas.spaces.mbconv import Arch, Space
+from hwnas.spaces.mbconv_ops import build
 
 
 def evaluate(net: torch.nn.Module, data, split: str, resolution: int, batch_size: int = 256) -> tuple[float, float]:

@@ -27,8 +27,8 @@ from hwnas.search import relax
 from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.train import deterministic_training
-from hwnas.space import SKIP, Arch, LayerChoice, Space
 from hwnas.spaces.elastic import calibrate
+from hwnas.spaces.mbconv import SKIP, Arch, LayerChoice, Space
 from hwnas.surrogates.base import DifferentiableLatencyModel
 
 

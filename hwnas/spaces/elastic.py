@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwnas.latency.measured import MeasuredLatency, ScaledModel
 from hwnas.backends.protocol import usable
-from hwnas.space import Arch, LayerChoice, Space
+from hwnas.latency.measured import MeasuredLatency, ScaledModel
+from hwnas.spaces.mbconv import Arch, LayerChoice, Space
 
 
 @dataclass

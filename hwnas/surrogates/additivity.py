@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hwnas.errors import HwnasError
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
 
 ALPHA = 0.5
 

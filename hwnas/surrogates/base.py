@@ -1,7 +1,7 @@
 """The one interface every latency model has, and the relaxed (soft) evaluation the searches
 differentiate through.
 
-Relaxed architecture weights, as the searches hold them (space = a `hwnas.space.Space`):
+Relaxed architecture weights, as the searches hold them (space = a `hwnas.spaces.mbconv.Space`):
 - op_weights[i][j]: Tensor[K_ij], a distribution over `space.op_names(i, j)` (that order)
   for layer j of searchable stage i, j in 0 .. max_depth_i - 1;
 - depth_weights[i]: Tensor[max_depth_i - min_depth_i + 1], the probability that stage i has
@@ -20,7 +20,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from hwnas.space import Arch, Space
+from hwnas.spaces.mbconv import Arch, Space
 
 OpWeights = Sequence[Sequence[torch.Tensor]]
 DepthWeights = Sequence[torch.Tensor]

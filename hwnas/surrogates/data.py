@@ -14,8 +14,8 @@ import numpy as np
 from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import parse_json, read_text
-from hwnas.space import Arch, Space
 from hwnas.spaces.elastic import elasticity_scale
+from hwnas.spaces.mbconv import Arch, Space
 from hwnas.validate import check_latency
 
 

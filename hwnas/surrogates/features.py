@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwnas.space import SKIP, Arch, Space
+from hwnas.spaces.mbconv import SKIP, Arch, Space
 from hwnas.surrogates.lut import DEFAULT_ALIGN, LookupTable, layer_spec
 
 

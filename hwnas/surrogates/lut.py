@@ -25,7 +25,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
-from hwnas.space import SKIP, Arch, LayerSpec, Space, conv_out, distinct_layers
+from hwnas.spaces.mbconv import SKIP, Arch, LayerSpec, Space, conv_out, distinct_layers
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.validate import MAX_LATENCY_MS, check_number
 

@@ -20,7 +20,7 @@ import torch
 
 from hwnas.errors import HwnasError, first_line
 from hwnas.jsonutil import write_json
-from hwnas.space import Arch, Space, closest
+from hwnas.spaces.mbconv import Arch, Space, closest
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.features import LearnedDesign, LinearDesign

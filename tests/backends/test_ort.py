@@ -1,8 +1,8 @@
 import pytest
 
+from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.errors import HwnasError
 from hwnas.exporters.onnx import export_arch
-from hwnas.backends import MeasureProtocol, get_backend
 
 
 def test_ort_cpu_fingerprint_names_the_provider_and_host(tiny_space, tmp_path):
@@ -13,7 +13,7 @@ def test_ort_cpu_fingerprint_names_the_provider_and_host(tiny_space, tmp_path):
 
 
 def test_more_work_takes_longer(tmp_path):
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     small = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     big = Space("tfnas", resolution=128, width_mult=0.5, num_classes=10)

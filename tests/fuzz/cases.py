@@ -41,12 +41,12 @@ NEGATIVE_MS = re.compile(r'(_ms"?\s*[:=]\s*|predicted |measured )(-\d|0(\.0*)?(?
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     """`hwnas ARGS` in this process, output captured; an exception escaping main is a traceback."""
-    import hwnas.cli
+    from hwnas.cli import main as cli_main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = hwnas.cli.main(args)
+            code = cli_main.main(args)
         except BaseException:  # noqa: BLE001 - anything escaping main is what a user would see as a traceback
             code = -1
             err.write(traceback.format_exc())
@@ -177,7 +177,7 @@ def mutate_text(data, text: str) -> str:
 
 @lru_cache(maxsize=None)
 def tiny_space():
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     return Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
 
@@ -186,7 +186,7 @@ def tiny_space():
 def table_doc() -> dict:
     """A lookup table of the tiny space with synthetic entries, on this machine's ort-cpu target."""
     from hwnas.backends import get_backend
-    from hwnas.space import distinct_layers
+    from hwnas.spaces.mbconv import distinct_layers
     from hwnas.surrogates.lut import LookupTable, entry_key
 
     space = tiny_space()

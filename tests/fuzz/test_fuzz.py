@@ -16,8 +16,24 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared properties (pytest runs with --import-mode=importlib)
 from cases import (  # noqa: E402
-    NUMBER_TEXT, STATS, TINY, check_cli, check_latency, check_sane_text, check_store_row, examples, finished_run,
-    model_doc, mutate_doc, mutate_text, refused, resume_property, run_cli, snapshot, table_doc, tiny_space,
+    NUMBER_TEXT,
+    STATS,
+    TINY,
+    check_cli,
+    check_latency,
+    check_sane_text,
+    check_store_row,
+    examples,
+    finished_run,
+    model_doc,
+    mutate_doc,
+    mutate_text,
+    refused,
+    resume_property,
+    run_cli,
+    snapshot,
+    table_doc,
+    tiny_space,
 )
 
 FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None,
@@ -181,7 +197,7 @@ def test_report_reads_of_a_damaged_run(work, data):
     """The report never plots a damaged log: a run is read with each epoch once, or skipped."""
     import shutil
 
-    from hwnas.report import load_run
+    from hwnas.report.document import load_run
 
     case = work / "report-case"
     shutil.rmtree(case, ignore_errors=True)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-import hwnas.cli
+from hwnas.cli import main as cli_main
 from hwnas.search.registry import get_method, method_names
 
 # Fast timing, one process, no reference: nothing here is a latency figure. The final network is
@@ -27,10 +27,10 @@ def store(tmp_path_factory):
 
 
 def search(monkeypatch, capsys, name, out, store, *extra):
-    monkeypatch.setattr(hwnas.cli, "COMMAND_MODULES", ["hwnas.search.cli"])
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["hwnas.cli.search"])
     args = ["search", "--method", name, *get_method(name).small_args, *SHARED, "--db", str(store), "--out", str(out),
             *extra]
-    code = hwnas.cli.main(args)
+    code = cli_main.main(args)
     out_text, err = capsys.readouterr()
     assert code == 0, err[-3000:]
     return out_text, err
@@ -47,7 +47,7 @@ def log_of(run) -> list[dict]:
 @pytest.mark.parametrize("name", method_names())
 def test_a_tiny_search_runs_end_to_end_and_a_resumed_run_equals_an_uninterrupted_one(monkeypatch, capsys, tmp_path,
                                                                                        store, name):
-    from hwnas.report import load_run
+    from hwnas.report.document import load_run
 
     if not get_method(name).small_args:
         pytest.skip(f"--method {name} runs trials, not epochs: its kill and resume keep every finished trial "
@@ -73,7 +73,7 @@ def test_a_tiny_search_runs_end_to_end_and_a_resumed_run_equals_an_uninterrupted
 
 
 def test_stop_after_epoch_is_refused_where_there_are_no_epochs(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(hwnas.cli, "COMMAND_MODULES", ["hwnas.search.cli"])
-    code = hwnas.cli.main(["search", "--method", "modnas", "--out", str(tmp_path / "r"), "--stop-after-epoch", "1"])
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["hwnas.cli.search"])
+    code = cli_main.main(["search", "--method", "modnas", "--out", str(tmp_path / "r"), "--stop-after-epoch", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "runs trials, not epochs" in err and err.count("\n") == 1

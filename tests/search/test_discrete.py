@@ -17,7 +17,15 @@ import yaml
 
 from hwnas.errors import HwnasError
 from hwnas.search.discrete import (
-    STUDY_NAME, arch_of, distributions, hypervolume, make_optimizer, open_study, pareto_mask, params_of, run_study,
+    STUDY_NAME,
+    arch_of,
+    distributions,
+    hypervolume,
+    make_optimizer,
+    open_study,
+    params_of,
+    pareto_mask,
+    run_study,
 )
 from hwnas.spaces.slots import SlotSpace
 
@@ -138,7 +146,7 @@ def test_killed_study_keeps_every_finished_trial(tmp_path):
     assert all(after[n] == before[n] for n in before)  # every finished trial kept, unchanged
     assert (out / "pareto.csv").exists() and (out / "trials.csv").read_text().count("COMPLETE") == 6
     # the report renders the run: its front, with the measured interval of each point
-    from hwnas import report
+    from hwnas.report import document as report
 
     rep = report.build([out], fit_surrogates=False)
     sec = next(s for s in rep.sections if s.title.startswith("Slot searches"))
@@ -148,7 +156,7 @@ def test_killed_study_keeps_every_finished_trial(tmp_path):
 
 
 def test_storage_of_another_search_is_refused(tmp_path, capsys):
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     open_study(url, "first-search", ["maximize", "minimize"], make_optimizer("nsga2"))
@@ -177,7 +185,7 @@ def test_storage_of_something_else_is_refused(tmp_path):
     (["--model", "toy_model:plain"], "no slot-able module"),
 ])
 def test_bad_search_input(tmp_path, capsys, args, message):
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     rc = main(["search", "--method", "modnas", "--config", str(toy_config(tmp_path)), "--out", str(tmp_path / "r"), *args])
     err = capsys.readouterr().err

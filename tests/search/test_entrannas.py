@@ -13,8 +13,19 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.latency.cells import CellLatencyTable
 from hwnas.search.entrannas import (
-    CANDIDATES, K, EngineCell, EnTranNASConfig, EnTranNASNet, TransitCell, derive, derive_cell, dst_coefficients,
-    expected_latency, node_edges, search, sparsity_regulariser,
+    CANDIDATES,
+    EngineCell,
+    EnTranNASConfig,
+    EnTranNASNet,
+    K,
+    TransitCell,
+    derive,
+    derive_cell,
+    dst_coefficients,
+    expected_latency,
+    node_edges,
+    search,
+    sparsity_regulariser,
 )
 from hwnas.spaces import get_space
 from hwnas.spaces.darts import EDGES, N_EDGES, STEPS, Cell, edge_index
@@ -280,8 +291,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
-    from hwnas.measure import Measurer
     from hwnas.backends import MeasureProtocol, get_backend
+    from hwnas.measure import Measurer
     from hwnas.store import Store
 
     tmp = tmp_path_factory.mktemp("entrannas")
@@ -337,7 +348,7 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table, dst):
     (["--engine-cells", "zero"], "expected comma-separated cell positions"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2_before_any_work(capsys, tmp_path, args, message):
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     out = tmp_path / "run"
     code = main(["search", "--method", "entrannas", "--target", "1", "--out", str(out), "--limit", "50", *args])

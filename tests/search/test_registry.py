@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hwnas.cli import main
+
+from hwnas.cli.main import main
+from hwnas.cli.search import SHARED_OPTIONS, _option_names, _params
 from hwnas.errors import HwnasError
-from hwnas.search.cli import SHARED_OPTIONS, _option_names, _params
 from hwnas.search.registry import get_method, method_names
 
 

@@ -6,11 +6,16 @@ import pytest
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.modules import MBInvRes
 from hwnas.search.supernet import (
-    ElasticMBInvRes, Supernet, gumbel_softmax, other_op, sample_paths, straight_through,
+    ElasticMBInvRes,
+    Supernet,
+    gumbel_softmax,
+    other_op,
+    sample_paths,
+    straight_through,
 )
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
+from hwnas.spaces.mbconv_ops import MBInvRes
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-import hwnas.cli
+from hwnas.backends import get_backend
+from hwnas.cli import main as cli_main
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.measure import Measurer
-from hwnas.backends import get_backend
 from hwnas.search.rundir import RunDir
 from hwnas.search.tfnas import TFNASConfig, latency_cost, search
 from hwnas.spaces.elastic import elasticity_scale, scale_widths
-from hwnas.space import Space, distinct_layers
+from hwnas.spaces.mbconv import Space, distinct_layers
 from hwnas.store import Store
 from hwnas.surrogates.base import soft_latency
 
@@ -284,8 +284,8 @@ def test_bad_search_inputs(deploy, digits, tmp_path):
 
 
 def _cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(hwnas.cli, "COMMAND_MODULES", ["hwnas.search.cli"])
-    code = hwnas.cli.main(list(args))
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["hwnas.cli.search"])
+    code = cli_main.main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 

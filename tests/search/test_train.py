@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-import hwnas.cli
+from hwnas.cli import main as cli_main
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.search.train import train_arch
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
 
 ARGS = ["--limit", "400", "--resolution", "16", "--epochs", "4", "--batch-size", "32"]
 
@@ -19,8 +19,8 @@ def digits():
 
 
 def _cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(hwnas.cli, "COMMAND_MODULES", ["hwnas.search.cli"])
-    code = hwnas.cli.main(list(args))
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["hwnas.cli.search"])
+    code = cli_main.main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -63,7 +63,7 @@ def test_train_scales_the_architecture_to_a_target_latency_first(tmp_path, monke
     """--target/--lut: random architectures of the same latency, for comparison with a searched one."""
     from hwnas.backends import get_backend
     from hwnas.spaces.elastic import scale_widths
-    from hwnas.space import distinct_layers
+    from hwnas.spaces.mbconv import distinct_layers
     from hwnas.surrogates.lut import LookupTable, entry_key
 
     deploy = Space("tfnas", resolution=64, width_mult=0.25, num_classes=10)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data import load_dataset
-from hwnas.errors import HwnasError
-from hwnas.measure import Measurer
 from hwnas.backends import get_backend
 from hwnas.backends.protocol import usable
 from hwnas.backends.worker import MeasurementWorker
+from hwnas.data import load_dataset
+from hwnas.errors import HwnasError
+from hwnas.measure import Measurer
 from hwnas.search.unas import ArchDistribution, UNASConfig, fastest_arch, relax_latency_loss, search
-from hwnas.space import SKIP, Space
+from hwnas.spaces.mbconv import SKIP, Space
 from hwnas.store import Store
 from hwnas.surrogates.base import soft_latency
 
@@ -237,8 +237,8 @@ def test_true_latency_samples_under_a_cpu_hog_agree_with_an_isolated_remeasureme
     import sys
     from dataclasses import replace
 
-    from hwnas.measure import isolation_cores
     from hwnas.backends.protocol import usable
+    from hwnas.measure import isolation_cores
 
     space = tiny()
     table = Table(space, scale=0.05)
@@ -284,7 +284,7 @@ def _sampled_archs(store):
 
 
 def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data):
-    from hwnas.report import Run, distribution_frame
+    from hwnas.report.document import Run, distribution_frame
 
     space = tiny()
     table = Table(space, scale=0.05)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hwnas.cli import main
+from hwnas.cli.main import main
 
 
 def run(capsys, *args):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hwnas.space import Space
 from hwnas.spaces.elastic import elasticity_scale, fit_depth
+from hwnas.spaces.mbconv import Space
 
 
 class DepthHeavy:

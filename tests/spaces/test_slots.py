@@ -122,7 +122,7 @@ def test_bad_models(model, message):
 
 
 def test_info_lists_the_slots(capsys):
-    from hwnas.cli import main
+    from hwnas.cli.main import main
 
     assert main(["info", "--model", "toy_model:toy", "--resolution", "16", "--classes", "10", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -6,11 +6,11 @@ import json
 import pandas as pd
 import pytest
 
-from hwnas import cli as cli_module
+from hwnas.cli import main as cli_module
 from hwnas.surrogates.lut import LookupTable
 from hwnas.surrogates.models import load_model
 
-MODULE = "hwnas.surrogates.cli"
+MODULE = "hwnas.cli.surrogates"
 SPACE = ["--space", "proxyless", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
 FAST = ["--warmup", "1", "--min-runs", "20", "--min-time", "0", "--processes", "1", "--no-reference"]
 
@@ -82,7 +82,7 @@ def test_end_to_end(hwnas, measured):
 
 def test_eval_on_an_external_csv(hwnas, measured, tmp_path):
     """The store's subnets, written as a user's CSV, give the same metrics as from the store."""
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     space = Space("proxyless", resolution=32, width_mult=0.25, num_classes=10)
     db = measured / "db.sqlite"

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.space import Arch, LayerChoice, Space, width_grid
+from hwnas.spaces.mbconv import Arch, LayerChoice, Space, width_grid
 from hwnas.surrogates.base import one_hot_weights
 from hwnas.surrogates.lut import LookupTable, entry_key, layer_spec
-
 
 
 def _measured(lab, spec) -> float:

@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.space import SKIP
+from hwnas.spaces.mbconv import SKIP
 from hwnas.surrogates.data import Subnets, split
 from hwnas.surrogates.features import LinearDesign, slots
 from hwnas.surrogates.models import (
-    LinearModel, LutLinearModel, fit_model, load_model, parse_models, predict_all, save_model,
+    LinearModel,
+    LutLinearModel,
+    fit_model,
+    load_model,
+    parse_models,
+    predict_all,
+    save_model,
 )
 
 
@@ -92,7 +98,7 @@ def test_bad_model_input(lab, tmp_path):
         parse_models("lut,linaer")
     path = tmp_path / "m.json"
     save_model(fit_model("linear", lab.space, lab.data, target={"batch": 1, "backend": "ort-cpu"}), path)
-    from hwnas.space import Space
+    from hwnas.spaces.mbconv import Space
 
     with pytest.raises(HwnasError, match="for another space: width_mult 0.25 \\(asked for 0.5\\)"):
         load_model(path, expect_space=Space("tfnas", resolution=32, width_mult=0.5, num_classes=10))

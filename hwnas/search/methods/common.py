@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from hwnas.cliutil import make_measurer, make_new_space
-from hwnas.space import Space
+from hwnas.cli.options import make_measurer, make_new_space
+from hwnas.spaces.mbconv import Space
 from hwnas.validate import Float, Int
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hwnas.cliutil import size_options
+from hwnas.cli.options import size_options
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
 from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.search.registry import register_method

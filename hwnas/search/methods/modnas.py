@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hwnas.cliutil import given_on_command_line
+from hwnas.cli.options import given_on_command_line
 from hwnas.errors import HwnasError
 from hwnas.search import slot_config
 from hwnas.search.methods.common import echo

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from platformdirs import user_data_path
 
-from hwnas.cliutil import STORE, check_out, make_measurer
+from hwnas.cli.options import STORE, check_out, make_measurer
 from hwnas.errors import HwnasError
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int
 
 
@@ -76,7 +76,7 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     finally:
         measurer.close()
     echo(f"4/4 report in {report_dir}")
-    from hwnas.report import build, write
+    from hwnas.report.document import build, write
     from hwnas.store import default_db_path
 
     rep = build([out / "tfnas", out / "unas"], store=db or default_db_path(), lut=lut_path, title="hwnas demo",

@@ -15,8 +15,8 @@ from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.errors import HwnasError
 from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
 from hwnas.jsonutil import read_json
-from hwnas.space import SPACE_DEFS, Space, closest
 from hwnas.spaces import get_space, space_names
+from hwnas.spaces.mbconv import SPACE_DEFS, Space, closest
 from hwnas.validate import Float, Int
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")

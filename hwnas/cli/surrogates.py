@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hwnas.cliutil import (
+from hwnas.cli.options import (
     OUTPUT_FORMATS,
     backend_options,
     check_out,

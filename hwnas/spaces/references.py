@@ -7,7 +7,7 @@ everywhere, its depths 2/3/4/3/3/1 reached by skipping the remaining layers.
 
 from __future__ import annotations
 
-from hwnas.space import SKIP, Arch, Space
+from hwnas.spaces.mbconv import SKIP, Arch, Space
 
 # per stage (3..8): per layer (kernel, mid, se)
 TFNAS_TABLES: dict[str, list[list[tuple[int, int, int]]]] = {

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hwnas import report_figures as figs
 from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
-from hwnas.reference import reference_archs
+from hwnas.report import figures as figs
 from hwnas.search.registry import method_names
-from hwnas.space import conv_out
+from hwnas.spaces.mbconv import conv_out
+from hwnas.spaces.references import reference_archs
 from hwnas.surrogates.additivity import summarize
 from hwnas.surrogates.data import Subnets, split
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hwnas.cliutil import STORE, check_out
+from hwnas.cli.options import STORE, check_out
 
 
 @click.command()
@@ -30,7 +30,7 @@ from hwnas.cliutil import STORE, check_out
 def report(run_dirs, store, lut, trained, surrogates, no_surrogates, quality, title, out):
     """Write report.html (self-contained), summary.md and one CSV per figure and table for
     search runs RUN_DIR..., the measurement store, a lookup table and trained results."""
-    from hwnas.report import build, default_out, write
+    from hwnas.report.document import build, default_out, write
 
     check_out(out, directory=True)
     rep = build(list(run_dirs), store=store, lut=lut, trained=list(trained), surrogates=surrogates,

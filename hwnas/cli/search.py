@@ -8,13 +8,21 @@ from pathlib import Path
 import click
 
 from hwnas.backends import get_backend
-from hwnas.cliutil import backend_options, check_out, fail, is_new_space, load_new_arch, make_new_space, size_options
-from hwnas.cliutil import is_new_space as _is_new
+from hwnas.cli.options import (
+    backend_options,
+    check_out,
+    fail,
+    is_new_space,
+    load_new_arch,
+    make_new_space,
+    size_options,
+)
+from hwnas.cli.options import is_new_space as _is_new
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import read_json, write_json
 from hwnas.search.registry import get_method, method_names
-from hwnas.space import Space
 from hwnas.spaces.elastic import elasticity_scale
+from hwnas.spaces.mbconv import Space
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
 
 # Options every method shares; each method adds its own (hwnas.search.methods.<name>).

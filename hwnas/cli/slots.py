@@ -7,7 +7,7 @@ import json
 
 import click
 
-from hwnas.cli import info
+from hwnas.cli.main import info
 
 
 def slot_info(model: str, resolution: int, num_classes: int, as_json: bool) -> None:

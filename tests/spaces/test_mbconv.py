@@ -3,8 +3,8 @@ import json
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.reference import reference_archs
-from hwnas.space import SKIP, LayerSpec, Space, distinct_layers, make_divisible, width_grid
+from hwnas.spaces.mbconv import SKIP, LayerSpec, Space, distinct_layers, make_divisible, width_grid
+from hwnas.spaces.references import reference_archs
 
 
 def tfnas_a() -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from hwnas import __version__
 from hwnas.backends.protocol import MeasureProtocol
 from hwnas.backends.reference import reference_path
 from hwnas.backends.system import check
-from hwnas.cliutil import (
+from hwnas.cli.options import (
     OUTPUT_FORMATS,
     backend_options,
     check_out,
@@ -31,7 +30,7 @@ from hwnas.cliutil import (
 )
 from hwnas.errors import HwnasError, one_line
 from hwnas.jsonutil import write_json
-from hwnas.space import distinct_layers
+from hwnas.spaces.mbconv import distinct_layers
 from hwnas.validate import SEED, Int
 
 # --- commands -----------------------------------------------------------------------------------
@@ -208,8 +207,8 @@ def _register_commands() -> None:
             cli.add_command(command)
 
 
-COMMAND_MODULES = ["hwnas.search.cli", "hwnas.surrogates.cli", "hwnas.report_cli", "hwnas.demo", "hwnas.spaces.slots_cli",
-                   "hwnas.fleet_cli"]
+COMMAND_MODULES = ["hwnas.cli.search", "hwnas.cli.surrogates", "hwnas.cli.report", "hwnas.cli.demo", "hwnas.cli.slots",
+                   "hwnas.cli.fleet"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,5 +233,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.space import Arch, LayerSpec, Space
+from hwnas.spaces.mbconv import Arch, LayerSpec, Space
 
 
 def activation(name: str) -> nn.Module:

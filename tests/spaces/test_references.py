@@ -1,7 +1,7 @@
 import pytest
 
-from hwnas.reference import reference_archs
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
+from hwnas.spaces.references import reference_archs
 
 # multiply-adds reported in seed 000, Table 2 (millions)
 PAPER_MACS = {"TF-NAS-A": 457, "TF-NAS-B": 361, "TF-NAS-C": 284, "TF-NAS-D": 219, "TF-NAS-A-wose": 504}

@@ -1,7 +1,7 @@
 import torch
 
-from hwnas.modules import MBInvRes, build, build_layer
-from hwnas.space import Space
+from hwnas.spaces.mbconv import Space
+from hwnas.spaces.mbconv_ops import MBInvRes, build, build_layer
 
 
 def test_build_output_shapes_and_parameter_counts_match_the_specs(tiny_space):
