@@ -147,7 +147,6 @@ def fingerprint_diff(expected: dict[str, Any], found: dict[str, Any]) -> list[st
 
 
 def files_dir() -> Path:
-
     return cache_root() / "fleet"
 
 

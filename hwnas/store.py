@@ -104,7 +104,6 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _upgrade_1_to_2}  #
 
 
 def default_db_path() -> Path:
-
     return Path(os.environ.get("HWNAS_DB") or Path(user_cache_dir("hwnas")) / "measurements.sqlite")
 
 

@@ -44,7 +44,6 @@ class Backend:
         return self.name
 
     def fingerprint(self, batch: int) -> dict[str, Any]:
-
         return target_fingerprint(
             self.name, self.version(), self.provider(), self.threads, batch, self.precision, gpu=self.needs_gpu
         )
@@ -63,7 +62,6 @@ class Backend:
         ref_runner = None
         try:
             if protocol.reference and self.input == "onnx":
-
                 ref_runner = self.load(reference or reference_path(), 1)
             return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock,
                                 reference=ref_runner, process_warm=process_warm)

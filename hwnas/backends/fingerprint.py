@@ -33,7 +33,6 @@ def nvidia_gpu() -> dict[str, str] | None:
 
 @functools.cache
 def system_facts() -> dict[str, Any]:
-
     return static_facts()
 
 

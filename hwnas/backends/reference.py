@@ -89,7 +89,6 @@ def reference_onnx() -> bytes:
 def reference_path(cache_dir: Path | None = None) -> Path:
     """The reference model's file in `cache_dir` (default: the ONNX cache), written once, atomically."""
     if cache_dir is None:
-
         cache_dir = cache_root() / "reference"  # beside, not inside, the export cache (its entries carry records)
     data = reference_onnx()
     path = Path(cache_dir) / f"reference-v{REFERENCE_VERSION}-{hashlib.sha256(data).hexdigest()[:12]}.onnx"

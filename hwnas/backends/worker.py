@@ -145,7 +145,6 @@ class MeasurementWorker:
             "precision": self.precision, "batch": batch, "protocol": protocol.to_json(),
         }
         if protocol.reference:
-
             req["reference"] = str(reference_path())
         proc = self._start()
         try:

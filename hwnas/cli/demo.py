@@ -43,7 +43,6 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
 
     # Everything checked before the table build and searches (minutes): no late refusal.
     if out is None:
-
         out = user_data_path("hwnas") / "demo"
     report_dir = report_dir if report_dir is not None else out / "report"
     check_out(out, directory=True)

@@ -75,7 +75,6 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
         elif onnx_path is not None:
             rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path, batch), batch=batch))
         elif all_layers:
-
             specs = distinct_layers(space, batch)
             done = measurer.many([measurer.layers_item([s]) for s in specs], "layers")
             for spec, measured in zip(specs, done):

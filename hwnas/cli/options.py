@@ -222,7 +222,6 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
         fail(f"batch must be an integer in [1, 4096], got {batch}")
     settings = measurement_settings()
     if settings["cluster"] or settings["device"]:
-
         if not 1 <= settings["processes"] <= 100:
             fail(f"--processes must be in [1, 100], got {settings['processes']}")
         protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
@@ -256,7 +255,6 @@ def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol,
 
 
 def load_arch(space, path: Path):
-
     if hasattr(space, "references"):  # a new-shape space: a file or a reference name (darts-v2)
         return load_new_arch(space, path)
     return space.validate(read_json(path, "architecture file"))
@@ -306,7 +304,6 @@ def write_table(df, out: Path | None) -> None:
 
 
 def progress(items, desc: str):
-
     return tqdm(items, desc=desc, unit="model", file=sys.stderr, disable=len(items) < 2, dynamic_ncols=True)
 
 

@@ -217,7 +217,6 @@ def train(arch_path, data, limit, space_name, width_mult, resolution, epochs, ba
 
 
 def _report_training(result, arch_path, scaled, out, dataset) -> None:
-
     result["arch_file"] = str(arch_path)
     result.update(scaled)
     if out is not None:

@@ -44,7 +44,6 @@ def _with_model(base: click.Command) -> click.Command:
 
 
 def _commands() -> list[click.Command]:
-
     return [_with_model(info)]
 
 

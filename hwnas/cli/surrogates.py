@@ -57,7 +57,6 @@ def _table(space, measurer, batch, lut_path, width_step):
 
 
 def _subnets(space, measurer, batch, csv_path):
-
     if csv_path is not None:
         return read_csv(csv_path, space)
     return measured_subnets(measurer, space, batch)

@@ -251,7 +251,6 @@ class CellLatencyTable:
 
     @classmethod
     def build(cls, space: DartsSpace, measurer, batch: int = 1, show_progress: bool = True) -> "CellLatencyTable":
-
         probe = cls.__new__(cls)
         probe.space, probe.batch, probe.plan = space, batch, space.cell_plan()
         probe._producers = probe._producer_units()

@@ -47,8 +47,6 @@ class SlotLatencyTable:
 
     @classmethod
     def build(cls, space: SlotSpace, measurer, batch: int = 1, show_progress: bool = True) -> "SlotLatencyTable":
-
-
         parts: dict[str, tuple[Any, str, dict[str, Any]]] = {}
         for slot in space.slots:
             for choice in slot.candidates:

@@ -488,7 +488,6 @@ def _layer_label(key: dict[str, Any], spaces) -> tuple[str, str]:
 
 
 def additivity_part(sec: Section, inp: Inputs) -> None:
-
     if inp.layers_df is None:
         return
     parts = {}
@@ -791,7 +790,6 @@ def accuracy_section(rep: Report, inp: Inputs) -> None:
 
 
 def _reference_part(sec: Section, inp: Inputs, spaces) -> None:
-
     rows = []
     for space in spaces:
         refs = reference_archs(space)

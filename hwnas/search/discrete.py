@@ -349,7 +349,6 @@ def run_study(study, optimizer: Optimizer, space, chain: MetricsChain, objective
 
 
 def trial_rows(study, space) -> list[dict[str, Any]]:
-
     rows = []
     for t in sorted(study.trials, key=lambda t: t.number):
         if not t.params:

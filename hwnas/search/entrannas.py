@@ -126,8 +126,6 @@ class EnTranNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-
-
         if self.derive is None:
             object.__setattr__(self, "derive", "dst" if self.dst else "top2")
         for name, choices in (("derive", DERIVATIONS), ("penalty", PENALTIES), ("anneal", ("linear", "exp"))):

@@ -134,7 +134,6 @@ class SPOSEstimator:
         echo(f"training the SPOS supernet ({self.epochs} epochs, uniform single paths)")
         self.train()
         if path is not None:
-
             with atomic_path(path) as tmp:
                 torch.save(self.supernet.state_dict(), tmp)
 

@@ -125,7 +125,6 @@ def check(doc: Any, where: str = "search config") -> dict[str, Any]:
         for key, value in given.items():
             path = f"{prefix}{key}"
             if key not in schema:
-
                 match = difflib.get_close_matches(str(key), list(schema), n=1)
                 raise HwnasError(f"{where}: unknown key {path!r}" + (f" (did you mean {prefix}{match[0]!r}?)" if match else "")
                                  + f"; known: {', '.join(schema)}")

@@ -103,8 +103,6 @@ class SNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-
-
         for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", PENALTIES),
                               ("derive", DERIVATIONS), ("anneal", ("linear", "exp"))):
             v = getattr(self, name)

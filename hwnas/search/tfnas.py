@@ -68,7 +68,6 @@ class TFNASConfig:
     width_align: int = 4  # elasticity-scaled widths are multiples of this (see `elasticity_scale`)
 
     def __post_init__(self):
-
         check(is_num(self.target_ms) and self.target_ms > 0, f"target latency must be a positive number of ms, got {self.target_ms!r}")
         check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
         check(is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,

@@ -407,7 +407,6 @@ def _append_jsonl(path, record: dict[str, Any]) -> None:
 
 def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_of, steps: int, samples_path,
                 show_progress: bool) -> dict[str, Any]:
-
     net, dist, epoch = state.net, state.dist, state.epoch
     net.train()
     search_arch = epoch >= cfg.warmup_epochs

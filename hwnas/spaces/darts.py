@@ -116,7 +116,6 @@ class DartsArch:
 
 def _op_name(op: Any, where: str) -> str:
     if op not in PRIMITIVES:
-
         match = difflib.get_close_matches(str(op), PRIMITIVES, n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
         raise HwnasError(f"unknown op {op!r} at {where}{hint}; known: {', '.join(PRIMITIVES)}")

@@ -332,7 +332,6 @@ class SlotSpace(SearchSpace):
     def __init__(self, model: str = "torchvision:mobilenet_v2", resolution: int = 224, num_classes: int = 1000,
                  width_mult: float | None = None, model_kwargs: dict[str, Any] | None = None,
                  kinds: list[str] | tuple[str, ...] | None = None, candidates: dict[str, list[str]] | None = None):
-
         check_number("resolution", resolution, 8, 2048, integer=True)
         check_number("classes", num_classes, 2, 100_000, integer=True)
         if width_mult is not None:

@@ -283,7 +283,6 @@ MODEL_NAMES = tuple(MODELS)
 
 
 def parse_models(text: str) -> list[str]:
-
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         if n not in MODEL_NAMES:

@@ -364,7 +364,6 @@ def _gpu_present() -> bool:
 
 
 def _fp16_converter() -> bool:
-
     try:
         return importlib.util.find_spec("onnxconverter_common") is not None
     except (ImportError, ValueError):

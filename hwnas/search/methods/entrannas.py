@@ -73,6 +73,5 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
 @register_method("entrannas", "EnTranNAS (--dst: EnTranNAS-DST) on the darts cell space, with a latency cost.",
                  OPTIONS, small_args=(*SMALL_CELL_ARGS, "--no-calibrate"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-
     return run_cell_search(opts, search, config_from(opts), SIZE)
 

@@ -46,7 +46,6 @@ OWN = {"model": "model", "width_mult": "width_mult", "resolution": "resolution",
 
 
 def build_config(opts: dict[str, Any]) -> dict[str, Any]:
-
     cfg = slot_config.load(opts["config_path"]) if opts.get("config_path") else slot_config.check({})
     for name, key in {**SHARED, **OWN}.items():
         if opts.get(name) is not None and given_on_command_line(name):
@@ -83,7 +82,6 @@ def build_config(opts: dict[str, Any]) -> dict[str, Any]:
 @register_method("modnas", "Discrete and Pareto searches over the slots of any PyTorch model, on measured latency "
                            "(random, evolution, SMBO, NSGA-II, TPE; SPOS or train-from-scratch).", OPTIONS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-
     if opts.get("stop_after_epoch") is not None:
         raise HwnasError("--stop-after-epoch: --method modnas runs trials, not epochs; a stopped study resumes "
                          "with every finished trial kept")

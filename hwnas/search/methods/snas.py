@@ -39,7 +39,6 @@ OPTIONS = [
 @register_method("snas", "SNAS on the darts cell space, with a latency or resource cost.", OPTIONS,
                  small_args=SMALL_CELL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-
     config = SNASConfig(
         resource=opts["resource"], target=opts["target"], penalty=opts["cost"], gradient=opts["gradient"],
         log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"], lam=opts["lam"],

@@ -31,7 +31,6 @@ OPTIONS = [
 @register_method("tfnas", "TF-NAS: differentiable search under a lookup table or fitted latency model.", OPTIONS,
                  small_args=SMALL_ARGS)
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-
     config = TFNASConfig(
         target_ms=opts["target"], epochs=opts["epochs"], warmup_epochs=opts["warmup_epochs"],
         batch_size=opts["batch_size"], train_resolution=opts["train_resolution"], lr=opts["lr"],

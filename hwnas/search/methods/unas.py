@@ -30,7 +30,6 @@ OPTIONS = [
 @register_method("unas", "UNAS: RELAX gradients on the measured (--true-latency) or modelled latency.", OPTIONS,
                  small_args=(*SMALL_ARGS, "--no-calibrate-widths"))
 def run(opts: dict[str, Any]) -> dict[str, Any]:
-
     config = UNASConfig(
         target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
         warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
