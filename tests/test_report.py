@@ -210,7 +210,7 @@ def test_contents_of_the_sections(full_report, inputs):
     fps = pd.read_csv(full_report / "fingerprints.csv")
     assert "backend" in set(fps["field"]) and "ort-cpu" in set(fps.iloc[:, 1])
     notes = pd.read_csv(full_report / "notes.csv")
-    assert notes["note"].str.contains("hwnas sample --space tfnas --resolution 32 --width-mult 0.25 --classes 10").any()
+    assert notes["note"].str.contains("no surrogate metrics given").any()  # the report fits no model
     assert notes["note"].str.contains("width 1.0 only").any()  # no reference architectures at width 0.25
 
 
@@ -229,7 +229,7 @@ def test_partial_old_and_unknown_runs_are_warnings(inputs, tmp_path, capsys):
     cfg = json.loads((odd / "config.json").read_text())
     (odd / "config.json").write_text(json.dumps({**cfg, "method": "darts"}))
     out = tmp_path / "r"
-    code, _, err = run_cli([half, old, odd, "--store", inputs / "m.sqlite", "--no-surrogates", "--out", out], capsys)
+    code, _, err = run_cli([half, old, odd, "--store", inputs / "m.sqlite", "--out", out], capsys)
     assert code == 0, err
     lines = [line for line in err.splitlines() if line]
     assert all(line.startswith("hwnas: warning: ") for line in lines)
@@ -246,13 +246,17 @@ def test_partial_old_and_unknown_runs_are_warnings(inputs, tmp_path, capsys):
 
 def test_no_runs_reports_the_store_and_table(inputs, tmp_path, capsys):
     out = tmp_path / "r"
-    code, _, err = run_cli(["--store", inputs / "m.sqlite", "--lut", inputs / "lut.json", "--no-surrogates",
+    code, _, err = run_cli(["--store", inputs / "m.sqlite", "--lut", inputs / "lut.json",
                             "--out", out], capsys)
     assert code == 0
     assert err.strip().splitlines() == [("hwnas: warning: no run directories given: reporting the store, lookup table "
                                          "and trained results only")]
     assert set(pd.read_csv(out / "lookup_scatter.csv")["source"]) == {"store"}
     assert (out / "additivity_summary.csv").exists() and not (out / "runs.csv").exists()
+    # the store holds measured subnets, and still the report fits no latency model: it shows
+    # only what `hwnas surrogate eval` scored
+    assert not (out / "surrogate_metrics.csv").exists()
+    assert "`hwnas surrogate eval --out metrics.csv`" in (out / "summary.md").read_text()
 
 
 def test_nothing_to_report_is_one_line_exit_2(tmp_path, capsys, monkeypatch):

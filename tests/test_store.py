@@ -190,7 +190,7 @@ def test_the_cli_takes_a_postgresql_url(pg_url, tmp_path):
     hidden = f":{password}@"
     assert str(inp.store_path).startswith("postgresql") and ":***@" in str(inp.store_path)
     assert hidden not in str(inp.store_path)
-    r = subprocess.run([sys.executable, "-m", "hwnas.cli", "report", "--db", pg_url, "--no-surrogates", "--out",
+    r = subprocess.run([sys.executable, "-m", "hwnas.cli", "report", "--db", pg_url, "--out",
                         str(tmp_path / "report")], capture_output=True, text=True, timeout=180)
     # one subnet and no lookup table is nothing to report, but the store was found and read
     assert "does not exist" not in r.stderr and hidden not in r.stderr, r.stderr

@@ -39,6 +39,7 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
     from hwnas.data import load_dataset
     from hwnas.search import tfnas, unas
     from hwnas.surrogates.base import uniform_latency
+    from hwnas.surrogates.evaluate import evaluate_stored
     from hwnas.surrogates.lut import LookupTable
 
     # Everything checked before the table build and searches (minutes): no late refusal.
@@ -58,28 +59,37 @@ def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, 
         if lut_path.exists():
             lut = LookupTable.load(lut_path, expect_space=deploy, expect_backend=backend_name, expect_batch=1)
         else:
-            echo(f"1/4 lookup table of {deploy} on {backend_name}")
+            echo(f"1/5 lookup table of {deploy} on {backend_name}")
             lut = LookupTable.build(deploy, measurer, batch=1, width_step=width_step)
             out.mkdir(parents=True, exist_ok=True)
             lut.save(lut_path)
         if target is None:
             target = round(0.8 * uniform_latency(lut), 3)
-        echo(f"2/4 TF-NAS search on the lookup table, target {target:.4g} ms")
+        echo(f"2/5 TF-NAS search on the lookup table, target {target:.4g} ms")
         info = {"latency_model_file": str(lut_path.resolve()), "width_step": width_step}
         t_cfg = tfnas.TFNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         summaries = {"TF-NAS on the table": tfnas.search(t_cfg, data, lut, out / "tfnas", measurer=measurer, run_info=info, echo=echo)}
-        echo(f"3/4 UNAS search on the true latency measured on {backend_name}, target {target:.4g} ms")
+        echo(f"3/5 UNAS search on the true latency measured on {backend_name}, target {target:.4g} ms")
         u_cfg = unas.UNASConfig(target_ms=target, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed, measure_every=2)
         summaries["UNAS on the true latency"] = unas.search(u_cfg, data, lut, out / "unas", measurer=measurer, lut=lut,
                                                             run_info=info, echo=echo)
+        # The report fits nothing: the latency models are scored here, on the usable subnets the
+        # searches measured (flagged ones left out), as `hwnas surrogate eval` would.
+        echo("4/5 latency models against the table on the subnets the searches measured")
+        metrics, note = evaluate_stored(measurer, deploy, lut, batch=1, seed=seed)
+        echo(f"  {note}")
+        surrogates_csv = None
+        if metrics is not None:
+            surrogates_csv = out / "surrogates.csv"
+            metrics.to_csv(surrogates_csv, index=False)
     finally:
         measurer.close()
-    echo(f"4/4 report in {report_dir}")
+    echo(f"5/5 report in {report_dir}")
     from hwnas.report.document import build, write
     from hwnas.store import default_db_path
 
-    rep = build([out / "tfnas", out / "unas"], store=db or default_db_path(), lut=lut_path, title="hwnas demo",
-                warn=lambda msg: echo(f"hwnas: warning: {msg}"))
+    rep = build([out / "tfnas", out / "unas"], store=db or default_db_path(), lut=lut_path, surrogates=surrogates_csv,
+                title="hwnas demo", warn=lambda msg: echo(f"hwnas: warning: {msg}"))
     report_file = write(rep, report_dir)
     click.echo(summary_lines(summaries, out, Path(report_file)))
 

@@ -20,21 +20,19 @@ from hwnas.cli.options import STORE, check_out
               help="`hwnas train --out` result JSON; repeat. A final architecture's result gives its accuracy, "
                    "others are plotted as random architectures.")
 @click.option("--surrogates", type=click.Path(path_type=Path), default=None,
-              help="Metrics CSV from `hwnas surrogate eval --out` (default: evaluate on the store's subnets).")
-@click.option("--no-surrogates", is_flag=True, help="Do not fit surrogates on the store's subnets (faster).")
+              help="Metrics CSV from `hwnas surrogate eval --out` (the report itself fits no model).")
 @click.option("--quality", type=click.Path(path_type=Path), default=None,
               help="search_quality.csv from benchmarks/search_quality.py: every method side by side.")
 @click.option("--title", default=None, help="Title of the report.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: reports/<timestamp>).")
-def report(run_dirs, store, lut, trained, surrogates, no_surrogates, quality, title, out):
+def report(run_dirs, store, lut, trained, surrogates, quality, title, out):
     """Write report.html (self-contained), summary.md and one CSV per figure and table for
     search runs RUN_DIR..., the measurement store, a lookup table and trained results."""
     from hwnas.report.document import build, default_out, write
 
     check_out(out, directory=True)
-    rep = build(list(run_dirs), store=store, lut=lut, trained=list(trained), surrogates=surrogates,
-                fit_surrogates=not no_surrogates, title=title, quality=quality,
+    rep = build(list(run_dirs), store=store, lut=lut, trained=list(trained), surrogates=surrogates, title=title, quality=quality,
                 warn=lambda msg: click.echo(f"hwnas: warning: {msg}", err=True))
     out = out if out is not None else default_out()
     path = write(rep, out)

@@ -20,11 +20,12 @@ from hwnas.cli.options import (
     space_options,
     write_table,
 )
+from hwnas.surrogates import DEFAULT_MODELS
 from hwnas.surrogates.data import measured_subnets, read_csv, split
 from hwnas.surrogates.data import sample as sample_subnets
 from hwnas.validate import COUNT, SEED, Float, Int
 
-DEFAULT_EVAL_MODELS = "lut,linear,lut+linear,mlp,gbt"
+DEFAULT_EVAL_MODELS = ",".join(DEFAULT_MODELS)
 
 
 def width_step_option(f):
@@ -63,10 +64,11 @@ def _subnets(space, measurer, batch, csv_path):
 
 
 def _target(measurer, batch, csv_path) -> dict:
-    b = measurer.backend
+    from hwnas.surrogates.evaluate import measured_target
+
     if csv_path is not None:  # the CSV's target is whatever the user measured on
-        return {"batch": batch, "backend": b.name, "fingerprint": None, "protocol": None}
-    return {"batch": batch, "backend": b.name, "fingerprint": b.fingerprint(batch), "protocol": measurer.protocol.to_json()}
+        return {"batch": batch, "backend": measurer.backend.name, "fingerprint": None, "protocol": None}
+    return measured_target(measurer, batch)
 
 
 # --- lut build ------------------------------------------------------------------------------

@@ -32,14 +32,12 @@ from hwnas.search.registry import method_names
 from hwnas.spaces.mbconv import conv_out
 from hwnas.spaces.references import reference_archs
 from hwnas.surrogates.additivity import summarize
-from hwnas.surrogates.data import Subnets, split
 
 KNOWN_METHODS = tuple(method_names())
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
 PAPER_TOP1 = {"TF-NAS-A": 76.9, "TF-NAS-B": 76.3, "TF-NAS-C": 75.2, "TF-NAS-D": 74.2, "TF-NAS-A-wose": 76.5,
               "MobileNetV2": 72.0}
 FUSION_ALPHA = 0.5
-MIN_SURROGATE_SUBNETS = 15  # 5 held out + the 10 the linear model needs
 
 
 def fmt(v: Any) -> str:
@@ -524,28 +522,16 @@ def additivity_part(sec: Section, inp: Inputs) -> None:
                           "share = (T1 + T2 − T12) / (T1 + T2); op kind of the first layer of each pair"))
 
 
-def _sample_hint(space, backend: str, batch: int, n: int = 100) -> str:
-    parts = [f"hwnas sample --space {space.name} --resolution {space.resolution}"]
-    if space.width_mult != 1.0:
-        parts.append(f"--width-mult {space.width_mult:g}")
-    if space.num_classes != 1000:
-        parts.append(f"--classes {space.num_classes}")
-    parts.append(f"--backend {backend}" + (f" --batch {batch}" if batch != 1 else ""))
-    return " ".join(parts) + f" --n {n}"
-
-
-def surrogate_section(rep: Report, inp: Inputs, fit: bool) -> None:
+def surrogate_section(rep: Report, inp: Inputs) -> None:
+    """The metrics `hwnas surrogate eval --out` wrote (the report fits no model: what it shows was
+    scored on usable held-out measurements, by the command that says so)."""
     sec = rep.section("Latency surrogates")
-    if inp.surrogates is not None:
-        curves = inp.surrogates
-        sec.notes.append("metrics read from the given `hwnas surrogate eval --out` CSV")
-    elif not fit:
-        sec.notes.append("surrogate evaluation skipped (--no-surrogates)")
+    if inp.surrogates is None:
+        sec.notes.append("no surrogate metrics given: `hwnas surrogate eval --out metrics.csv` fits each model on "
+                         "measured subnets and scores it on held-out ones; `--surrogates metrics.csv` shows them here")
         return
-    else:
-        curves = _evaluate_surrogates(sec, inp)
-        if curves is None:
-            return
+    curves = inp.surrogates
+    sec.notes.append("metrics read from the given `hwnas surrogate eval --out` CSV")
     last = curves.loc[curves.groupby("model", sort=False)["n_train"].idxmax()]
     cols = [c for c in ("model", "n_train", "n_test", "rmse_ms", "mape_pct", "within5_pct", "within10_pct",
                         "kendall_tau", "bias_pct") if c in last]
@@ -554,52 +540,6 @@ def surrogate_section(rep: Report, inp: Inputs, fit: bool) -> None:
     if {"kendall_tau"} <= set(curves.columns):
         sec.items.append(Plot("surrogate_learning_curves", "Learning curves", curves,
                               lambda: figs.learning_curves(curves), "lut: not fitted (dashed)"))
-
-
-def _evaluate_surrogates(sec: Section, inp: Inputs):
-    from hwnas.surrogates.evaluate import evaluate
-    from hwnas.surrogates.models import MODELS
-
-    if not inp.luts:
-        sec.notes.append("no lookup table to evaluate surrogates against (give --lut or runs with one), "
-                         "or give --surrogates with a `hwnas surrogate eval --out` CSV")
-        return None
-    key, lut = next(iter(inp.luts.items()))
-    if len(inp.luts) > 1:
-        sec.notes.append(f"surrogates evaluated for the first lookup table only ({Path(key).name})")
-    rows = _lut_rows(inp, lut)
-    # One fingerprint and protocol: the group with most subnets (as `surrogate eval` takes one target).
-    groups: dict[str, list] = {}
-    for _, r in rows.iterrows():
-        groups.setdefault(canonical_json([r["fingerprint"], r["protocol"]]), []).append(r)
-    group = max(groups.values(), key=len) if groups else []
-    archs, lat, seen = [], [], set()
-    for r in group:
-        try:
-            a = lut.space.validate(r["spec"]["arch"])
-        except HwnasError:
-            continue
-        if a.hash not in seen:
-            seen.add(a.hash)
-            archs.append(a)
-            lat.append(float(r["median_ms"]))
-    hint = _sample_hint(lut.space, lut.backend, lut.batch, 100)
-    if len(archs) < MIN_SURROGATE_SUBNETS:
-        sec.notes.append(f"the store holds {len(archs)} measured subnets of {lut.space} on {lut.backend}; the surrogates "
-                         f"need at least {MIN_SURROGATE_SUBNETS}: measure more with `{hint}` (same protocol options as "
-                         "the searches), or give --surrogates")
-        return None
-    data = Subnets(archs, np.asarray(lat))
-    n_test = max(5, len(data) // 5)
-    train, test = split(data, n_test, 0)
-    models = [m for m, cls in MODELS.items() if cls.min_train <= len(train)]
-    fp, proto = json.loads(canonical_json(group[0]["fingerprint"])), group[0]["protocol"]
-    inp.use_fingerprint(fp, "surrogate evaluation", len(archs))
-    target = {"batch": lut.batch, "backend": lut.backend, "fingerprint": fp, "protocol": proto}
-    curves = evaluate(models, train, test, lut, lut.space, target, seed=0, curve=True, sample_hint=hint)
-    sec.notes.append(f"fitted on {len(train)} and scored on {n_test} held-out measured subnets of {lut.space} "
-                     f"({lut.backend}); models: {', '.join(models)}")
-    return curves
 
 
 # snas logs (hwnas.search.snas) under its own names: the cell table's latency, the derived child's accuracy, edge entropy
@@ -909,7 +849,7 @@ def quality_section(rep: Report, path: Path | None) -> None:
                      "training noise nor the draw of random architectures explains")
 
 
-def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surrogates=True, title=None,
+def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, title=None,
           warn: Callable[[str], None] = lambda s: None, quality: Path | None = None) -> Report:
     warnings: list[str] = []
 
@@ -924,7 +864,7 @@ def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, fit_surro
         w("none of the run directories could be read")
     rep = Report(title or "hwnas report")
     lookup_section(rep, inp)
-    surrogate_section(rep, inp, fit_surrogates)
+    surrogate_section(rep, inp)
     search_section(rep, inp)
     slot_search_section(rep, inp)
     accuracy_section(rep, inp)

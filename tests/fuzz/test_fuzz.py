@@ -96,7 +96,7 @@ def test_output_paths(work, data):
     out = data.draw(st.sampled_from([work, work / "blocker", work / "blocker" / "x.json", work / "x.xlsx", work / "",
                                      Path("/proc/x.json"), work / "ok.json"]))
     command = data.draw(st.sampled_from([["arch", *TINY, "--out"], ["search", "--target", "1", "--data", "bad:", "--out"],
-                                         ["report", "--no-surrogates", "--out"]]))
+                                         ["report", "--out"]]))
     args = [*command, str(out)]
     check_cli(args, *run_cli(args))
 

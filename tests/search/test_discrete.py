@@ -148,7 +148,7 @@ def test_killed_study_keeps_every_finished_trial(tmp_path):
     # the report renders the run: its front, with the measured interval of each point
     from hwnas.report import document as report
 
-    rep = report.build([out], fit_surrogates=False)
+    rep = report.build([out])
     sec = next(s for s in rep.sections if s.title.startswith("Slot searches"))
     points = next(i for i in sec.items if i.name.startswith("slot_front_points"))
     assert len(points.df) >= 1 and (points.df["latency_ci_low"] <= points.df["latency"]).all()

@@ -41,3 +41,4 @@ def test_learning_curve_sizes_are_capped():
     assert curve_sizes(400) == [25, 50, 100, 200, 400]
     assert curve_sizes(500) == [25, 50, 100, 200, 400, 500]
     assert curve_sizes(20) == [20]
+
