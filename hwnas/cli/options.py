@@ -16,7 +16,7 @@ from hwnas.errors import HwnasError
 from hwnas.fleet import FleetBackend, FleetWorker, check_device_name, parse_address
 from hwnas.jsonutil import read_json
 from hwnas.spaces import get_space, space_names
-from hwnas.spaces.mbconv import SPACE_DEFS, Space, closest
+from hwnas.spaces.mbconv import Space, closest, is_mbconv
 from hwnas.validate import Float, Int
 
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
@@ -58,7 +58,7 @@ def size_options(f):
 
 def is_new_space(name: str) -> bool:
     """A registered space other than the MBConv ones, whose commands take their own code paths."""
-    return name in space_names() and name not in SPACE_DEFS
+    return name in space_names() and not is_mbconv(name)
 
 
 def make_new_space(name: str, resolution: int, num_classes: int, own: dict[str, Any] | None = None, **defaults: Any):
@@ -198,7 +198,7 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
             fail(f"space {space_name} works with info, arch, measure and search --method snas, not this command")
         return make_new_space(space_name, resolution, num_classes)
 
-    if space_name not in SPACE_DEFS:
+    if not is_mbconv(space_name):
         known = space_names()
         fail(f"unknown space {space_name!r}{closest(space_name, known)}; known: {', '.join(known)}")
     check_no_size_options(space_name)

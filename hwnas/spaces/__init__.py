@@ -10,8 +10,8 @@ from hwnas.spaces.base import SearchSpace
 
 # Where each space lives, imported when the space is first made: naming spaces needs no torch.
 SPACES: Registry[Callable[..., SearchSpace]] = Registry("search space", {
-    "tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv", "darts": "hwnas.spaces.darts",
-    "slots": "hwnas.spaces.slots"})
+    "tfnas": "hwnas.spaces.mbconv", "proxyless": "hwnas.spaces.mbconv",
+    "proxyless-elastic": "hwnas.spaces.proxyless_elastic", "darts": "hwnas.spaces.darts", "slots": "hwnas.spaces.slots"})
 
 
 def register_space(name: str):

@@ -17,7 +17,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import content_hash
-from hwnas.spaces import register_space
+from hwnas.spaces import SPACES, register_space
 from hwnas.spaces.base import SearchSpace
 
 ACTIVATIONS = ("relu", "relu6", "swish")
@@ -288,7 +288,7 @@ class Space(SearchSpace):
     small_options = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}
 
     def __init__(self, name: str, resolution: int = 224, width_mult: float = 1.0, num_classes: int = 1000):
-        if name not in SPACE_DEFS:
+        if not is_mbconv(name):
             raise HwnasError(f"unknown space {name!r}{closest(name, SPACE_DEFS)}; known: {', '.join(SPACE_DEFS)}")
         _check_int("resolution", resolution, 16, 2048)
         _check_int("number of classes", num_classes, 2, 100_000)
@@ -560,6 +560,21 @@ def distinct_layers(space: Space, batch: int = 1, width_step: int | None = None)
     return list(specs)
 
 
-# The MBConv spaces in the space registry.
-for _name in SPACE_DEFS:
-    register_space(_name)(partial(Space, _name))
+def register_mbconv(definition: SpaceDef) -> SpaceDef:
+    """A new MBConv space is one file: its `SpaceDef`, passed here at import, and a line naming
+    that file in `hwnas.spaces.SPACES`. Every MBConv code path (layer specs, supernets, lookup
+    tables, surrogates, elasticity-scaling) then takes it as it takes tfnas."""
+    SPACE_DEFS[definition.name] = definition
+    register_space(definition.name)(partial(Space, definition.name))
+    return definition
+
+
+def is_mbconv(name: str) -> bool:
+    """Is `name` an MBConv space (importing the module that registers it, where one does)?"""
+    if name not in SPACE_DEFS and name in SPACES.modules:
+        SPACES.get(name)
+    return name in SPACE_DEFS
+
+
+for _definition in list(SPACE_DEFS.values()):
+    register_mbconv(_definition)
