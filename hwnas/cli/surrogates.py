@@ -187,14 +187,14 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
-    table = _table(space, measurer, batch, lut_path, width_step) if MODELS[name].needs_lut and lut_path else None
+    table = _table(space, measurer, batch, lut_path, width_step) if MODELS.get(name).needs_lut and lut_path else None
     data = _subnets(space, measurer, batch, csv_path)
     if n_train is not None:
         if n_train < 1 or n_train > len(data):
             fail(f"--train {n_train}: {len(data)} measured subnets are available; measure more with `{hint}`")
         data = data.take(np.random.default_rng(seed).permutation(len(data))[:n_train])
     check_fit(name, len(data), True, hint)  # before a long table build (the table is built below)
-    if MODELS[name].needs_lut and table is None:
+    if MODELS.get(name).needs_lut and table is None:
         table = _table(space, measurer, batch, None, width_step)
     model = fit_model(name, space, data, table, _target(measurer, batch, csv_path), seed, hint)
     measurer.close()
@@ -226,14 +226,14 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     names = parse_models(model_names)
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-    wants_table = any(MODELS[n].needs_lut for n in names)
+    wants_table = any(MODELS.get(n).needs_lut for n in names)
     table = _table(space, measurer, batch, lut_path, width_step) if wants_table and lut_path else None  # cheap: first
     data = _subnets(space, measurer, batch, csv_path)
     if n_test is None:
         n_test = max(5, len(data) // 5)
     if n_test < 5:
         fail(f"--test must be at least 5, got {n_test}")
-    need = n_test + max(MODELS[n].min_train for n in names)
+    need = n_test + max(MODELS.get(n).min_train for n in names)
     source = f"CSV {csv_path}" if csv_path else f"the store for {space} on {backend_name}"
     hint = "hwnas sample ... or a longer CSV" if csv_path else _hint(space, backend_name, batch, threads, warmup,
                                                                       min_runs, min_time, max(100, need))

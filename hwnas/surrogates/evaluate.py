@@ -27,9 +27,9 @@ def evaluate_stored(measurer, space, lut: LookupTable, batch: int = 1, seed: int
     (None where too few subnets fit any model but the table) and a line saying what was done."""
     data = measured_subnets(measurer, space, batch)
     n_test = max(5, len(data) // 5)
-    fitted = [m for m in DEFAULT_MODELS if m != "lut" and MODELS[m].min_train <= len(data) - n_test]
+    fitted = [m for m in DEFAULT_MODELS if m != "lut" and MODELS.get(m).min_train <= len(data) - n_test]
     if not fitted:
-        need = n_test + min(MODELS[m].min_train for m in DEFAULT_MODELS if m != "lut")
+        need = n_test + min(MODELS.get(m).min_train for m in DEFAULT_MODELS if m != "lut")
         return None, (f"{len(data)} usable measured subnets of {space}; scoring a latency model needs at least {need}: "
                       f"measure more with `{sample_hint}`")
     train, test = split(data, n_test, seed)
@@ -47,7 +47,7 @@ def evaluate(models: list[str], train: Subnets, test: Subnets, lut: LookupTable 
         check_fit(name, len(train), lut is not None, sample_hint)
         sizes = [0] if name == "lut" else curve_sizes(len(train)) if curve else [len(train)]
         for n in sizes:
-            if name != "lut" and n < MODELS[name].min_train:
+            if name != "lut" and n < MODELS.get(name).min_train:
                 continue
             t0 = time.perf_counter()
             model = fit_model(name, space, train.take(range(n)), lut, target, seed, sample_hint)

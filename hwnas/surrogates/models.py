@@ -3,11 +3,10 @@
 - lut: the lookup table itself (no fitting).
 - linear: ridge regression over `LinearDesign` (UNAS's surrogate, width entering linearly).
 - lut+linear: the table scaled and corrected by a ridge model of its residuals.
-- mlp: a small torch MLP over `LearnedDesign` features.
-- gbt: scikit-learn's HistGradientBoostingRegressor over the same features.
+- mlp and gbt (`hwnas.surrogates.learned`): learned corrections of the table.
 
-mlp and gbt predict the table's relative residual (measured / table - 1), so they learn
-only what the table misses. lut, linear and lut+linear are differentiable (`soft`).
+lut, linear and lut+linear are differentiable (`soft`). A new model is one file whose class is
+registered with `register_model`, and a line in `MODELS` naming that file.
 """
 
 from __future__ import annotations
@@ -18,25 +17,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.errors import HwnasError, first_line
+from hwnas.errors import HwnasError
 from hwnas.jsonutil import write_json
+from hwnas.registry import Registry
 from hwnas.spaces.mbconv import Arch, Space, closest
 from hwnas.surrogates.base import DepthWeights, Mids, OpWeights, soft_latency
 from hwnas.surrogates.data import Subnets
-from hwnas.surrogates.features import LearnedDesign, LinearDesign
+from hwnas.surrogates.features import LinearDesign
 from hwnas.surrogates.lut import FORMAT as LUT_FORMAT
 from hwnas.surrogates.lut import LookupTable, check_config, read_doc, space_from_config
 from hwnas.validate import MAX_LATENCY_MS
 
 FORMAT = "hwnas-latency-model"
 FORMAT_VERSION = 1
-# Latency models by name, in the order reports list them. A model is one class registered with
-# `register_model`; what it needs (a lookup table, a number of training subnets) are its attributes.
-MODELS: dict[str, type] = {}
+# Latency models by name, in the order reports list them, and the module whose import registers
+# each. A model is one class registered with `register_model`; what it needs (a lookup table, a
+# number of training subnets) are its attributes.
+MODELS: Registry[type] = Registry("latency model", {
+    "lut": "hwnas.surrogates.models", "linear": "hwnas.surrogates.models", "lut+linear": "hwnas.surrogates.models",
+    "mlp": "hwnas.surrogates.learned", "gbt": "hwnas.surrogates.learned"})
 
 
 def register_model(cls):
-    MODELS[cls.name] = cls
+    MODELS.add(cls.name, cls)
     return cls
 
 
@@ -169,117 +172,7 @@ class LutLinearModel(LinearModel):
         return cls(space, target, n_train, lut, p["coef"], p["intercept"], p["alpha"], p["scale"])
 
 
-@register_model
-class MlpModel(FittedModel):
-    """Two hidden layers of 64, standardized features and target, full-batch Adam, fixed seed."""
-
-    name = "mlp"
-    HIDDEN = 64
-    EPOCHS = 1500
-    LR = 3e-3
-    WEIGHT_DECAY = 1e-3
-
-    def __init__(self, space, target, n_train, lut, weights: dict[str, Any]):
-        super().__init__(space, target, n_train, lut)
-        self.design = LearnedDesign(space, lut)
-        self.weights = weights
-        self.net = self._net(len(weights["x_mean"]))
-        try:
-            self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights["state"].items()})
-        except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise HwnasError(f"mlp model weights do not fit its network: {first_line(e)}") from None
-        self.x_mean, self.x_std = np.asarray(weights["x_mean"]), np.asarray(weights["x_std"])
-        self.t_mean, self.t_std = float(weights["t_mean"]), float(weights["t_std"])
-
-    @classmethod
-    def _net(cls, width: int) -> torch.nn.Sequential:
-        h = cls.HIDDEN
-        return torch.nn.Sequential(torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(),
-                                   torch.nn.Linear(h, 1))
-
-    @classmethod
-    def fit(cls, space, train, lut=None, target=None, seed=0):
-        design = LearnedDesign(space, lut)
-        X = design.matrix(train.archs)
-        t = train.latency_ms / design.lut_total(X) - 1.0
-        x_mean, x_std = X.mean(0), X.std(0)
-        x_std[x_std == 0] = 1.0  # a constant feature carries nothing; keep it at 0
-        t_mean, t_std = float(t.mean()), float(t.std()) or 1.0
-        torch.manual_seed(seed)
-        net = cls._net(X.shape[1])
-        xs = torch.tensor((X - x_mean) / x_std, dtype=torch.float32)
-        ts = torch.tensor((t - t_mean) / t_std, dtype=torch.float32)[:, None]
-        opt = torch.optim.Adam(net.parameters(), lr=cls.LR, weight_decay=cls.WEIGHT_DECAY)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny matrices: threads only add overhead (8x slower on 2 busy cores)
-        try:
-            for _ in range(cls.EPOCHS):
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(net(xs), ts)
-                loss.backward()
-                opt.step()
-        finally:
-            torch.set_num_threads(threads)
-        weights = {"state": {k: v.tolist() for k, v in net.state_dict().items()}, "x_mean": x_mean.tolist(),
-                   "x_std": x_std.tolist(), "t_mean": t_mean, "t_std": t_std, "seed": seed}
-        return cls(space, target or {}, len(train), lut, weights)
-
-    def predict_many(self, archs):
-        X = self.design.matrix(archs)
-        with torch.no_grad():
-            out = self.net(torch.tensor((X - self.x_mean) / self.x_std, dtype=torch.float32))[:, 0].double().numpy()
-        return self.design.lut_total(X) * (1.0 + out * self.t_std + self.t_mean)
-
-    def params_json(self):
-        return self.weights
-
-    @classmethod
-    def from_params(cls, space, target, n_train, lut, p):
-        return cls(space, target, n_train, lut, p)
-
-
-@register_model
-class GbtModel(FittedModel):
-    """Gradient-boosted trees. scikit-learn's trees cannot be saved without pickle, so the file
-    keeps the training subnets and the seed, and loading refits: deterministic for one
-    scikit-learn version (recorded; a different version refits trees that may differ slightly)."""
-
-    name = "gbt"
-    PARAMS = {"max_iter": 400, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5, "l2_regularization": 1e-3}
-
-    def __init__(self, space, target, n_train, lut, train: Subnets, seed: int):
-        from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
-
-        super().__init__(space, target, n_train, lut)
-        self.design = LearnedDesign(space, lut)
-        self.train, self.seed = train, seed
-        X = self.design.matrix(train.archs)
-        t = train.latency_ms / self.design.lut_total(X) - 1.0
-        with threadpool_limits(1):  # a few hundred rows: OpenMP threads only contend
-            self.trees = HistGradientBoostingRegressor(**self.PARAMS, early_stopping=False, random_state=seed).fit(X, t)
-
-    @classmethod
-    def fit(cls, space, train, lut=None, target=None, seed=0):
-        return cls(space, target or {}, len(train), lut, train, seed)
-
-    def predict_many(self, archs):
-        X = self.design.matrix(archs)
-        return self.design.lut_total(X) * (1.0 + self.trees.predict(X))
-
-    def params_json(self):
-        import sklearn
-
-        return {"seed": self.seed, "sklearn": sklearn.__version__, "hyperparameters": self.PARAMS,
-                "train_archs": [a.to_json() for a in self.train.archs], "train_latency_ms": self.train.latency_ms.tolist()}
-
-    @classmethod
-    def from_params(cls, space, target, n_train, lut, p):
-        train = Subnets([space.validate(a) for a in p["train_archs"]], np.asarray(p["train_latency_ms"], dtype=float))
-        return cls(space, target, n_train, lut, train, p["seed"])
-
-
-MODEL_NAMES = tuple(MODELS)
+MODEL_NAMES = tuple(MODELS.names())
 
 
 def parse_models(text: str) -> list[str]:
@@ -296,10 +189,10 @@ def check_fit(name: str, n_train: int, has_lut: bool, sample_hint: str = "hwnas 
     """Refuse in one line a model that cannot be fitted: unknown, no table, or too few subnets."""
     if name not in MODEL_NAMES:
         parse_models(name)
-    if MODELS[name].needs_lut and not has_lut:
+    if MODELS.get(name).needs_lut and not has_lut:
         raise HwnasError(f"model {name} needs a lookup table: build one with `hwnas lut build`")
-    if n_train < MODELS[name].min_train:
-        raise HwnasError(f"model {name} needs at least {MODELS[name].min_train} measured training subnets, got {n_train}: "
+    if n_train < MODELS.get(name).min_train:
+        raise HwnasError(f"model {name} needs at least {MODELS.get(name).min_train} measured training subnets, got {n_train}: "
                          f"measure more with `{sample_hint}`")
 
 
@@ -307,7 +200,7 @@ def fit_model(name: str, space: Space, train: Subnets, lut: LookupTable | None =
               target: dict[str, Any] | None = None, seed: int = 0, sample_hint: str = "hwnas sample"):
     """Fit model `name` on measured subnets; the lookup table is the model for "lut"."""
     check_fit(name, len(train), lut is not None, sample_hint)
-    return MODELS[name].fit(space, train, lut=lut, target=target, seed=seed)
+    return MODELS.get(name).fit(space, train, lut=lut, target=target, seed=seed)
 
 
 def predict_all(model, archs: list[Arch]) -> np.ndarray:
@@ -337,14 +230,14 @@ def load_model(path: str | Path, expect_space: Space | None = None, expect_backe
     if doc["format"] == LUT_FORMAT:
         return LookupTable.from_json(doc, path)
     name = doc.get("model")
-    if name not in MODELS or not issubclass(MODELS[name], FittedModel):
+    if name not in MODEL_NAMES or not issubclass(MODELS.get(name), FittedModel):
         raise HwnasError(f"latency model {path} is of unknown kind {name!r}")
     try:
         lut = LookupTable.from_json(doc["lut"], path) if doc.get("lut") else None
         space = space_from_config(doc["space"])
         target = {k: doc.get(k) for k in ("batch", "backend", "fingerprint", "protocol")}
         _check_finite(doc["params"], f"latency model {path}")
-        model = MODELS[name].from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
+        model = MODELS.get(name).from_params(space, target, doc.get("n_train", 0), lut, doc["params"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise HwnasError(f"latency model {path} is corrupt: missing or malformed field {e}") from None
     _check_predictions(model, f"latency model {path}")

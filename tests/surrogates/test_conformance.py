@@ -10,9 +10,18 @@ import pytest
 import torch
 
 from hwnas.surrogates.base import one_hot_weights
-from hwnas.surrogates.models import MODEL_NAMES, fit_model, load_model, predict_all, save_model
+from hwnas.surrogates.models import MODEL_NAMES, MODELS, fit_model, load_model, predict_all, save_model
 
 TARGET = {"batch": 1, "backend": "ort-cpu", "fingerprint": None, "protocol": None}
+
+
+def test_the_registry_lists_every_model_once_by_its_own_name():
+    """A model is one class with `register_model` in the file a line of `MODELS` names."""
+    assert len(MODEL_NAMES) == len(set(MODEL_NAMES)) >= 5 and list(MODEL_NAMES) == list(MODELS.modules)
+    for name in MODEL_NAMES:
+        cls = MODELS.get(name)
+        assert cls.name == name and cls.__module__ == MODELS.modules[name]
+        assert isinstance(cls.needs_lut, bool) and cls.min_train >= 0
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
