@@ -4,8 +4,11 @@ import json
 import subprocess
 import sys
 
+import click
 import pandas as pd
 import pytest
+
+from hwnas.cli import main as cli_main
 
 TINY = ["--space", "tfnas", "--resolution", "32", "--width-mult", "0.25", "--classes", "10"]
 FAST = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
@@ -165,3 +168,16 @@ def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_
     assert "architecture" in capsys.readouterr().out
     assert main(["info", "--arch", str(arch), "--resolution", "32", "--width-mult", "0.5"]) == 2
     assert "an architecture of width_mult 1.0, but --width-mult 0.5 was given" in capsys.readouterr().err
+
+
+def test_every_option_of_every_command_has_help():
+    """`hwnas CMD --help` explains each option (search's per-method options: tests/search/test_registry.py)."""
+    cli_main._register_commands()
+    missing, stack = [], [(["hwnas"], cli_main.cli)]
+    while stack:
+        path, cmd = stack.pop()
+        if isinstance(cmd, click.Group):
+            stack += [([*path, name], sub) for name, sub in cmd.commands.items()]
+        missing += [f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
+                    if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+    assert len(cli_main.cli.commands) >= 10 and not missing, missing

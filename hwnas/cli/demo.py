@@ -23,17 +23,19 @@ from hwnas.validate import POSITIVE_MS, SEED, Float, Int
               help="Where the report goes. Default: report/ beside the runs.")
 @click.option("--db", type=STORE, default=None,
               help="Measurement store: an SQLite file or a postgresql:// URL (default: $HWNAS_DB or the user cache).")
-@click.option("--backend", "backend_name", default="ort-cpu", show_default=True)
+@click.option("--backend", "backend_name", default="ort-cpu", show_default=True,
+              help="Where the table and UNAS's true latency are measured.")
 @click.option("--resolution", type=Int(16, 2048), default=224, show_default=True, help="Deployment resolution.")
-@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True)
+@click.option("--width-mult", type=Float(0.1, 4), default=0.5, show_default=True, help="Width multiplier of the space.")
 @click.option("--width-step", type=Int(1, 4096), default=32, show_default=True, help="Lookup-table width grid.")
-@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True)
-@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True)
+@click.option("--epochs", type=Int(1, 10_000), default=12, show_default=True, help="Epochs of each search.")
+@click.option("--warmup-epochs", type=Int(0, 10_000), default=4, show_default=True,
+              help="Epochs that train only the supernet's weights before the architecture moves.")
 @click.option("--target", type=POSITIVE_MS, default=None,
               help="Target latency in ms (default: 0.8 x the expected latency of the untrained supernet, so the "
                    "latency constraint binds from the first architecture step, as in the papers).")
 @click.option("--limit", type=Int(2, 100_000_000), default=None, help="Use at most this many training images.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data split, weights and sampling.")
 def demo(out, report_dir, db, backend_name, resolution, width_mult, width_step, epochs, warmup_epochs, target, limit, seed):
     """Lookup table, TF-NAS and UNAS searches side by side on digits, and their report."""
     from hwnas.data import load_dataset

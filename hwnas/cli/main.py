@@ -124,7 +124,8 @@ def _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_ro
 @cli.command()
 @space_options
 @click.option("--arch", "arch_path", type=click.Path(path_type=Path), help="Architecture JSON (default: the space's default).")
-@click.option("--batch", type=Int(1, 4096), default=1, show_default=True)
+@click.option("--batch", type=Int(1, 4096), default=1, show_default=True,
+              help="Batch size of the per-layer specs (their activation shapes).")
 @click.option("--json", "as_json", is_flag=True, help="darts: print the architectures and their counts as JSON.")
 def info(space_name, resolution, width_mult, num_classes, arch_path, batch, as_json):
     """Parameters, multiply-accumulates and per-layer specs of an architecture."""

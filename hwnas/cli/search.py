@@ -155,10 +155,10 @@ def _check_target_here(model, path) -> None:
 @click.option("--space", "space_name", default="tfnas", show_default=True, help="Search space.")
 @click.option("--width-mult", type=Float(0.1, 4), default=None, help="Width multiplier (default: the architecture's).")
 @click.option("--resolution", type=Int(16, 2048), default=32, show_default=True, help="Training and test resolution.")
-@click.option("--epochs", type=Int(1, 10_000), default=10, show_default=True)
-@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True)
+@click.option("--epochs", type=Int(1, 10_000), default=10, show_default=True, help="Training epochs from scratch.")
+@click.option("--batch-size", type=Int(1, 65_536), default=64, show_default=True, help="Training batch size.")
 @click.option("--lr", type=Float(0, 100, lo_open=True), default=0.05, show_default=True, help="SGD learning rate (cosine).")
-@click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True)
+@click.option("--weight-decay", type=Float(0, 1), default=4e-5, show_default=True, help="SGD weight decay.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the data splits and the weights.")
 @click.option("--train-threads", "threads", type=Int(1, 1024), default=1, show_default=True, help="Torch threads for training.")
 @size_options
