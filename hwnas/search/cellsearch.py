@@ -1,5 +1,5 @@
-"""What the searches on the darts cell space (SNAS, EnTranNAS) share: the temperature schedule,
-the epoch loop with its checkpoint and resume, each epoch's description of the derived network
+"""What the searches on the darts cell space (SNAS, EnTranNAS) share beyond the loop every search
+shares (`hwnas.search.loop`): the temperature schedule, each epoch's description of the derived network
 (costs, table latency, measured every K epochs), accuracy with batch statistics, and the final
 measurement and summary."""
 
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search import loop
+from hwnas.search.loop import SearchState
+from hwnas.search.rundir import RunDir
 from hwnas.spaces.darts import CELL_TYPES, DartsSpace
 from hwnas.spaces.pipeline import measure_arch
 from hwnas.validate import is_finite_number as num
@@ -50,24 +51,6 @@ def annealed(start: float, end: float, epoch: int, epochs: int, kind: str) -> fl
     return start * (end / start) ** f
 
 
-class SearchState:
-    """A search's modules and optimisers (saved by their state dicts) and generators, each an
-    attribute under its checkpoint name, with the number of epochs done."""
-
-    def __init__(self, **parts: Any):
-        self.epoch = 0
-        self._stateful = {k: v for k, v in parts.items() if not isinstance(v, torch.Generator)}
-        self._generators = {k: v for k, v in parts.items() if isinstance(v, torch.Generator)}
-        for name, part in parts.items():
-            setattr(self, name, part)
-
-    def checkpoint(self) -> dict[str, Any]:
-        return snapshot(self.epoch, self._stateful, self._generators)
-
-    def restore(self, ck: dict[str, Any]) -> None:
-        self.epoch = restore_snapshot(ck, self._stateful, self._generators)
-
-
 def epoch_batches(state: SearchState, cfg, data, resolution: int, show_progress: bool):
     """(progress bar, this epoch's search-train batches, endless shuffled search-val batches).
     Before each train batch the weights' learning rate is set on a cosine from cfg.lr to
@@ -97,34 +80,27 @@ def run_epochs(run: RunDir, resume: bool, state: SearchState, epochs: int, train
                table, measurer, measure_every: int, measure_batch: int, stop_after_epoch: int | None,
                echo: Callable[[str], None], line: Callable[[dict[str, Any]], str],
                on_measured: Callable[[dict[str, Any]], None] | None = None):
-    """Resume from the run's checkpoint if there is one, then per epoch: train (`train_epoch`
-    returns the epoch's record), derive the architecture, describe it (`extras` adds the method's
-    own figures), measure it every `measure_every` epochs (then `on_measured(record)` may act on
-    it before the checkpoint), append the record and save the checkpoint. Returns the final derived architecture, or None when stopped after `stop_after_epoch`."""
-    if resume:
-        state.restore(run.load_checkpoint())
-        run.resume_log(state.epoch, echo=echo)
-        echo(f"resuming {run.path} after epoch {state.epoch}/{epochs}")
-    started = time.monotonic()
-    while state.epoch < epochs:
-        record = train_epoch()
-        state.epoch += 1
+    """The shared loop (`hwnas.search.loop`), each epoch's derived cell network described (`extras`
+    adds the method's own figures) and measured every `measure_every` epochs (then
+    `on_measured(record)` may act on it before the checkpoint). Returns the final derived
+    architecture, or None when stopped after `stop_after_epoch`."""
+
+    def after_epoch() -> dict[str, Any]:
         arch = space.validate(derive())
-        record.update(describe(space, arch, table))
-        record.update(extras(arch))
+        record = {**describe(space, arch, table), **extras(arch)}
         if measurer is not None and measure_every and state.epoch % measure_every == 0:
             m = measure(measurer, space, arch, measure_batch)
             record["measured_ms"], record["measured_flags"] = m.stats["median_ms"], list(m.flags or [])
             if on_measured is not None:
                 on_measured(record)
-        record["seconds"] = round(time.monotonic() - started, 2)
-        run.append_log(record)  # the record first: a crash before the checkpoint repeats the epoch
-        run.save_checkpoint(state.checkpoint())
-        echo(f"epoch {state.epoch}/{epochs}: " + line(record)
-             + (f", table {record['table_ms']:.4g} ms" if "table_ms" in record else "")
-             + (f", measured {record['measured_ms']:.4g} ms" if "measured_ms" in record else ""))
-        if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < epochs:
-            return None
+        return record
+
+    def full_line(record: dict[str, Any]) -> str:
+        return (line(record) + (f", table {record['table_ms']:.4g} ms" if "table_ms" in record else "")
+                + (f", measured {record['measured_ms']:.4g} ms" if "measured_ms" in record else ""))
+
+    if not loop.run_epochs(run, resume, state, epochs, train_epoch, after_epoch, full_line, echo, stop_after_epoch):
+        return None
     return space.validate(derive())
 
 

@@ -51,7 +51,6 @@ from torch import nn
 from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.search.cellsearch import (
-    SearchState,
     accuracy,
     annealed,
     check_training_settings,
@@ -59,6 +58,7 @@ from hwnas.search.cellsearch import (
     finish,
     run_epochs,
 )
+from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
 from hwnas.search.snas import PENALTIES, penalty
 from hwnas.search.train import deterministic_training

@@ -38,7 +38,6 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.latency.cells import one_hot
 from hwnas.search.cellsearch import (
-    SearchState,
     accuracy,
     annealed,
     check_training_settings,
@@ -46,6 +45,7 @@ from hwnas.search.cellsearch import (
     finish,
     run_epochs,
 )
+from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwnas.errors import HwnasError
-from hwnas.search.rundir import RunDir, restore_snapshot, snapshot
+from hwnas.search.loop import SearchState, run_epochs
+from hwnas.search.rundir import RunDir
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.elastic import elasticity_scale
@@ -109,28 +109,6 @@ def latency_cost(latency: torch.Tensor, target_ms: float, kind: str = "hinge") -
 # --- the search ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _State:
-    net: Supernet
-    opt_w: torch.optim.Optimizer
-    opt_a: torch.optim.Optimizer
-    data_gen: torch.Generator
-    sample_gen: torch.Generator
-    epoch: int = 0
-    arch: Arch | None = None
-    scale: dict[str, Any] = field(default_factory=dict)
-
-    def _parts(self):
-        return ({"supernet": self.net, "opt_w": self.opt_w, "opt_a": self.opt_a},
-                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
-
-    def checkpoint(self) -> dict[str, Any]:
-        return snapshot(self.epoch, *self._parts())
-
-    def restore(self, ck: dict[str, Any]) -> None:
-        self.epoch = restore_snapshot(ck, *self._parts())
-
-
 def check_model(model, num_classes: int) -> Space:
     """The latency model's space is the deployment space: tfnas-like, elastic, the data's classes."""
     space = getattr(model, "space", None)
@@ -190,8 +168,8 @@ def _search(run, resume, config, data, model, deploy, train_space, measurer, mea
             stop_after_epoch, echo, repair):
     with deterministic_training(config.train_threads, config.seed):  # the seed: weight initialisation
         net = Supernet(train_space, share_ops=config.share_ops)
-        state = _State(
-            net=net,
+        state = SearchState(
+            supernet=net,
             opt_w=torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum,
                                   weight_decay=config.weight_decay),
             opt_a=torch.optim.Adam(net.arch_parameters(), lr=config.arch_lr, betas=tuple(config.arch_betas),
@@ -199,29 +177,27 @@ def _search(run, resume, config, data, model, deploy, train_space, measurer, mea
             data_gen=torch.Generator().manual_seed(config.seed),
             sample_gen=torch.Generator().manual_seed(config.seed + 1),
         )
-        if resume:
-            state.restore(run.load_checkpoint())
-            echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
-        run.resume_log(state.epoch, repair, echo)  # checked before the run directory changes
+        state.arch, state.scale = None, {}  # the epoch's elasticity-scaled architecture (not checkpointed: logged)
         steps_per_epoch = math.ceil(data.size("train") / config.batch_size)
-        started = time.monotonic()
-        while state.epoch < config.epochs:
-            record = _epoch(state, config, data, model, steps_per_epoch, show_progress)
-            state.epoch += 1
+
+        def after_epoch() -> dict[str, Any]:
             arch, latency = _after_epoch(state, config, model)
-            record.update(arch=arch.to_json(), arch_hash=arch.hash, depths=list(arch.depths), predicted_ms=latency,
+            record = dict(arch=arch.to_json(), arch_hash=arch.hash, depths=list(arch.depths), predicted_ms=latency,
                           **state.scale)
             if measurer is not None and config.measure_every and state.epoch % config.measure_every == 0:
                 record["measured_ms"] = _measure(measurer, deploy, arch, measure_batch)
-            record["seconds"] = round(time.monotonic() - started, 2)
-            run.append_log(record)
-            run.save_checkpoint(state.checkpoint())
-            echo(f"epoch {state.epoch}/{config.epochs}: train acc {record['train_acc']:.3f}, "
-                 f"val acc {record.get('val_acc', float('nan')):.3f}, predicted {latency:.4g} ms (target {config.target_ms:.4g})"
-                 + "".join(f"; {c}" for c in state.scale.get("depth_changes", []))
-                 + (f"; width bound: {state.scale['width_bound_note']}" if state.scale.get("width_bound") else ""))
-            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
-                return None
+            return record
+
+        def line(record: dict[str, Any]) -> str:
+            return (f"train acc {record['train_acc']:.3f}, val acc {record.get('val_acc', float('nan')):.3f}, "
+                    f"predicted {record['predicted_ms']:.4g} ms (target {config.target_ms:.4g})"
+                    + "".join(f"; {c}" for c in state.scale.get("depth_changes", []))
+                    + (f"; width bound: {state.scale['width_bound_note']}" if state.scale.get("width_bound") else ""))
+
+        if not run_epochs(run, resume, state, config.epochs,
+                          lambda: _epoch(state, config, data, model, steps_per_epoch, show_progress), after_epoch, line,
+                          echo, stop_after_epoch, repair):
+            return None
         if state.arch is None:  # resumed a finished run: its architecture is the last epoch's, as logged
             # (not re-derived from the supernet: depth changes by elasticity-scaling live only in the log)
             last = run.read_log()[-1]
@@ -230,8 +206,8 @@ def _search(run, resume, config, data, model, deploy, train_space, measurer, mea
     return _finish(run, state, config, model, deploy, train_space, measurer, measure_batch)
 
 
-def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, show_progress: bool) -> dict[str, Any]:
-    net, epoch = state.net, state.epoch
+def _epoch(state: SearchState, cfg: TFNASConfig, data, model, steps_per_epoch: int, show_progress: bool) -> dict[str, Any]:
+    net, epoch = state.supernet, state.epoch
     net.train()
     tau = cfg.temperature(epoch)
     search_arch = epoch >= cfg.warmup_epochs
@@ -315,14 +291,14 @@ def _epoch(state: _State, cfg: TFNASConfig, data, model, steps_per_epoch: int, s
     return record
 
 
-def _after_epoch(state: _State, cfg: TFNASConfig, model) -> tuple[Arch, float]:
+def _after_epoch(state: SearchState, cfg: TFNASConfig, model) -> tuple[Arch, float]:
     """Derive the seed network; past the warm-up, elasticity-scale it and put it back."""
-    arch = model.space.validate(state.net.derive().to_json())
+    arch = model.space.validate(state.supernet.derive().to_json())
     if state.epoch > cfg.warmup_epochs:
-        depth = {"full": model.space.validate(state.net.derive(full=True).to_json()),
-                 "depth_probs": state.net.depth_probs()} if cfg.elastic_depth else {}
+        depth = {"full": model.space.validate(state.supernet.derive(full=True).to_json()),
+                 "depth_probs": state.supernet.depth_probs()} if cfg.elastic_depth else {}
         result = elasticity_scale(model, arch, cfg.target_ms, align=cfg.width_align, **depth)
-        state.net.apply_arch(result.arch)
+        state.supernet.apply_arch(result.arch)
         arch = result.arch
         state.scale = {"seed_predicted_ms": result.seed_latency_ms, "gammas": result.gammas,
                        "width_bound": result.bound, "width_bound_note": result.message,
@@ -335,7 +311,7 @@ def _measure(measurer, space: Space, arch: Arch, batch: int, force: bool = False
     return float(measurer.arch(space, arch, batch, force).measurement.stats["median_ms"])
 
 
-def _finish(run: RunDir, state: _State, cfg: TFNASConfig, model, deploy: Space, train_space: Space,
+def _finish(run: RunDir, state: SearchState, cfg: TFNASConfig, model, deploy: Space, train_space: Space,
             measurer, measure_batch: int) -> dict[str, Any]:
     arch = state.arch
     predicted = float(model.predict(arch))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -24,7 +23,8 @@ from hwnas.errors import HwnasError
 from hwnas.jsonutil import write_text
 from hwnas.latency.measured import MeasuredLatency
 from hwnas.search import relax
-from hwnas.search.rundir import RunDir, read_log_for_resume, restore_snapshot, snapshot
+from hwnas.search.loop import SearchState, run_epochs
+from hwnas.search.rundir import RunDir, read_log_for_resume
 from hwnas.search.supernet import Supernet, straight_through
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.elastic import calibrate
@@ -250,27 +250,6 @@ def fastest_arch(space: Space) -> Arch:
     return Arch(space.name, space.width_mult, tuple(stages))
 
 
-@dataclass
-class _UState:
-    net: Supernet
-    dist: ArchDistribution
-    opt_w: torch.optim.Optimizer
-    opt_a: torch.optim.Optimizer
-    data_gen: torch.Generator
-    sample_gen: torch.Generator
-    epoch: int = 0
-
-    def _parts(self):
-        return ({"supernet": self.net, "dist": self.dist, "opt_w": self.opt_w, "opt_a": self.opt_a},
-                {"data_gen": self.data_gen, "sample_gen": self.sample_gen})
-
-    def checkpoint(self) -> dict[str, Any]:
-        return snapshot(self.epoch, *self._parts())
-
-    def restore(self, ck: dict[str, Any]) -> None:
-        self.epoch = restore_snapshot(ck, *self._parts())
-
-
 def _path(dist: ArchDistribution, w: torch.Tensor, z: torch.Tensor, straight: bool):
     """The supernet's inputs for the sampled z: op index per layer, depth weights per stage
     (one-hot in value) and per-layer op scales (value 1) carrying the gradient to the logits."""
@@ -355,37 +334,37 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
     with deterministic_training(config.train_threads, config.seed):
         net = Supernet(train_space)
         dist = ArchDistribution(deploy)
-        state = _UState(
-            net, dist,
-            torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
-            torch.optim.Adam(dist.parameters(), lr=config.arch_lr, betas=(0.5, 0.999)),
-            torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1),
+        state = SearchState(
+            supernet=net, dist=dist,
+            opt_w=torch.optim.SGD(net.weight_parameters(), lr=config.lr, momentum=config.momentum,
+                                  weight_decay=config.weight_decay),
+            opt_a=torch.optim.Adam(dist.parameters(), lr=config.arch_lr, betas=(0.5, 0.999)),
+            data_gen=torch.Generator().manual_seed(config.seed), sample_gen=torch.Generator().manual_seed(config.seed + 1),
         )
-        if resume:
-            state.restore(run.load_checkpoint())
-            echo(f"resuming {run.path} after epoch {state.epoch}/{config.epochs}")
-        # Both logs are checked before either changes: a refused resume leaves the directory as it was.
-        samples = read_log_for_resume(samples_path, "sample log", repair)[0]
-        run.resume_log(state.epoch, repair, echo)
-        _rewrite_samples(samples_path, samples, state.epoch)
-        steps = math.ceil(data.size("train") / config.batch_size)
-        started = time.monotonic()
-        while state.epoch < config.epochs:
-            record = _unas_epoch(state, config, data, surrogate, lut, latency_of, steps, samples_path, show_progress)
-            state.epoch += 1
+
+        def samples_log(epochs_done: int):
+            samples = read_log_for_resume(samples_path, "sample log", repair)[0]  # checked before any log changes
+            return lambda: _rewrite_samples(samples_path, samples, epochs_done)
+
+        def after_epoch() -> dict[str, Any]:
             arch = dist.derive()
-            record.update(arch=arch.to_json(), arch_hash=arch.hash, depths=list(arch.depths),
+            record = dict(arch=arch.to_json(), arch_hash=arch.hash, depths=list(arch.depths),
                           surrogate_ms=float(surrogate.predict(arch)),
                           lookup_ms=float(lut.predict(arch)) if lut is not None else None)
             if measurer is not None and config.measure_every and state.epoch % config.measure_every == 0:
                 record["measured_ms"] = MeasuredLatency(deploy, measurer, measure_batch).predict(arch)
-            record["seconds"] = round(time.monotonic() - started, 2)
-            run.append_log(record)
-            run.save_checkpoint(state.checkpoint())
-            echo(f"epoch {state.epoch}/{config.epochs}: val acc {record.get('val_acc', float('nan')):.3f}, "
-                 f"derived {record.get('measured_ms', record['surrogate_ms']):.4g} ms (target {config.target_ms:.4g})")
-            if stop_after_epoch is not None and state.epoch >= stop_after_epoch and state.epoch < config.epochs:
-                return None
+            return record
+
+        def line(record: dict[str, Any]) -> str:
+            return (f"val acc {record.get('val_acc', float('nan')):.3f}, "
+                    f"derived {record.get('measured_ms', record['surrogate_ms']):.4g} ms (target {config.target_ms:.4g})")
+
+        steps = math.ceil(data.size("train") / config.batch_size)
+        if not run_epochs(run, resume, state, config.epochs,
+                          lambda: _unas_epoch(state, config, data, surrogate, lut, latency_of, steps, samples_path,
+                                              show_progress),
+                          after_epoch, line, echo, stop_after_epoch, repair, other_logs=samples_log):
+            return None
     return _unas_finish(run, state, config, surrogate, lut, measurer, deploy, train_space, measure_batch, echo)
 
 
@@ -405,9 +384,9 @@ def _append_jsonl(path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _unas_epoch(state: _UState, cfg: UNASConfig, data, surrogate, lut, latency_of, steps: int, samples_path,
+def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, latency_of, steps: int, samples_path,
                 show_progress: bool) -> dict[str, Any]:
-    net, dist, epoch = state.net, state.dist, state.epoch
+    net, dist, epoch = state.supernet, state.dist, state.epoch
     net.train()
     search_arch = epoch >= cfg.warmup_epochs
     res, bs = cfg.train_resolution, cfg.batch_size
@@ -521,7 +500,7 @@ def _ce_term(net: Supernet, dist: ArchDistribution, s: ArchSample, x, y, cfg: UN
     return relax.relax_loss(f_z, control, s.relax) + (f_z - f_z.detach()), logits
 
 
-def _unas_finish(run: RunDir, state: _UState, cfg: UNASConfig, surrogate, lut, measurer, deploy: Space,
+def _unas_finish(run: RunDir, state: SearchState, cfg: UNASConfig, surrogate, lut, measurer, deploy: Space,
                  train_space: Space, batch: int, echo) -> dict[str, Any]:
     arch = state.dist.derive()
     calibration = None
