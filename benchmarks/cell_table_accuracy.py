@@ -26,7 +26,7 @@ from hwnas.latency.cells import CellLatencyTable
 from hwnas.measure import open_measurer
 from hwnas.backends.protocol import usable
 from hwnas.spaces import get_space
-from hwnas.spaces.pipeline import arch_item
+from hwnas.measure.networks import arch_item
 from hwnas.surrogates.metrics import latency_metrics
 
 

@@ -54,7 +54,7 @@ def proxy_scores(measured: np.ndarray, proxies: dict[str, np.ndarray]) -> dict[s
 def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, object, list]:
     from hwnas.latency.cells import CellLatencyTable
     from hwnas.spaces import get_space
-    from hwnas.spaces.pipeline import measure_arch
+    from hwnas.measure.networks import measure_arch
 
     space = get_space("darts", **DARTS_SIZES[name])
     table = CellLatencyTable.build(space, measurer)

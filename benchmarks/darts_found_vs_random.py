@@ -27,7 +27,7 @@ from hwnas.measure import Measurer
 from hwnas.backends import MeasureProtocol, get_backend
 from hwnas.search.train import train_arch
 from hwnas.spaces import get_space
-from hwnas.spaces.pipeline import measure_arch
+from hwnas.measure.networks import measure_arch
 from hwnas.store import Store
 
 

@@ -41,7 +41,7 @@ def main() -> None:
     from hwnas.measure import Measurer
     from hwnas.backends import MeasureProtocol, get_backend
     from hwnas.backends.protocol import usable as protocol_usable
-    from hwnas.spaces.pipeline import measure_arch
+    from hwnas.measure.networks import measure_arch
     from hwnas.store import Store
 
     data, space = setup(args)

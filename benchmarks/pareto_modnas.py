@@ -83,7 +83,7 @@ def remeasure(args, front: pd.DataFrame) -> list[dict]:
     """The front's architectures in a fresh store: every measurement new, k fresh processes each."""
     from hwnas.search.modnas import make_measurer, make_space
     from hwnas.search import slot_config
-    from hwnas.spaces.pipeline import measure_arch
+    from hwnas.measure.networks import measure_arch
 
     cfg = slot_config.check(base_config(args))
     cfg["backend"]["db"] = str(Path(args.out) / "remeasure.sqlite")

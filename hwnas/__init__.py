@@ -23,7 +23,7 @@ _PUBLIC = {
     "Store": "hwnas.store",
     "LookupTable": "hwnas.surrogates.lut",
     "load_model": "hwnas.surrogates.models",
-    "get_method": "hwnas.search.registry",
+    "get_method": "hwnas.cli.methods.registry",
     "TFNASConfig": "hwnas.search.tfnas",
     "UNASConfig": "hwnas.search.unas",
     "SNASConfig": "hwnas.search.snas",

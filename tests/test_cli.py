@@ -171,7 +171,7 @@ def test_an_architecture_files_space_and_width_are_used_unless_contradicted(tmp_
 
 
 def test_every_option_of_every_command_has_help():
-    """`hwnas CMD --help` explains each option (search's per-method options: tests/search/test_registry.py)."""
+    """`hwnas CMD --help` explains each option (search's per-method options: tests/cli/test_methods.py)."""
     cli_main._register_commands()
     missing, stack = [], [(["hwnas"], cli_main.cli)]
     while stack:

@@ -65,6 +65,38 @@ def heavy_at_import(module: str, graph: dict[str, set[str]]) -> set[str]:
     return heavy
 
 
+# The layers of the package, lowest first: a module imports (at the top or inside a function) only
+# from its own layer or below.
+LAYERS = [
+    {"", "errors", "validate", "jsonutil", "locks", "registry", "data"},  # "": hwnas/__init__.py
+    {"backends"},  # measurement on a target: numpy and onnxruntime/TensorRT, no spaces, no torch
+    {"spaces"},
+    {"exporters", "store"},
+    {"measure", "fleet"},
+    {"latency", "surrogates"},
+    {"search"},
+    {"report"},
+    {"cli"},
+]
+
+
+def layer_of(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_no_import_reaches_up_a_layer():
+    names = module_paths()
+    assert {m.split(".")[1] for m in names if "." in m} == set().union(*LAYERS) - {""}, "a package outside LAYERS"
+    upward = []
+    for name, path in sorted(names.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in imported(node, names):
+                if target.startswith("hwnas") and layer_of(target) > layer_of(name):
+                    upward.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name} -> {target}")
+    assert not upward, "imports up a layer:\n" + "\n".join(upward)
+
+
 def test_no_import_cycles():
     graph = module_imports()
     assert len(graph) > 50

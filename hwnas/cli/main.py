@@ -113,7 +113,7 @@ def _new_space_info(space, arch_path, as_json: bool) -> None:
 
 
 def _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_row) -> list[dict[str, Any]]:
-    from hwnas.spaces.pipeline import arch_item  # torch, kept out of `hwnas --help`
+    from hwnas.measure.networks import arch_item  # torch, kept out of `hwnas --help`
 
     archs = [load_new_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
     done = measurer.many([arch_item(measurer, space, a, batch) for a in archs], "networks")

@@ -20,12 +20,12 @@ from hwnas.cli.options import (
 from hwnas.cli.options import is_new_space as _is_new
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import read_json, write_json
-from hwnas.search.registry import get_method, method_names
+from hwnas.cli.methods.registry import get_method, method_names
 from hwnas.spaces.elastic import elasticity_scale
 from hwnas.spaces.mbconv import Space
 from hwnas.validate import POSITIVE_MS, SEED, Float, Int, check_latency
 
-# Options every method shares; each method adds its own (hwnas.search.methods.<name>).
+# Options every method shares; each method adds its own (hwnas.cli.methods.<name>).
 SHARED_OPTIONS = [
     click.option("--method", default="tfnas", show_default=True,
                  help=f"Search method: {', '.join(method_names())}. `hwnas search --method M --help` lists M's options."),

@@ -48,7 +48,7 @@ from hwnas.spaces.darts import (
     edge_stride_hw,
     make_op,
 )
-from hwnas.spaces.pipeline import module_item
+from hwnas.measure.networks import module_item
 
 FORMAT = "hwnas-cell-lut"
 FORMAT_VERSION = 1

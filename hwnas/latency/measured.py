@@ -1,4 +1,4 @@
-"""The true latency as a latency model, and a model corrected by one measured factor."""
+"""The true latency as a latency model."""
 
 from __future__ import annotations
 
@@ -23,13 +23,3 @@ class MeasuredLatency:
             m = self.measurer.arch(self.space, arch, self.batch, force=True).measurement
         self.flags = m.flags
         return float(m.stats["median_ms"])
-
-
-class ScaledModel:
-    """A latency model times a factor: the surrogate corrected by the ratio measured on one architecture."""
-
-    def __init__(self, model, factor: float):
-        self.model, self.factor, self.space = model, factor, model.space
-
-    def predict(self, arch) -> float:
-        return self.factor * float(self.model.predict(arch))

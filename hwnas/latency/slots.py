@@ -18,7 +18,7 @@ from tqdm import tqdm
 from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
-from hwnas.spaces.pipeline import measure_arch, measure_module
+from hwnas.measure.networks import measure_arch, measure_module
 from hwnas.spaces.slots import SlotSpace
 
 FORMAT = "hwnas-slot-lut"

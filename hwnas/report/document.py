@@ -28,12 +28,12 @@ from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, content_hash, read_json, read_jsonl
 from hwnas.report import figures as figs
-from hwnas.search.registry import method_names
+from hwnas.search import METHOD_NAMES
 from hwnas.spaces.mbconv import conv_out
 from hwnas.spaces.references import reference_archs
 from hwnas.surrogates.additivity import summarize
 
-KNOWN_METHODS = tuple(method_names())
+KNOWN_METHODS = METHOD_NAMES
 # ImageNet top-1 (%) from the papers; not comparable with accuracy on the small data sets searched here.
 PAPER_TOP1 = {"TF-NAS-A": 76.9, "TF-NAS-B": 76.3, "TF-NAS-C": 75.2, "TF-NAS-D": 74.2, "TF-NAS-A-wose": 76.5,
               "MobileNetV2": 72.0}

@@ -16,7 +16,7 @@ from hwnas.search import loop
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
 from hwnas.spaces.darts import CELL_TYPES, DartsSpace
-from hwnas.spaces.pipeline import measure_arch
+from hwnas.measure.networks import measure_arch
 from hwnas.validate import is_finite_number as num
 from hwnas.validate import is_int
 from hwnas.validate import require as check

@@ -90,7 +90,7 @@ class MetricsChain:
         return out
 
     def measure(self, arch, force: bool = False) -> dict[str, Any]:
-        from hwnas.spaces.pipeline import measure_arch
+        from hwnas.measure.networks import measure_arch
 
         m = measure_arch(self.measurer, self.space, arch, self.batch, force=force).measurement
         if not usable(m.flags) and not force:  # once more, fresh (as UNAS); the flags of what is used are kept

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.backends.protocol import usable
-from hwnas.latency.measured import MeasuredLatency, ScaledModel
 from hwnas.spaces.mbconv import Arch, LayerChoice, Space
 
 
@@ -136,6 +135,16 @@ def elasticity_scale(model, arch: Arch | dict, target_ms: float, tol: float = 1e
     return ScaleResult(arch, final_ms, gammas, bound, message, seed_ms, changes)
 
 
+class ScaledModel:
+    """A latency model times a factor: the surrogate corrected by the ratio measured on one architecture."""
+
+    def __init__(self, model, factor: float):
+        self.model, self.factor, self.space = model, factor, model.space
+
+    def predict(self, arch) -> float:
+        return self.factor * float(self.model.predict(arch))
+
+
 def _next_factor(points: list[tuple[float, float]], target_ms: float) -> float:
     """The measured/surrogate factor for the next round. The ratio of the last round alone converges
     slowly where much of the measured latency does not scale with the network (a small network's
@@ -160,11 +169,13 @@ def _flags(measured) -> list[str]:
     return list(getattr(measured, "flags", []))  # a model without flags is exact (tests' hardware)
 
 
-def calibrate(surrogate, measured: MeasuredLatency, arch: Arch, target_ms: float, tol: float = 0.01,
+def calibrate(surrogate, measured, arch: Arch, target_ms: float, tol: float = 0.01,
               rounds: int = 4, **scale_options) -> tuple[Arch, dict[str, Any]]:
     """Fit an architecture's widths (and, with `full`/`depth_probs`, depths) to the target on the
     measured latency: elasticity-scaling under the surrogate times the measured/predicted ratio,
     re-measured, the ratio updated, until the measurement is within `tol` of the target.
+    `measured`: the hardware as a latency model (`hwnas.latency.measured.MeasuredLatency`: predict
+    measures, `flags` says whether the last measurement is usable).
 
     One measurement a round, and no decision rests on comparing two noisy measurements (a
     bisection on the measured latency itself stalls wherever noise makes a wider net look slower).

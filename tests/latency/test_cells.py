@@ -67,7 +67,7 @@ def test_soft_latency_has_gradients(space):
 def test_real_table_predicts_a_measured_network(tmp_path, fast_protocol):
     from hwnas.measure import Measurer
     from hwnas.backends import get_backend
-    from hwnas.spaces.pipeline import measure_arch
+    from hwnas.measure.networks import measure_arch
     from hwnas.store import Store
 
     small = get_space("darts", channels=2, cells=2, num_classes=10, resolution=8)

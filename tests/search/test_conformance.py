@@ -10,7 +10,7 @@ import json
 import pytest
 
 from hwnas.cli import main as cli_main
-from hwnas.search.registry import get_method, method_names
+from hwnas.cli.methods.registry import get_method, method_names
 
 # Fast timing, one process, no reference: nothing here is a latency figure. The final network is
 # measured once; nothing measured during the run decides a step (the methods' small_args see to it).

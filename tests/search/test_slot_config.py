@@ -6,7 +6,7 @@ import pytest
 
 from hwnas.errors import HwnasError
 from hwnas.search import slot_config
-from hwnas.search.methods.modnas import build_config
+from hwnas.cli.methods.modnas import build_config
 
 
 def write(tmp_path, text):

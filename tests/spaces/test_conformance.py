@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
 from hwnas.spaces import get_space, space_names
-from hwnas.spaces.pipeline import export_arch
+from hwnas.measure.networks import export_arch
 
 
 def small(name: str):

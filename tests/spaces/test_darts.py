@@ -160,7 +160,7 @@ def test_unknown_space_names_a_close_match():
 def test_export_has_parity_and_measures(small, tmp_path, fast_protocol):
     from hwnas.measure import Measurer
     from hwnas.backends import get_backend
-    from hwnas.spaces.pipeline import export_arch, measure_arch
+    from hwnas.measure.networks import export_arch, measure_arch
     from hwnas.store import Store
 
     arch = small.sample(np.random.default_rng(3))

@@ -12,9 +12,9 @@ import click
 from hwnas.cli.options import given_on_command_line
 from hwnas.errors import HwnasError
 from hwnas.search import slot_config
-from hwnas.search.methods.common import echo
+from hwnas.cli.methods.common import echo
 from hwnas.search.modnas import check_plan, search
-from hwnas.search.registry import register_method
+from hwnas.cli.methods.registry import register_method
 from hwnas.validate import Float, Int
 
 OPTIONS = [

@@ -9,8 +9,8 @@ import click
 
 from hwnas.cli.options import size_options
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
-from hwnas.search.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
-from hwnas.search.registry import register_method
+from hwnas.cli.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
+from hwnas.cli.methods.registry import register_method
 from hwnas.search.snas import PENALTIES
 from hwnas.validate import Float, Int
 

@@ -90,8 +90,9 @@ class Pending:
         return self._done
 
 
-def arch_spec(space: Space, arch: Arch, batch: int) -> dict[str, Any]:
-    """What a measured subnet is stored as: the architecture, the space it is built in, the batch."""
+def arch_spec(space, arch, batch: int) -> dict[str, Any]:
+    """What a measured network of any space is stored as: the architecture, the space's config
+    (so two spaces' networks never collide), the batch."""
     return {"arch": arch.to_json(), "space": space.config, "batch": batch}
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from hwnas.search.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
-from hwnas.search.registry import register_method
+from hwnas.cli.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
+from hwnas.cli.methods.registry import register_method
 from hwnas.search.tfnas import COSTS, TFNASConfig, search
 from hwnas.validate import Float
 

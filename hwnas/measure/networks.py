@@ -1,5 +1,5 @@
-"""Export and measure architectures of the new-shape spaces through the existing pipeline:
-the ONNX cache keyed by content (with its PyTorch parity check) and the measurement store."""
+"""Export and measure architectures (and parts) of any registered space: the ONNX cache keyed by
+content (with its PyTorch parity check) and the measurement store."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 
 import torch
 
+from hwnas.exporters.onnx import cached_export, export_module, randomize_batchnorm
+from hwnas.measure.measurer import Item, arch_spec
 from hwnas.spaces.base import SearchSpace
 
 EXPORT_SEED = 0  # fixed random weights: the same architecture always gives the same file
 
 
 def seeded_network(space: SearchSpace, arch) -> torch.nn.Module:
-    from hwnas.exporters.onnx import randomize_batchnorm
-
     torch.manual_seed(EXPORT_SEED)
     net = space.build(arch)
     randomize_batchnorm(net, torch.Generator().manual_seed(EXPORT_SEED))  # so BN folding is checked too
@@ -24,16 +24,10 @@ def seeded_network(space: SearchSpace, arch) -> torch.nn.Module:
 
 def export_arch(space: SearchSpace, arch, batch: int = 1, cache_dir: Path | None = None):
     """The architecture's ONNX file (hwnas.exporters.onnx.Exported), exported once per content."""
-    from hwnas.exporters.onnx import cached_export, export_module
-
     arch = space.validate(arch)
     shape = space.input_shape(batch)
     return cached_export({"space": space.config, "arch": arch.to_json(), "batch": batch},
                           lambda path: export_module(seeded_network(space, arch), shape, path), shape, cache_dir)
-
-
-def arch_spec(space: SearchSpace, arch, batch: int) -> dict[str, Any]:
-    return {"arch": arch.to_json(), "space": space.config, "batch": batch}
 
 
 def _loader(measurer, space: SearchSpace, arch, batch: int):
@@ -45,8 +39,6 @@ def _loader(measurer, space: SearchSpace, arch, batch: int):
 def arch_item(measurer, space: SearchSpace, arch, batch: int = 1):
     """What the measurer measures for the whole network (hwnas.measure.Item); stored like the MBConv
     spaces' subnets (kind "arch"), keyed by the space's config, so it never collides with them."""
-    from hwnas.measure import Item
-
     arch = space.validate(arch)
     return Item("arch", arch_spec(space, arch, batch), batch, _loader(measurer, space, arch, batch))
 
@@ -65,8 +57,6 @@ def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape:
 def module_item(measurer, kind: str, spec: dict[str, Any], make, input_shape: tuple[int, ...]):
     """What the measurer measures for a part: exported (cached) when it is loaded, so `measurer.many`
     exports the next part while the worker times this one."""
-    from hwnas.exporters.onnx import cached_export, export_module, randomize_batchnorm
-
     batch = input_shape[0]
 
     def module():
@@ -81,6 +71,4 @@ def module_item(measurer, kind: str, spec: dict[str, Any], make, input_shape: tu
         load = lambda: cached_export({kind: spec, "input_shape": list(input_shape)},  # noqa: E731
                                       lambda path: export_module(module(), input_shape, path), input_shape,
                                       measurer.cache_dir).path
-    from hwnas.measure import Item
-
     return Item(kind, spec, batch, load)

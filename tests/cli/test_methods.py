@@ -7,7 +7,7 @@ import pytest
 from hwnas.cli.main import main
 from hwnas.cli.search import SHARED_OPTIONS, _option_names, _params
 from hwnas.errors import HwnasError
-from hwnas.search.registry import get_method, method_names
+from hwnas.cli.methods.registry import get_method, method_names
 
 
 def run(capsys, *args):

@@ -1,5 +1,5 @@
-"""Search methods by name. A method is one module under `hwnas.search.methods` that registers
-its command-line glue with `register_method`: its own options (with their own defaults and help)
+"""Search methods by name (`hwnas.search.METHOD_NAMES`). A method is one module under
+`hwnas.cli.methods`, named as the method, that registers its command-line glue with `register_method`: its own options (with their own defaults and help)
 and a `run(opts) -> summary` function. `hwnas search --method M` offers the shared options
 plus M's, and nothing of the other methods."""
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hwnas.registry import Registry
+from hwnas.search import METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,7 @@ class Method:
 
 
 # Where each method lives, imported when it is first asked for: listing methods needs no torch.
-METHODS: Registry[Method] = Registry("search method", {
-    "tfnas": "hwnas.search.methods.tfnas",
-    "unas": "hwnas.search.methods.unas",
-    "snas": "hwnas.search.methods.snas",
-    "entrannas": "hwnas.search.methods.entrannas",
-    "modnas": "hwnas.search.methods.modnas",
-})
+METHODS: Registry[Method] = Registry("search method", {name: f"hwnas.cli.methods.{name}" for name in METHOD_NAMES})
 
 
 def register_method(name: str, help: str, options=(), small_args=()):

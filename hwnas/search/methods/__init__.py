@@ -1,1 +1,0 @@
-"""One module per search method: its options and how the command line runs it (see `hwnas.search.registry`)."""
