@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
-from hwnas.spaces import get_space, space_names
 from hwnas.measure.networks import export_arch
+from hwnas.spaces import get_space, space_names
 
 
 def small(name: str):
@@ -60,3 +60,14 @@ def test_export_matches_pytorch(small_space, tmp_path):
     arch = small_space.sample(np.random.default_rng(1))
     exported = export_arch(small_space, arch, batch=1, cache_dir=tmp_path)
     assert exported.path.exists() and exported.max_abs_diff <= 1e-3
+
+
+def test_the_parts_a_table_measures_add_up_to_the_network(small_space):
+    """A space whose latency table is per part (`layers`: the MBConv spaces' layer specs) counts
+    each part's parameters and MACs so that they add up to the whole network's."""
+    if not hasattr(small_space, "layers"):
+        pytest.skip(f"{small_space.name} has no per-layer specs (its table is of another shape)")
+    for arch in small_space.random_archs(3, seed=5):
+        specs = small_space.layers(arch, 1)
+        assert specs and sum(s.params for s in specs) == small_space.params(arch)
+        assert sum(s.macs for s in specs) == small_space.macs(arch)
