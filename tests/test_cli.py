@@ -37,7 +37,7 @@ def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
 def test_measure_arch_file_layers_and_onnx(tmp_path):
     arch = tmp_path / "a.json"
     assert hwnas("arch", *TINY, "--random", "--seed", "4", "--out", str(arch)).returncode == 0
-    r = hwnas("measure", *TINY, *FAST, "--arch", str(arch), db=tmp_path / "m.sqlite")
+    r = hwnas("measure", *TINY, *FAST, "--processes", "1", "--no-reference", "--arch", str(arch), db=tmp_path / "m.sqlite")
     assert r.returncode == 0, r.stderr
     assert json.loads(arch.read_text())["space"] == "tfnas"
     r = hwnas("measure", *TINY, *FAST, "--processes", "1", "--no-reference", "--layers", "--out", str(tmp_path / "l.parquet"), db=tmp_path / "m.sqlite")
