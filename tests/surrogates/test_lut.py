@@ -6,7 +6,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.spaces.mbconv import Arch, LayerChoice, Space, width_grid
 from hwnas.surrogates.base import one_hot_weights
-from hwnas.surrogates.lut import LookupTable, entry_key, layer_spec
+from hwnas.surrogates.lut import LookupTable, entry_key, layer_spec, overhead_item
 
 
 def _measured(lab, spec) -> float:
@@ -62,22 +62,52 @@ def _grid_arch(space: Space) -> Arch:
     return Arch(space.name, space.width_mult, tuple(stages))
 
 
+def _overhead(lab) -> float:
+    m = lab.measurer.measure(overhead_item(lab.measurer, 1))
+    assert m.cached, "the table build should have measured the empty model"
+    return m.measurement.stats["median_ms"]
+
+
+def _network_ms(lab, parts_ms) -> float:
+    """Each part less one model's overhead (never below 0), and the overhead once."""
+    o = _overhead(lab)
+    return o + sum(max(t - o, 0.0) for t in parts_ms)
+
+
+def test_the_overhead_is_an_empty_model_measured_with_the_table(lab):
+    o = _overhead(lab)
+    assert lab.lut.overhead_ms == o
+    # the empty model is cheaper than any real part: each part carries one overhead
+    assert 0 < o < min(float(ms.min()) for _, ms in lab.lut.entries.values())
+
+
 def test_sum_equals_hand_computed_sum_at_grid_widths(lab):
     arch = _grid_arch(lab.space)
-    hand = sum(_measured(lab, spec) for spec in lab.space.layers(arch))
+    hand = _network_ms(lab, [_measured(lab, spec) for spec in lab.space.layers(arch)])
     assert lab.lut.predict(arch) == pytest.approx(hand, rel=1e-12)
 
 
 def test_sum_equals_hand_interpolated_sum_on_random_subnets(lab):
     for arch in lab.space.random_archs(5, seed=3):
-        hand = sum(_hand_ms(lab, spec) for spec in lab.space.layers(arch))
+        hand = _network_ms(lab, [_hand_ms(lab, spec) for spec in lab.space.layers(arch)])
         assert lab.lut.predict(arch) == pytest.approx(hand, rel=1e-12)
 
 
 def test_base_is_stem_fixed_block_and_head(lab):
     s = lab.space
     head = s.layers(s.default_arch())[-1]
-    assert lab.lut.base_ms == pytest.approx(_measured(lab, s.stem()) + _measured(lab, s.fixed_block()) + _measured(lab, head))
+    assert lab.lut.base_ms == pytest.approx(_network_ms(lab, [_measured(lab, s.stem()), _measured(lab, s.fixed_block()),
+                                                              _measured(lab, head)]))
+
+
+def test_a_table_without_an_overhead_reads_as_before(lab):
+    doc = lab.lut.to_json()
+    del doc["overhead_ms"]  # written before the overhead was measured
+    old = LookupTable.from_json(doc)
+    arch = lab.space.random_archs(1, seed=5)[0]
+    assert old.overhead_ms == 0.0
+    assert old.predict(arch) == pytest.approx(sum(_hand_ms(lab, spec) for spec in lab.space.layers(arch)), rel=1e-12)
+    assert old.predict(arch) > lab.lut.predict(arch)  # it counts the overhead once per part
 
 
 def test_interpolation_is_exact_at_grid_points_and_linear_between(lab):
@@ -85,15 +115,16 @@ def test_interpolation_is_exact_at_grid_points_and_linear_between(lab):
     mids, ms = lab.lut.entries[entry_key(spec)]
     assert [int(m) for m in mids] == [96, 97, 128, 129, 191, 192]  # beside each grid width an unaligned one
     for m, t in zip(mids, ms):
-        assert lab.lut.layer_ms(_with_mid(spec, int(m))) == t  # exact, not approximately
+        assert lab.lut.raw_layer_ms(_with_mid(spec, int(m))) == t  # exact, not approximately
+        assert lab.lut.layer_ms(_with_mid(spec, int(m))) == max(t - lab.lut.overhead_ms, 0.0)
         assert t == _measured(lab, _with_mid(spec, int(m)))
     t = dict(zip(mids.astype(int).tolist(), ms))
     for mid in range(96, 129, 4):  # multiples of 4: on the line between 96 and 128
         expected = t[96] + (mid - 96) / 32 * (t[128] - t[96])
-        assert lab.lut.layer_ms(_with_mid(spec, mid)) == pytest.approx(expected, rel=1e-12)
+        assert lab.lut.raw_layer_ms(_with_mid(spec, mid)) == pytest.approx(expected, rel=1e-12)
     for mid in (98, 99, 101, 127):  # the others: on the line between 97 and 129
         expected = t[97] + (mid - 97) / 32 * (t[129] - t[97])
-        assert lab.lut.layer_ms(_with_mid(spec, mid)) == pytest.approx(expected, rel=1e-12)
+        assert lab.lut.raw_layer_ms(_with_mid(spec, mid)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_missing_entries_are_errors_never_zero(lab):
