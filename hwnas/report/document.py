@@ -533,10 +533,13 @@ def surrogate_section(rep: Report, inp: Inputs) -> None:
     curves = inp.surrogates
     sec.notes.append("metrics read from the given `hwnas surrogate eval --out` CSV")
     last = curves.loc[curves.groupby("model", sort=False)["n_train"].idxmax()]
-    cols = [c for c in ("model", "n_train", "n_test", "rmse_ms", "mape_pct", "within5_pct", "within10_pct",
-                        "kendall_tau", "bias_pct") if c in last]
+    cols = [c for c in ("model", "n_train", "n_test", "rmse_ms", "mape_pct", "mape_pct_scaled", "within2_pct",
+                        "within5_pct", "within10_pct", "kendall_tau", "bias_pct", "refused", "beats_lut") if c in last]
     sec.items.append(Table("surrogate_metrics", "Surrogates on held-out subnets", last[cols].reset_index(drop=True),
-                           "each model at its largest training set; within5/within10: share of subnets within ±5 / ±10 %"))
+                           "each model at its largest training set; within2/5/10: share of subnets within ±2 / ±5 / ±10 %; "
+                           "*_scaled: after removing one machine-wide scale; repeat: the held-out subnets measured "
+                           "again against the first measurement, the floor below which no model can be shown better; "
+                           "refused: its learning curve rises; beats_lut: better than the table by more than that floor"))
     if {"kendall_tau"} <= set(curves.columns):
         sec.items.append(Plot("surrogate_learning_curves", "Learning curves", curves,
                               lambda: figs.learning_curves(curves), "lut: not fitted (dashed)"))

@@ -32,6 +32,43 @@ def latency_metrics(measured, predicted) -> dict[str, float]:
     }
 
 
+def machine_scale(measured, predicted) -> float:
+    """The one factor s that best maps predictions onto measurements (geometric mean of
+    measured / predicted): a whole machine running faster or slower (drift) multiplies every
+    latency alike, so metrics of s * predicted show the model's error with that removed."""
+    y = np.asarray(measured, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    return float(np.exp(np.mean(np.log(y / p))))
+
+
+SCALED = ("mape_pct", "within2_pct", "within5_pct", "bias_pct")  # tau and rho do not change with a scale
+
+
+def latency_metrics_both(measured, predicted) -> dict[str, float]:
+    """`latency_metrics`, then the scale-dependent ones again after removing `machine_scale`
+    (`*_scaled`), and the scale itself."""
+    out = latency_metrics(measured, predicted)
+    s = machine_scale(measured, predicted)
+    scaled = latency_metrics(measured, s * np.asarray(predicted, dtype=float))
+    return {**out, "scale": s, **{f"{k}_scaled": scaled[k] for k in SCALED}}
+
+
+CURVE_TOLERANCE = 0.05  # a curve's last point may sit this share above its best one before it counts as rising
+
+
+def curve_rises(n_train, mape_pct) -> bool:
+    """Whether a learning curve rises: the MAPE with every training subnet is worse than with
+    fewer by more than CURVE_TOLERANCE of the better one. A model whose error grows with more
+    data learns the measurements' noise, not latency."""
+    n = np.asarray(n_train, dtype=float)
+    m = np.asarray(mape_pct, dtype=float)
+    if len(n) < 2:
+        return False
+    last = int(np.argmax(n))
+    earlier = np.delete(m, last)
+    return bool(m[last] > (1 + CURVE_TOLERANCE) * earlier.min())
+
+
 def curve_sizes(n_train: int, sizes=LEARNING_CURVE) -> list[int]:
     """The learning-curve training sizes that fit in `n_train`, and n_train itself."""
     return sorted({s for s in sizes if s < n_train} | {n_train})

@@ -45,7 +45,7 @@ def measured(tmp_path_factory):
 def test_end_to_end(hwnas, measured):
     db, lut = measured / "db.sqlite", measured / "lut.json"
     _, out, _ = hwnas("lut", "build", *SPACE, *FAST, "--db", db, "--out", lut)
-    assert "newly measured" in out and lut.exists()
+    assert "newly measured" in out and "overhead" in out and lut.exists()
     table = LookupTable.load(lut)
     assert table.space.name == "proxyless" and table.op_ms(1, 1, "skip", 0) == 0.0
     _, out, _ = hwnas("lut", "build", *SPACE, *FAST, "--db", db, "--out", lut)
@@ -63,6 +63,14 @@ def test_end_to_end(hwnas, measured):
     for col in ("rmse_ms", "mape_pct", "within5_pct", "within10_pct", "kendall_tau", "spearman_rho", "max_err_ms"):
         assert df[col].notna().all(), col
     assert "lut+linear" in out
+
+    # the held-out subnets measured again into a second store: the floor, and the verdicts
+    _, out, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", lut, "--model", "lut,linear", "--test", 5,
+                        "--no-curve", "--repeat-db", measured / "again.sqlite", "--out", metrics)
+    df = pd.read_csv(metrics).set_index("model")
+    assert list(df.index) == ["repeat", "lut", "linear"] and df.loc["repeat", "n_test"] == 5
+    assert df.loc["repeat", "mape_pct"] < 50 and df.loc["linear", "beats_lut"] in (True, False)
+    assert len(pd.read_sql_table("measurements", f"sqlite:///{measured / 'again.sqlite'}")) >= 5
 
     model = measured / "model.json"
     _, out, _ = hwnas("surrogate", "fit", *SPACE, *FAST, "--db", db, "--lut", lut, "--model", "lut+linear",
@@ -136,5 +144,8 @@ def test_bad_inputs_are_one_line(hwnas, measured, tmp_path):
     _one_error_line(rc, err, "--scale-to takes LO:HI in ms")
     rc, _, err = hwnas("sample", *SPACE, *FAST, "--db", db, "--n", 2, "--scale-to", "1:2", "--lut", lut, ok=False)
     _one_error_line(rc, err, "needs elastic widths; proxyless has none")
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--lut", lut, "--model", "lut", "--repeat-db",
+                       str(db), ok=False)
+    _one_error_line(rc, err, "--repeat-db must be another store than --db")
     rc, _, err = hwnas("surrogate", "eval", *SPACE, "--db", db, "--model", "lut,mlpp", ok=False)
     _one_error_line(rc, err, "unknown model 'mlpp'")
