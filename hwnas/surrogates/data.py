@@ -21,16 +21,44 @@ from hwnas.validate import check_latency
 
 @dataclass
 class Subnets:
-    """Architectures and their measured latencies (ms), in a stable order."""
+    """Architectures and their measured latencies (ms), in a stable order, and how much each
+    counts in a fit (`weight`; None: all alike)."""
 
     archs: list[Arch]
     latency_ms: np.ndarray
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.archs)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """`weight`, or ones where there is none."""
+        return np.ones(len(self)) if self.weight is None else self.weight
+
     def take(self, index) -> "Subnets":
-        return Subnets([self.archs[i] for i in index], self.latency_ms[np.asarray(index, dtype=int)])
+        index = np.asarray(index, dtype=int)
+        return Subnets([self.archs[i] for i in index], self.latency_ms[index],
+                       None if self.weight is None else self.weight[index])
+
+
+# A 95% CI narrower than this fraction of the median is not believed: timer resolution and
+# drift between sessions are not in it, and one over-tight subnet would outweigh all the rest.
+REL_FLOOR = 0.005
+
+
+def ci_weights(median_ms, ci_low_ms, ci_high_ms) -> np.ndarray:
+    """Per-subnet fit weights from each measurement's 95% CI (NaN: none, a single-process
+    measurement): 1 / max(relative half-width, REL_FLOOR)**2, the inverse variance. A subnet
+    without a CI gets the median weight of those with one (1 when none has one); mean 1."""
+    median, low, high = (np.asarray(v, dtype=float) for v in (median_ms, ci_low_ms, ci_high_ms))
+    rel_half = np.maximum(high - median, median - low) / median  # NaN where either end is missing
+    has_ci = np.isfinite(rel_half)
+    w = np.ones(len(median))
+    if has_ci.any():
+        w[has_ci] = 1.0 / np.maximum(rel_half[has_ci], REL_FLOOR) ** 2
+        w[~has_ci] = np.median(w[has_ci])
+    return w / w.mean()
 
 
 def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True,
@@ -81,8 +109,9 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
     fingerprint = measurer.backend.fingerprint(batch)
     protocol = measurer.protocol.to_json()
     df = measurer.store.dataframe(kind="arch", backend=measurer.backend.name)
-    archs, lat, seen, flagged = [], [], set(), 0
-    for spec, fp, proto, ms, flags in zip(df["spec"], df["fingerprint"], df["protocol"], df["median_ms"], df["flags"]):
+    archs, lat, ci, seen, flagged = [], [], [], set(), 0
+    for spec, fp, proto, ms, low, high, flags in zip(df["spec"], df["fingerprint"], df["protocol"], df["median_ms"],
+                                                     df["ci_low_ms"], df["ci_high_ms"], df["flags"]):
         if spec.get("space") != space.config or spec.get("batch") != batch or fp != fingerprint or proto != protocol:
             continue
         if not usable(flags):
@@ -94,25 +123,30 @@ def measured_subnets(measurer, space: Space, batch: int = 1) -> Subnets:
         seen.add(arch.hash)
         archs.append(arch)
         lat.append(float(ms))
+        ci.append((np.nan if low is None else low, np.nan if high is None else high))
     if flagged:
         print(f"hwnas: left out {flagged} stored subnet measurement(s) flagged noisy or disturbed", file=sys.stderr)
-    return Subnets(archs, np.asarray(lat, dtype=float))
+    lat = np.asarray(lat, dtype=float)
+    ci = np.asarray(ci, dtype=float).reshape(-1, 2)
+    return Subnets(archs, lat, ci_weights(lat, ci[:, 0], ci[:, 1]))
 
 
 MAX_CSV_BYTES = 200_000_000
 
 
 def read_csv(path: str | Path, space: Space) -> Subnets:
-    """An external CSV with columns `arch` (the architecture's JSON text) and `latency_ms`."""
+    """An external CSV with columns `arch` (the architecture's JSON text) and `latency_ms`, and
+    optionally `weight` (how much each subnet counts in a fit, a positive number)."""
     path = Path(path)
     text = read_text(path, "CSV", MAX_CSV_BYTES)
-    archs, lat = [], []
+    archs, lat, weight = [], [], []
     with io.StringIO(text, newline="") as f:
         try:
             reader = csv.DictReader(f)
             missing = {"arch", "latency_ms"} - set(reader.fieldnames or [])
             if missing:
                 raise HwnasError(f"CSV {path} needs columns arch and latency_ms; it lacks {', '.join(sorted(missing))}")
+            has_weight = "weight" in reader.fieldnames
             for row in reader:
                 where = f"CSV {path} line {reader.line_num}"
                 if None in row or any(v is None for v in row.values()):
@@ -126,13 +160,21 @@ def read_csv(path: str | Path, space: Space) -> Subnets:
                     ms = check_latency("latency_ms", float(row["latency_ms"]))
                 except (ValueError, HwnasError):
                     raise HwnasError(f"{where}: latency_ms must be a positive number, got {row['latency_ms'][:40]!r}") from None
+                if has_weight:
+                    try:
+                        w = float(row["weight"])
+                    except ValueError:
+                        w = np.nan
+                    if not (np.isfinite(w) and w > 0):
+                        raise HwnasError(f"{where}: weight must be a positive number, got {row['weight'][:40]!r}")
+                    weight.append(w)
                 archs.append(arch)
                 lat.append(ms)
         except (csv.Error, UnicodeDecodeError) as e:
             raise HwnasError(f"CSV {path} is malformed: {e}") from None
     if not archs:
         raise HwnasError(f"CSV {path} has no rows")
-    return Subnets(archs, np.asarray(lat, dtype=float))
+    return Subnets(archs, np.asarray(lat, dtype=float), np.asarray(weight, dtype=float) if has_weight else None)
 
 
 def split(data: Subnets, n_test: int, seed: int = 0) -> tuple[Subnets, Subnets]:

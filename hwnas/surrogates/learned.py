@@ -17,7 +17,7 @@ import torch
 from hwnas.errors import HwnasError, first_line
 from hwnas.surrogates.data import Subnets
 from hwnas.surrogates.features import LearnedDesign
-from hwnas.surrogates.models import FittedModel, register_model
+from hwnas.surrogates.models import FittedModel, register_model, sample_weight
 
 
 @register_model
@@ -60,13 +60,15 @@ class MlpModel(FittedModel):
         net = cls._net(X.shape[1])
         xs = torch.tensor((X - x_mean) / x_std, dtype=torch.float32)
         ts = torch.tensor((t - t_mean) / t_std, dtype=torch.float32)[:, None]
+        weight = sample_weight(train)
+        ws = None if weight is None else torch.tensor(weight, dtype=torch.float32)[:, None]
         opt = torch.optim.Adam(net.parameters(), lr=cls.LR, weight_decay=cls.WEIGHT_DECAY)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny matrices: threads only add overhead (8x slower on 2 busy cores)
         try:
             for _ in range(cls.EPOCHS):
                 opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(net(xs), ts)
+                loss = torch.nn.functional.mse_loss(net(xs), ts) if ws is None else (ws * (net(xs) - ts) ** 2).mean()
                 loss.backward()
                 opt.step()
         finally:
@@ -108,7 +110,8 @@ class GbtModel(FittedModel):
         X = self.design.matrix(train.archs)
         t = train.latency_ms / self.design.lut_total(X) - 1.0
         with threadpool_limits(1):  # a few hundred rows: OpenMP threads only contend
-            self.trees = HistGradientBoostingRegressor(**self.PARAMS, early_stopping=False, random_state=seed).fit(X, t)
+            self.trees = HistGradientBoostingRegressor(**self.PARAMS, early_stopping=False, random_state=seed).fit(
+                X, t, sample_weight=sample_weight(train))
 
     @classmethod
     def fit(cls, space, train, lut=None, target=None, seed=0):
@@ -122,9 +125,15 @@ class GbtModel(FittedModel):
         import sklearn
 
         return {"seed": self.seed, "sklearn": sklearn.__version__, "hyperparameters": self.PARAMS,
-                "train_archs": [a.to_json() for a in self.train.archs], "train_latency_ms": self.train.latency_ms.tolist()}
+                "train_archs": [a.to_json() for a in self.train.archs], "train_latency_ms": self.train.latency_ms.tolist(),
+                # only a weighted fit keeps its weights, which its refit on load needs: unweighted files are as before
+                **({} if sample_weight(self.train) is None else {"train_weight": self.train.weight.tolist()})}
 
     @classmethod
     def from_params(cls, space, target, n_train, lut, p):
-        train = Subnets([space.validate(a) for a in p["train_archs"]], np.asarray(p["train_latency_ms"], dtype=float))
+        weight = np.asarray(p["train_weight"], dtype=float) if "train_weight" in p else None
+        if weight is not None and not (weight.shape == (len(p["train_archs"]),) and (weight > 0).all()):
+            raise ValueError("train_weight: not one positive number per training subnet")
+        train = Subnets([space.validate(a) for a in p["train_archs"]], np.asarray(p["train_latency_ms"], dtype=float),
+                        weight)
         return cls(space, target, n_train, lut, train, p["seed"])

@@ -46,10 +46,18 @@ def register_model(cls):
 RIDGE_ALPHAS = tuple(np.logspace(-4, 3, 15))  # chosen per fit by leave-one-out (RidgeCV)
 
 
-def _ridge(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
+def sample_weight(train: Subnets) -> np.ndarray | None:
+    """The weights every fitted model fits `train` with, scaled to mean 1 over it (so a ridge
+    penalty means the same at any weighting); None when all are alike, which fits exactly as
+    an unweighted fit does."""
+    w = train.weights
+    return None if np.unique(w).size <= 1 else w / w.mean()
+
+
+def _ridge(X: np.ndarray, y: np.ndarray, weight: np.ndarray | None) -> tuple[np.ndarray, float, float]:
     from sklearn.linear_model import RidgeCV
 
-    r = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=True).fit(X, y)
+    r = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=True).fit(X, y, sample_weight=weight)
     return r.coef_.astype(float), float(r.intercept_), float(r.alpha_)
 
 
@@ -113,7 +121,7 @@ class LinearModel(FittedModel):
 
     @classmethod
     def fit(cls, space: Space, train: Subnets, lut=None, target=None, seed: int = 0) -> "LinearModel":
-        coef, intercept, alpha = _ridge(LinearDesign(space).matrix(train.archs), train.latency_ms)
+        coef, intercept, alpha = _ridge(LinearDesign(space).matrix(train.archs), train.latency_ms, sample_weight(train))
         return cls(space, target or {}, len(train), None, coef, intercept, alpha)
 
     def predict_many(self, archs):
@@ -150,7 +158,7 @@ class LutLinearModel(LinearModel):
     def fit(cls, space, train, lut=None, target=None, seed=0):
         lut_ms = np.array([lut.predict(a) for a in train.archs])
         X = np.column_stack([LinearDesign(space).matrix(train.archs), lut_ms])
-        coef, intercept, alpha = _ridge(X, train.latency_ms - lut_ms)
+        coef, intercept, alpha = _ridge(X, train.latency_ms - lut_ms, sample_weight(train))
         return cls(space, target or {}, len(train), lut, coef[:-1], intercept, alpha, coef[-1])
 
     def predict_many(self, archs):

@@ -4,8 +4,20 @@ import json
 import numpy as np
 import pytest
 
+from hwnas.backends import MeasureProtocol, get_backend
+from hwnas.backends.protocol import Measurement
 from hwnas.errors import HwnasError
-from hwnas.surrogates.data import Subnets, read_csv, scaled_random_archs, split
+from hwnas.measure import Measurer
+from hwnas.store import STAT_COLUMNS, Store, measurement_key
+from hwnas.surrogates.data import (
+    REL_FLOOR,
+    Subnets,
+    ci_weights,
+    measured_subnets,
+    read_csv,
+    scaled_random_archs,
+    split,
+)
 
 
 def _write(path, rows, header=("arch", "latency_ms")):
@@ -46,6 +58,51 @@ def test_csv_needs_its_columns(tiny_space, tmp_path):
         read_csv(_write(tmp_path / "d.csv", []), tiny_space)
     with pytest.raises(HwnasError, match="cannot read CSV"):
         read_csv(tmp_path / "missing.csv", tiny_space)
+
+
+def test_csv_weight_column(tiny_space, tmp_path):
+    archs = tiny_space.random_archs(3, seed=0)
+    rows = [(json.dumps(a.to_json()), 1.5, w) for a, w in zip(archs, ("1", "0.25", "4e1"))]
+    data = read_csv(_write(tmp_path / "w.csv", rows, header=("arch", "latency_ms", "weight")), tiny_space)
+    assert data.weight.tolist() == [1.0, 0.25, 40.0]
+    assert read_csv(_write(tmp_path / "n.csv", [r[:2] for r in rows]), tiny_space).weight is None
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "nan", "inf", "heavy", ""])
+def test_bad_csv_weight_is_named(tiny_space, tmp_path, weight):
+    good = json.dumps(tiny_space.default_arch().to_json())
+    path = _write(tmp_path / "bad.csv", [(good, "1.0", "1"), (good, "1.0", weight)], header=("arch", "latency_ms", "weight"))
+    with pytest.raises(HwnasError, match=rf"line 3: weight must be a positive number, got '{weight}'$"):
+        read_csv(path, tiny_space)
+
+
+def test_ci_weights_rule():
+    # relative half-widths 1%, 2% (the wider side of an asymmetric CI), 0.1% (under the floor), none
+    w = ci_weights([2.0, 4.0, 2.0, 3.0], [1.98, 3.96, 1.999, np.nan], [2.02, 4.08, 2.001, np.nan])
+    raw = np.array([1 / 0.01**2, 1 / 0.02**2, 1 / REL_FLOOR**2, 1 / 0.01**2])  # none: the median of the others
+    assert w == pytest.approx(raw / raw.mean(), rel=1e-9)
+    assert w.mean() == pytest.approx(1.0)
+    assert ci_weights([2.0, 3.0], [np.nan, 2.9], [np.nan, np.nan]).tolist() == [1.0, 1.0]  # no whole CI anywhere
+
+
+def test_measured_subnets_are_weighted_by_their_stored_confidence_intervals(tiny_space, tmp_path):
+    """Hand-made measurements in a real store, as a multi-process run (CI) or a single process (none) writes them."""
+    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1, reference=False)
+    measurer = Measurer(get_backend("ort-cpu"), Store(tmp_path / "s.sqlite"), protocol)
+    fingerprint = measurer.backend.fingerprint(1)
+    cis = [[1.98, 2.02], [1.96, 2.04], []]
+    try:
+        for arch, ci in zip(tiny_space.random_archs(3, seed=0), cis):
+            spec = {"arch": arch.to_json(), "space": tiny_space.config, "batch": 1}
+            m = Measurement([2.0] * 5, {c: 5 if c == "n" else 2.0 for c in STAT_COLUMNS}, False, 1.0, 1.0,
+                            fingerprint, protocol.to_json(), ci95_ms=ci)
+            measurer.store.put(measurement_key("arch", spec, fingerprint, protocol.to_json()), "arch", spec, m)
+        data = measured_subnets(measurer, tiny_space)
+    finally:
+        measurer.close()
+    raw = np.array([1 / 0.01**2, 1 / 0.02**2, (1 / 0.01**2 + 1 / 0.02**2) / 2])
+    assert data.weight == pytest.approx(raw / raw.mean(), rel=1e-9)
+    assert data.take([2, 0]).weight.tolist() == [data.weight[2], data.weight[0]]
 
 
 def test_split_is_disjoint_and_reproducible(tiny_space):

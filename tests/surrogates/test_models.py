@@ -3,10 +3,12 @@ import json
 import numpy as np
 import pytest
 
+from hwnas.backends import get_backend
 from hwnas.errors import HwnasError
-from hwnas.spaces.mbconv import SKIP
+from hwnas.spaces.mbconv import SKIP, distinct_layers
 from hwnas.surrogates.data import Subnets, split
 from hwnas.surrogates.features import LinearDesign, slots
+from hwnas.surrogates.lut import LookupTable, entry_key
 from hwnas.surrogates.models import (
     LinearModel,
     LutLinearModel,
@@ -112,3 +114,71 @@ def test_bad_model_input(lab, tmp_path):
     path.write_text(path.read_text()[:100])
     with pytest.raises(HwnasError, match="is not valid JSON"):
         load_model(path)
+
+
+def _synthetic_lut(space) -> LookupTable:
+    """A table of the space with made-up entries at every width (measuring one takes minutes):
+    a per-layer constant and a slope in mid, slower off multiples of 4, as measured tables are."""
+    points: dict = {}
+    for spec in distinct_layers(space, 1, 1):
+        ms = 0.02 + 2e-4 * spec.kernel * spec.mid * (1.5 if spec.mid % 4 else 1.0) if spec.part == "searchable" else 0.05
+        points.setdefault(entry_key(spec), {})[spec.mid] = ms
+    entries = {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()}
+    return LookupTable(space, 1, "ort-cpu", get_backend("ort-cpu").fingerprint(1), {}, 1, entries)
+
+
+def _corrupt(clean: Subnets, n_bad: int, bad_weight: float, seed: int = 0) -> tuple[Subnets, Subnets]:
+    """The same subnets with `n_bad` of them 1.5x too slow (a disturbed measurement): once with
+    equal weights, once with `bad_weight` on the corrupted ones (their wide CIs)."""
+    bad = np.random.default_rng(seed).choice(len(clean), n_bad, replace=False)
+    latency = clean.latency_ms.copy()
+    latency[bad] *= 1.5
+    weight = np.ones(len(clean))
+    weight[bad] = bad_weight
+    return Subnets(clean.archs, latency, np.ones(len(clean))), Subnets(clean.archs, latency, weight)
+
+
+def _median_error(model, test: Subnets) -> float:
+    return float(np.median(np.abs(predict_all(model, test.archs) / test.latency_ms - 1)))
+
+
+def test_confidence_weights_keep_corrupted_subnets_out_of_a_linear_fit(tiny_space):
+    data, _, _ = _synthetic(tiny_space, 1000, seed=1)
+    train, test = split(data, 200, seed=0)
+    equal, weighted = _corrupt(train, 60, bad_weight=1e-3)
+    equal_fit, weighted_fit = LinearModel.fit(tiny_space, equal), LinearModel.fit(tiny_space, weighted)
+    # the corrupted tenth drags the equal-weights fit some 5% off; down-weighted, it barely moves it
+    assert _median_error(equal_fit, test) > 0.02
+    assert _median_error(weighted_fit, test) < _median_error(equal_fit, test) / 5
+    # equal weights are no weights: the same fit to the last bit
+    unweighted = LinearModel.fit(tiny_space, Subnets(equal.archs, equal.latency_ms))
+    assert np.array_equal(unweighted.coef, equal_fit.coef) and unweighted.alpha == equal_fit.alpha
+
+
+def test_confidence_weights_keep_corrupted_subnets_out_of_a_lut_linear_fit(tiny_space):
+    lut = _synthetic_lut(tiny_space)
+    archs = tiny_space.random_archs(300, seed=5)
+    truth = Subnets(archs, np.array([1.3 * lut.predict(a) + 0.2 + 0.01 * sum(a.depths) for a in archs]))
+    train, test = split(truth, 60, seed=0)
+    equal, weighted = _corrupt(train, 24, bad_weight=1e-3)
+    equal_fit = LutLinearModel.fit(tiny_space, equal, lut=lut)
+    weighted_fit = LutLinearModel.fit(tiny_space, weighted, lut=lut)
+    assert _median_error(equal_fit, test) > 0.02
+    assert _median_error(weighted_fit, test) < _median_error(equal_fit, test) / 5
+    unweighted = LutLinearModel.fit(tiny_space, Subnets(equal.archs, equal.latency_ms), lut=lut)
+    assert np.array_equal(predict_all(unweighted, test.archs), predict_all(equal_fit, test.archs))
+
+
+@pytest.mark.parametrize("name", ["mlp", "gbt"])
+def test_learned_models_fit_with_weights_and_load_the_same(tiny_space, tmp_path, name):
+    lut = _synthetic_lut(tiny_space)
+    archs = tiny_space.random_archs(60, seed=3)
+    truth = Subnets(archs, np.array([1.2 * lut.predict(a) for a in archs]))
+    equal, weighted = _corrupt(truth, 10, bad_weight=1e-2)
+    probe = tiny_space.random_archs(10, seed=4)
+    weighted_fit = fit_model(name, tiny_space, weighted, lut)
+    assert not np.array_equal(predict_all(weighted_fit, probe), predict_all(fit_model(name, tiny_space, equal, lut), probe))
+    save_model(weighted_fit, tmp_path / "weighted.json")  # gbt refits on load: its file must keep the weights
+    assert np.array_equal(predict_all(load_model(tmp_path / "weighted.json"), probe), predict_all(weighted_fit, probe))
+    save_model(fit_model(name, tiny_space, equal, lut), tmp_path / "equal.json")
+    assert "train_weight" not in json.loads((tmp_path / "equal.json").read_text())["params"]  # the format as before
