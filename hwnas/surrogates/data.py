@@ -58,7 +58,7 @@ def ci_weights(median_ms, ci_low_ms, ci_high_ms) -> np.ndarray:
     if has_ci.any():
         w[has_ci] = 1.0 / np.maximum(rel_half[has_ci], REL_FLOOR) ** 2
         w[~has_ci] = np.median(w[has_ci])
-    return w / w.mean()
+    return w / w.mean() if len(w) else w
 
 
 def sample(space: Space, measurer, n: int, seed: int = 0, batch: int = 1, show_progress: bool = True,
