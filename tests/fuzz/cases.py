@@ -248,7 +248,7 @@ def _json_records(path: Path) -> list | None:
     """Every line of a log as a JSON object, or None where one is not."""
     try:
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a line of 100,000 '['
         return None
     return records if all(isinstance(r, dict) for r in records) else None
 
