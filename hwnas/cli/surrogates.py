@@ -21,7 +21,7 @@ from hwnas.cli.options import (
     space_options,
     write_table,
 )
-from hwnas.store import Store
+from hwnas.backends.protocol import usable
 from hwnas.surrogates import DEFAULT_MODELS
 from hwnas.surrogates.data import measured_subnets, read_csv, split
 from hwnas.surrogates.data import sample as sample_subnets
@@ -254,7 +254,7 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
         train = train.take(range(n_train))
     for name in names:
         check_fit(name, len(train), True, hint)  # before a long table build (the table is built below)
-    if repeat_db is not None and _same_store(Store(repeat_db), measurer.store):
+    if repeat_db is not None and _same_store(repeat_db, measurer.store):
         fail("--repeat-db must be another store than --db: a second pass into the same store reads the first back")
     if wants_table and table is None:
         table = _table(space, measurer, batch, None, width_step)
@@ -264,7 +264,10 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     write_table(df, out)
 
 
-def _same_store(a: Store, b: Store) -> bool:
+def _same_store(where, b) -> bool:
+    from hwnas.store import Store
+
+    a = Store(where)
     if a.sqlite and b.sqlite:
         return Path(a.path).resolve() == Path(b.path).resolve()
     return a.url == b.url
@@ -273,8 +276,6 @@ def _same_store(a: Store, b: Store) -> bool:
 def _measure_again(space, test, batch, repeat_db, backend_name, threads, precision, warmup, min_runs, min_time):
     """The held-out subnets measured again in their own store (NaN where that measurement is
     flagged: a flagged repeat is no floor), or None without --repeat-db."""
-    from hwnas.backends.protocol import usable
-
     if repeat_db is None:
         return None
     with make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, repeat_db) as again:

@@ -14,7 +14,8 @@ within the class of the asked width (`align`, default 4; 1 turns this off).
 
 Each entry is measured as a model of its own and so carries one model's fixed cost (the
 runtime's call, output hand-over, timer), which a whole network pays once. A build measures
-that cost as an empty model (an identity on a 1x1x1 input, `overhead_ms`), and a lookup
+that cost as an empty model (an identity on a 1x1x1 input, `overhead_ms`, capped at the
+cheapest entry, which cannot cost less than the call), and a lookup
 subtracts it from every part and adds it back once: without it the table over-predicts small
 networks by the summed overhead of their ~20 parts (+22-25% on the tour's 0.3 ms networks).
 A table written before this reads with no overhead, as it was.
@@ -207,9 +208,11 @@ class LookupTable:
         for spec, measured in zip(specs, done):
             points.setdefault(entry_key(spec), {})[spec.mid] = measured.measurement.stats["median_ms"]
         entries = {k: (sorted(p), [p[m] for m in sorted(p)]) for k, p in points.items()}
+        # no layer costs less than the call itself: an empty model read above the cheapest entry was disturbed
+        lowest = min(min(p.values()) for p in points.values())
         return cls(space, batch, measurer.backend.name, measurer.backend.fingerprint(batch),
                    measurer.protocol.to_json(), width_step, entries,
-                   overhead_ms=overhead.measurement.stats["median_ms"])
+                   overhead_ms=min(overhead.measurement.stats["median_ms"], lowest))
 
     # --- lookups --------------------------------------------------------------------------
 

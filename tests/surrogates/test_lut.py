@@ -70,15 +70,15 @@ def _overhead(lab) -> float:
 
 def _network_ms(lab, parts_ms) -> float:
     """Each part less one model's overhead (never below 0), and the overhead once."""
-    o = _overhead(lab)
+    o = min(_overhead(lab), min(float(ms.min()) for _, ms in lab.lut.entries.values()))
     return o + sum(max(t - o, 0.0) for t in parts_ms)
 
 
 def test_the_overhead_is_an_empty_model_measured_with_the_table(lab):
-    o = _overhead(lab)
-    assert lab.lut.overhead_ms == o
-    # the empty model is cheaper than any real part: each part carries one overhead
-    assert 0 < o < min(float(ms.min()) for _, ms in lab.lut.entries.values())
+    lowest = min(float(ms.min()) for _, ms in lab.lut.entries.values())
+    # the empty model, capped at the cheapest part (each part carries one overhead; a reading
+    # above the cheapest part was disturbed)
+    assert lab.lut.overhead_ms == min(_overhead(lab), lowest) > 0
 
 
 def test_sum_equals_hand_computed_sum_at_grid_widths(lab):
