@@ -19,10 +19,11 @@ import numpy as np
 OFFSETS = (0, 64, 512, 1024, 2048, 3072, 3584)  # bytes past a page boundary
 
 
-def session(path: str):
+def session(path: str, arena: bool = True):
     import onnxruntime as ort
 
     o = ort.SessionOptions()
+    o.enable_cpu_mem_arena = arena
     o.intra_op_num_threads = o.inter_op_num_threads = 1
     o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
@@ -56,16 +57,17 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--core", type=int, default=1)
+    ap.add_argument("--no-arena", action="store_true", help="sessions without ONNX Runtime's CPU memory arena")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.core})
     for path in args.models:
-        s = session(path)
+        s = session(path, not args.no_arena)
         inp = s.get_inputs()[0]
         shape = [d if isinstance(d, int) else 1 for d in inp.shape]
         x = at_offset(shape, 1024)
         per_session = [median_ms(s, inp.name, x, args.runs)]
         for _ in range(args.sessions - 1):
-            s = session(path)
+            s = session(path, not args.no_arena)
             per_session.append(median_ms(s, inp.name, x, args.runs))
         per_offset = {off: median_ms(s, inp.name, at_offset(shape, off), args.runs) for off in OFFSETS}
         lo = min(per_session)
