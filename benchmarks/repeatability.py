@@ -11,6 +11,8 @@ Protocols:
   k+interleave   k rounds, each one fresh process timing every model once (A B C, A B C)
   k+int+ref      the same, each process timing the reference model in alternating blocks:
                  latency normalised by the reference, drift-flagged and retried (the default)
+  sessions       the same with --sessions sessions per process, each timed for a share of the
+                 time: each draws another memory layout (docs/measurement.md)
 
 Printed per protocol: per-subnet |pass 1 - pass 2| (median, p95, max), the loaded pass against
 the mean of the quiet ones (median |delta|, how many are off by more than 2%, and how many of
@@ -64,6 +66,7 @@ def protocols(args):
         "k": (replace(base, reference=False), False),
         "k+interleave": (replace(base, reference=False), True),
         "k+int+ref": (base, True),
+        "sessions": (replace(base, sessions=args.sessions), True),
     }
 
 
@@ -93,7 +96,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--protocols", default="single,k,k+interleave,k+int+ref")
+    ap.add_argument("--sessions", type=int, default=8, help="sessions per process of the protocol `sessions`")
+    ap.add_argument("--protocols", default="single,k,k+interleave,k+int+ref,sessions")
     ap.add_argument("--out", type=Path, default=None, help="per-subnet results as CSV")
     args = ap.parse_args()
 
@@ -144,11 +148,14 @@ def main() -> None:
         q2 = np.array([m.stats["median_ms"] for m in results[(name, "quiet2")]])
         ld = np.array([m.stats["median_ms"] for m in results[(name, "load")]])
         flagged = np.array([bool({"noisy", "disturbed"} & set(m.flags)) for m in results[(name, "load")]])
+        quiet = results[(name, "quiet1")] + results[(name, "quiet2")]
+        ci = [100 * (m.ci95_ms[1] - m.ci95_ms[0]) / 2 / m.stats["median_ms"] for m in quiet if m.ci95_ms]
         d12 = 100 * np.abs(q1 / q2 - 1)
         dl = 100 * np.abs(ld / ((q1 + q2) / 2) - 1)
         off = dl > 2.0
         table.append({"protocol": name, "median_dq_pct": np.median(d12), "p95_dq_pct": np.percentile(d12, 95),
-                      "max_dq_pct": d12.max(), "load_median_d_pct": np.median(dl), "load_off2pct": int(off.sum()),
+                      "max_dq_pct": d12.max(), "quiet_flagged": sum(bool({"noisy", "disturbed"} & set(m.flags)) for m in quiet),
+                      "quiet_ci_half_pct": np.median(ci) if ci else np.nan, "load_median_d_pct": np.median(dl), "load_off2pct": int(off.sum()),
                       "load_off2pct_unflagged": int((off & ~flagged).sum()), "load_flagged": int(flagged.sum()),
                       "wall_s_per_pass": np.mean([walls[(name, w)] for w in ("quiet1", "quiet2")])})
         for (label, _, _), a, b, c, f in zip(models, q1, q2, ld, flagged):

@@ -34,6 +34,18 @@ def test_measure_random_writes_table_and_reuses_the_store(tmp_path):
     assert again["cached"].all() and list(again["median_ms"]) == pytest.approx(list(df["median_ms"]))
 
 
+def test_measure_with_sessions_stores_them_in_the_protocol(tmp_path):
+    out = tmp_path / "s.csv"
+    r = hwnas("measure", *TINY, *FAST, "--random", "--n", "1", "--processes", "2", "--sessions", "3", "--out", str(out),
+              db=tmp_path / "m.sqlite")
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(out)["k"].tolist() == [2]
+    stored = pd.read_sql_table("measurements", f"sqlite:///{tmp_path / 'm.sqlite'}")
+    arch = stored[stored["kind"] == "arch"].iloc[0]
+    assert json.loads(arch["protocol"])["sessions"] == 3
+    assert all(p["latency_ms"] > 0 for p in json.loads(arch["detail"])["processes"])
+
+
 def test_measure_arch_file_layers_and_onnx(tmp_path):
     arch = tmp_path / "a.json"
     assert hwnas("arch", *TINY, "--random", "--seed", "4", "--out", str(arch)).returncode == 0
@@ -112,6 +124,7 @@ def bad_inputs(tmp_path):
         ([*m, *TINY, "--random", "--out", str(tmp_path / "x.xlsx")], "--out must end in"),
         (["mesure"], "No such command"),
         ([*m, *TINY, "--random", "--processes", "0"], "must be in [1, 100], got 0"),
+        ([*m, *TINY, "--random", "--sessions", "0"], "'--sessions': must be in [1, 1000], got 0"),
         ([*m, *TINY, "--random", "--measure-cpus", "4096"], "does not let hwnas use"),
         ([*m, *TINY, "--random", "--isolation", "sideways"], "Invalid value for '--isolation'"),
     ]

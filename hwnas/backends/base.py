@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.backends.fingerprint import nvidia_gpu, target_fingerprint
-from hwnas.backends.protocol import Clock, Measurement, MeasureProtocol, Runner, run_protocol
+from hwnas.backends.protocol import Clock, Measurement, MeasureProtocol, Runner, merge_sessions, run_protocol
 from hwnas.backends.reference import reference_path
 from hwnas.errors import HwnasError
 
@@ -56,19 +56,27 @@ class Backend:
         """Load `model` (an ONNX path, or a torch module for torch backends), then run the protocol;
         ONNX backends time the reference model (`reference`, its ONNX path, made here if not
         given) beside it when the protocol asks."""
-        t0 = time.perf_counter()
-        runner = self.load(model, batch)
-        session_ms = (time.perf_counter() - t0) * 1e3
         ref_runner = None
+        share = protocol.per_session()
+        sessions = []
         try:
             if protocol.reference and self.input == "onnx":
                 ref_runner = self.load(reference or reference_path(), 1)
-            return run_protocol(runner, protocol, session_ms=session_ms, fingerprint=self.fingerprint(batch), clock=clock,
-                                reference=ref_runner, process_warm=process_warm)
+            for k in range(protocol.sessions):  # each session a new layout in memory (MeasureProtocol.sessions)
+                t0 = time.perf_counter()
+                runner = self.load(model, batch)
+                session_ms = (time.perf_counter() - t0) * 1e3
+                try:
+                    sessions.append(run_protocol(runner, share, session_ms=session_ms, fingerprint=self.fingerprint(batch),
+                                                 clock=clock, reference=ref_runner, process_warm=process_warm or k > 0))
+                finally:
+                    runner.close()
         finally:
-            runner.close()
             if ref_runner is not None:
                 ref_runner.close()
+        m = merge_sessions(sessions)
+        m.protocol = protocol.to_json()
+        return m
 
 
 def onnx_path(model: Any) -> Path:

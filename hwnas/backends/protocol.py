@@ -17,7 +17,7 @@ baseline) saying how slow the machine was while it ran.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Protocol as TypingProtocol
 
 import numpy as np
@@ -52,10 +52,16 @@ class MeasureProtocol:
     noisy_ci: float = 0.02  # flag a measurement whose 95% CI half-width exceeds this share of it
     drift_limit: float = 1.15  # flag (and retry) a process whose reference read this much over baseline
     retries: int = 2  # re-measurements of a process the drift check flagged
+    # Sessions per process, each timed for a share of the time: each session's buffers land
+    # somewhere else in memory, and where they land moves a small network's latency by up to
+    # 1.5x (docs/measurement.md), so a process's latency is the mean over its sessions' layouts.
+    sessions: int = 1
 
     def __post_init__(self):
         if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
             raise HwnasError(f"protocol processes (k) must be an integer >= 1, got {self.processes!r}")
+        if isinstance(self.sessions, bool) or not isinstance(self.sessions, int) or not 1 <= self.sessions <= 1000:
+            raise HwnasError(f"protocol sessions must be an integer in [1, 1000], got {self.sessions!r}")
         for name in ("warmup_runs", "min_runs", "max_runs", "ref_runs", "retries"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -72,7 +78,18 @@ class MeasureProtocol:
             raise HwnasError("protocol ref_runs must be >= 1 when the reference is timed")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        if self.sessions == 1:  # the protocol before sessions existed: stored measurements keep their keys
+            del doc["sessions"]
+        return doc
+
+    def per_session(self) -> "MeasureProtocol":
+        """What each of `sessions` sessions runs: its share of the runs and the time."""
+        if self.sessions == 1:
+            return self
+        return replace(self, min_runs=max(1, -(-self.min_runs // self.sessions)), min_time_s=self.min_time_s / self.sessions,
+                       max_runs=max(1, self.max_runs // self.sessions), max_time_s=self.max_time_s / self.sessions,
+                       sessions=1)
 
 
 def summarize(samples_ms: list[float] | np.ndarray) -> dict[str, float]:
@@ -223,6 +240,28 @@ def run_protocol(
         fingerprint=dict(fingerprint or {}),
         protocol=protocol.to_json(),
         blocks=blocks,
+    )
+
+
+def merge_sessions(sessions: list[Measurement]) -> Measurement:
+    """One process's sessions as one measurement: the mean of the sessions' medians (and of their
+    reference ratios), since each session is one draw of the memory layout and a deployment
+    meets them all; every sample and block kept; `session_cov`: how far the layouts spread."""
+    if len(sessions) == 1:
+        return sessions[0]
+    raw = np.array([s.stats["raw_median_ms"] for s in sessions])
+    stats = summarize([x for s in sessions for x in s.samples_ms])
+    stats.update(raw_median_ms=float(raw.mean()), median_ms=float(raw.mean()), sessions=len(sessions),
+                 session_cov=float(raw.std(ddof=1) / raw.mean()))
+    if all("ratio" in s.stats for s in sessions):
+        stats.update(ratio=float(np.mean([s.stats["ratio"] for s in sessions])),
+                     ref_median_ms=float(np.median([s.stats["ref_median_ms"] for s in sessions])),
+                     ratio_iqr=float(np.mean([s.stats["ratio_iqr"] for s in sessions])))
+    first = sessions[0]
+    return Measurement(
+        samples_ms=[x for s in sessions for x in s.samples_ms], stats=stats, noisy=any(s.noisy for s in sessions),
+        session_ms=float(sum(s.session_ms for s in sessions)), first_run_ms=first.first_run_ms,
+        fingerprint=first.fingerprint, protocol=first.protocol, blocks=[b for s in sessions for b in s.blocks],
     )
 
 

@@ -141,6 +141,10 @@ def backend_options(f):
                           "and training on the others (refused with fewer than 2 cores); pause = nothing else "
                           "of hwnas runs while a model is timed; none = no care (recorded in each measurement); "
                           "auto = pin where there are 2 or more cores, else pause.")(f)
+    f = click.option("--sessions", type=Int(1, 1000), default=1, show_default=True, expose_value=False,
+                     callback=_measurement_option("sessions"),
+                     help="Sessions per process, each timed for a share of the time: each draws another memory "
+                          "layout, which moves a small network's latency by up to 1.5x (docs/measurement.md).")(f)
     f = click.option("--processes", "-k", type=Int(1, 100), default=3, show_default=True, expose_value=False,
                      callback=_measurement_option("processes"),
                      help="Fresh worker processes per measurement; the latency is the median of theirs, with a 95% CI.")(f)
@@ -210,7 +214,7 @@ def measurement_settings() -> dict:
     command (defaults elsewhere)."""
     ctx = click.get_current_context(silent=True)
     given = dict(ctx.meta.get("hwnas.measure", {})) if ctx is not None else {}
-    return {"processes": 3, "isolation": "auto", "cpus": None, "no_reference": False, "cluster": None, "device": None,
+    return {"processes": 3, "sessions": 1, "isolation": "auto", "cpus": None, "no_reference": False, "cluster": None, "device": None,
             **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -225,11 +229,13 @@ def make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min
         if not 1 <= settings["processes"] <= 100:
             fail(f"--processes must be in [1, 100], got {settings['processes']}")
         protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
-                                   processes=settings["processes"], reference=not settings["no_reference"])
+                                   processes=settings["processes"], reference=not settings["no_reference"],
+                                   sessions=settings["sessions"])
         return _fleet_measurer(settings["cluster"], settings["device"], backend_name, threads, precision, protocol, db, force)
     return open_measurer(backend_name, threads=threads, precision=precision, warmup=warmup, min_runs=min_runs,
                          min_time=min_time, db=db, force=force, processes=settings["processes"],
-                         reference=not settings["no_reference"], isolation=settings["isolation"], cpus=settings["cpus"])
+                         reference=not settings["no_reference"], isolation=settings["isolation"], cpus=settings["cpus"],
+                         sessions=settings["sessions"])
 
 
 def _fleet_measurer(cluster, device, backend_name, threads, precision, protocol, db, force):

@@ -424,7 +424,7 @@ def isolation_cores(isolation: str, cpus: list[int] | None, backend) -> tuple[st
 def open_measurer(backend: str = "ort-cpu", *, threads: int = 1, precision: str = "fp32", warmup: int = 5,
                   min_runs: int = 20, min_time: float = 0.3, db: str | Path | None = None, force: bool = False,
                   processes: int = 3, reference: bool = True, isolation: str = "auto",
-                  cpus: str | list[int] | None = None) -> Measurer:
+                  cpus: str | list[int] | None = None, sessions: int = 1) -> Measurer:
     """A measurer on a named backend with the default protocol: k fresh processes, the reference
     model, isolation from this process's own work. Close it (or use `with`) to restore affinity."""
 
@@ -432,7 +432,7 @@ def open_measurer(backend: str = "ort-cpu", *, threads: int = 1, precision: str 
         raise HwnasError(f"--processes must be in [1, 100], got {processes}")
     target = get_backend(backend, threads=threads, precision=precision)
     protocol = MeasureProtocol(warmup_runs=warmup, min_runs=min_runs, min_time_s=min_time,
-                               processes=processes, reference=reference)
+                               processes=processes, reference=reference, sessions=sessions)
     cores = parse_cpus(cpus) if isinstance(cpus, str) or cpus is None else parse_cpus(",".join(map(str, cpus)))
     mode, worker_cores, own_cores = isolation_cores(isolation, cores, target)
     return Measurer(target, Store(db), protocol, force=force, cpus=worker_cores, own_cpus=own_cores, isolation=mode)

@@ -36,3 +36,13 @@ def test_invalid_onnx_is_one_clear_error(tmp_path):
 def test_ort_cpu_measures_fp32_only():
     with pytest.raises(HwnasError, match="fp32 models only"):
         get_backend("ort-cpu", precision="fp16")
+
+
+def test_sessions_are_measured_one_after_another_and_merged(tiny_space, tmp_path):
+    path = export_arch(tiny_space, tiny_space.default_arch(), cache_dir=tmp_path).path
+    p = MeasureProtocol(warmup_runs=1, warmup_s=0, min_runs=12, min_time_s=0.03, sessions=3)
+    m = get_backend("ort-cpu").measure(path, p)
+    assert m.stats["sessions"] == 3 and m.stats["session_cov"] >= 0
+    assert m.protocol == p.to_json() and m.protocol["sessions"] == 3
+    assert len(m.samples_ms) >= 12 and len(m.blocks) >= 3 * 3  # each session ran its own reference blocks
+    assert m.stats["ratio"] > 0 and m.stats["median_ms"] > 0

@@ -78,3 +78,35 @@ def test_summary_statistics():
 def test_bad_protocols(kwargs):
     with pytest.raises(HwnasError):
         MeasureProtocol(**kwargs)
+
+
+@pytest.mark.parametrize("sessions", [0, -1, 1.5, True, 1001])
+def test_bad_session_counts(sessions):
+    with pytest.raises(HwnasError, match="sessions"):
+        MeasureProtocol(sessions=sessions)
+
+
+def test_one_session_keeps_the_protocol_as_stored_before_sessions_existed():
+    assert "sessions" not in MeasureProtocol().to_json()  # the stores' keys do not move
+    assert MeasureProtocol(sessions=4).to_json()["sessions"] == 4
+    assert MeasureProtocol().per_session() == MeasureProtocol()
+
+
+def test_each_session_runs_its_share():
+    p = MeasureProtocol(min_runs=20, min_time_s=0.3, max_runs=1000, max_time_s=60.0, sessions=4).per_session()
+    assert (p.min_runs, p.min_time_s, p.max_runs, p.max_time_s, p.sessions) == (5, 0.075, 250, 15.0, 1)
+    assert MeasureProtocol(min_runs=5, sessions=4).per_session().min_runs == 2  # rounded up: never fewer in all
+
+
+def test_sessions_merge_into_the_mean_of_their_layouts():
+    from hwnas.backends.protocol import merge_sessions
+
+    clock = FakeClock()
+    p = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0)
+    fast, slow = (run_protocol(FakeRunner(clock, [d]), p, clock=clock, session_ms=2.0) for d in (0.001, 0.0015))
+    m = merge_sessions([fast, slow, fast])
+    assert m.stats["median_ms"] == m.stats["raw_median_ms"] == pytest.approx((1.0 + 1.5 + 1.0) / 3)
+    assert m.stats["sessions"] == 3
+    assert m.stats["session_cov"] == pytest.approx(np.std([1.0, 1.5, 1.0], ddof=1) / np.mean([1.0, 1.5, 1.0]))
+    assert len(m.samples_ms) == 3 * len(fast.samples_ms) and m.session_ms == 6.0
+    assert merge_sessions([fast]) is fast
