@@ -43,7 +43,7 @@ def test_measure_with_sessions_stores_them_in_the_protocol(tmp_path):
     stored = pd.read_sql_table("measurements", f"sqlite:///{tmp_path / 'm.sqlite'}")
     arch = stored[stored["kind"] == "arch"].iloc[0]
     assert json.loads(arch["protocol"])["sessions"] == 3
-    assert all(p["latency_ms"] > 0 for p in json.loads(arch["detail"])["processes"])
+    assert all(p["latency_ms"] > 0 and p["session_cov"] >= 0 for p in json.loads(arch["detail"])["processes"])
 
 
 def test_measure_arch_file_layers_and_onnx(tmp_path):

@@ -320,7 +320,8 @@ def combine(replicates: list[Measurement], protocol: MeasureProtocol, baseline_m
         fingerprint=replicates[0].fingerprint, protocol=protocol.to_json(),
         blocks=[b for m in replicates for b in m.blocks],
         processes=[{"latency_ms": p, "raw_median_ms": r, "reference_ratio": (m.stats["ref_median_ms"] / baseline_ms)
-                    if baseline_ms and "ref_median_ms" in m.stats else None, "noisy": m.noisy}
+                    if baseline_ms and "ref_median_ms" in m.stats else None, "noisy": m.noisy,
+                    **({"session_cov": m.stats["session_cov"]} if "session_cov" in m.stats else {})}
                    for p, r, m in zip(per, raw, replicates)],
         ci95_ms=[lo, hi], reference_ratio=ratio, flags=flags,
     )
