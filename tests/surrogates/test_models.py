@@ -143,9 +143,9 @@ def _median_error(model, test: Subnets) -> float:
 
 
 def test_confidence_weights_keep_corrupted_subnets_out_of_a_linear_fit(tiny_space):
-    data, _, _ = _synthetic(tiny_space, 1000, seed=1)
-    train, test = split(data, 200, seed=0)
-    equal, weighted = _corrupt(train, 60, bad_weight=1e-3)
+    data, _, _ = _synthetic(tiny_space, 600, seed=1)
+    train, test = split(data, 120, seed=0)
+    equal, weighted = _corrupt(train, 45, bad_weight=1e-3)
     equal_fit, weighted_fit = LinearModel.fit(tiny_space, equal), LinearModel.fit(tiny_space, weighted)
     # the corrupted tenth drags the equal-weights fit some 5% off; down-weighted, it barely moves it
     assert _median_error(equal_fit, test) > 0.02
