@@ -38,13 +38,12 @@ def decompose(lut: LookupTable, archs: list[Arch], measured_ms, exact: Callable[
     """One row per subnet: the sums above, each term in ms and in % of the measured latency.
     exact(spec) -> (ms, 95% half-width ms) of the part measured as its own model at its width."""
     rows = []
-    o = lut.overhead_ms
     for arch, y in zip(archs, np.asarray(measured_ms, dtype=float)):
         parts = lut.space.layers(arch, lut.batch)
         measured_parts = [exact(spec) for spec in parts]
         raw = sum(lut.raw_layer_ms(spec) for spec in parts)
         table = lut.predict(arch)
-        exact_ms = o + sum(max(ms - o, 0.0) for ms, _ in measured_parts)
+        exact_ms = lut.overhead_ms + sum(lut.less_overhead(ms) for ms, _ in measured_parts)
         row = {"arch": arch.hash, "parts": len(parts), "measured_ms": y, "raw_ms": raw, "table_ms": table,
                "exact_ms": exact_ms, "entry_noise_ms": math.sqrt(sum(h * h for _, h in measured_parts)),
                "unaligned": any(s.part == "searchable" and s.mid % lut.align for s in parts),

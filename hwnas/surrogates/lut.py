@@ -219,7 +219,11 @@ class LookupTable:
     def layer_ms(self, spec: LayerSpec) -> float:
         """The part's share of a network's latency: its entry less one model's overhead (a
         noisy entry below the overhead counts 0, never negative)."""
-        return max(self.raw_layer_ms(spec) - self.overhead_ms, 0.0)
+        return self.less_overhead(self.raw_layer_ms(spec))
+
+    def less_overhead(self, raw_ms: float) -> float:
+        """A part measured as a model of its own, less the one model's overhead it carries."""
+        return max(raw_ms - self.overhead_ms, 0.0)
 
     def raw_layer_ms(self, spec: LayerSpec) -> float:
         """The part measured as a model of its own, interpolated in its width class."""
