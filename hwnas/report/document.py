@@ -589,12 +589,13 @@ def search_section(rep: Report, inp: Inputs) -> None:
 
 
 # What an epoch logs about the architecture distribution, and how it is shown.
-DISTRIBUTION_COLUMNS = ("alpha_entropy", "grad_norm_ce", "grad_norm_latency", "grad_var_relax", "grad_var_reinforce")
+DISTRIBUTION_COLUMNS = ("alpha_entropy", "grad_norm_ce", "grad_agreement_ce", "grad_norm_latency", "grad_agreement_latency",
+                        "grad_var_relax", "grad_var_reinforce")
 
 
 def distribution_frame(run: Run) -> pd.DataFrame | None:
     """Per epoch: entropy, the mean and lowest per-decision max probability, and (UNAS) the gradient
-    norms and variances that moved it. None for a log written before these were recorded."""
+    norms, their agreement over the epoch and the variances that moved it. None for a log written before these were recorded."""
     rows = []
     for rec in run.log:
         probs = rec.get("max_prob")

@@ -144,3 +144,16 @@ def reinforce_loss(f_z: float | torch.Tensor, s: RelaxSample) -> torch.Tensor:
     """Surrogate loss for plain REINFORCE (no baseline): grad = f(z) grad log p(z)."""
     f_z = torch.as_tensor(f_z, dtype=s.log_prob.dtype, device=s.log_prob.device)
     return f_z.detach() * s.log_prob
+
+
+def rloo_loss(f: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+    """Surrogate loss for the score function with a leave-one-out baseline (RLOO, Kool et al.
+    2019) over n >= 2 independent draws along the last dimension: grad = 1/n sum_m (f_m - mean of
+    the others' f) grad log p(z_m). Unbiased; the baseline removes what the draws share, such as
+    the batch they were all scored on."""
+    n = f.shape[-1]
+    if n < 2:
+        raise HwnasError(f"a leave-one-out baseline needs at least 2 draws, got {n}")
+    f = f.detach()
+    advantage = f - (f.sum(-1, keepdim=True) - f) / (n - 1)
+    return (advantage * log_prob).sum(-1) / n

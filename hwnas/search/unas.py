@@ -127,29 +127,38 @@ class ArchDistribution(nn.Module):
 
 
 class GradientLog:
-    """Per epoch, what moves alpha: the mean norms of the cross-entropy and latency gradients, and
-    the variance of the latency gradient under RELAX against plain REINFORCE on the same samples
-    (summed over the logits' components: the total variance)."""
+    """Per epoch, what moves alpha: for the cross-entropy and the latency gradient, the mean of
+    their norms and their agreement (the norm of the epoch's mean gradient over the mean norm: 1
+    when every step points the same way, about 1/sqrt(steps) for pure noise); and the variance of
+    the latency gradient under RELAX against plain REINFORCE on the same samples (summed over the
+    logits' components: the total variance)."""
 
     def __init__(self):
         self.n = 0
         self.sums: dict[str, torch.Tensor | float] = {}
 
+    def _add(self, name: str, g: torch.Tensor) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + g
+        self.sums[name + "_sq"] = self.sums.get(name + "_sq", 0.0) + g * g
+        self.sums[name + "_norm"] = self.sums.get(name + "_norm", 0.0) + float(g.norm())
+
     def add(self, ce: torch.Tensor | None, latency: torch.Tensor, reinforce: torch.Tensor) -> None:
         self.n += 1
-        for name, g in (("relax", latency), ("reinforce", reinforce)):
-            self.sums[name] = self.sums.get(name, 0.0) + g
-            self.sums[name + "_sq"] = self.sums.get(name + "_sq", 0.0) + g * g
-        self.sums["ce_norm"] = self.sums.get("ce_norm", 0.0) + (float(ce.norm()) if ce is not None else 0.0)
-        self.sums["latency_norm"] = self.sums.get("latency_norm", 0.0) + float(latency.norm())
+        self._add("ce", torch.zeros_like(latency) if ce is None else ce)
+        self._add("latency", latency)
+        self._add("reinforce", reinforce)
 
     def record(self) -> dict[str, float]:
         if self.n < 2:
             return {}
-        out = {"grad_norm_ce": self.sums["ce_norm"] / self.n, "grad_norm_latency": self.sums["latency_norm"] / self.n}
-        for name in ("relax", "reinforce"):
-            mean = self.sums[name] / self.n
-            var = (self.sums[name + "_sq"] / self.n - mean * mean).clamp_min(0) * self.n / (self.n - 1)
+        out = {}
+        for name in ("ce", "latency"):
+            mean_norm = self.sums[name + "_norm"] / self.n
+            out[f"grad_norm_{name}"] = mean_norm
+            out[f"grad_agreement_{name}"] = float((self.sums[name] / self.n).norm()) / mean_norm if mean_norm > 0 else 0.0
+        for name, key in (("relax", "latency"), ("reinforce", "reinforce")):
+            mean = self.sums[key] / self.n
+            var = (self.sums[key + "_sq"] / self.n - mean * mean).clamp_min(0) * self.n / (self.n - 1)
             out[f"grad_var_{name}"] = float(var.sum())
         return out
 
@@ -176,7 +185,7 @@ def relax_latency_loss(
 
 # --- the search -----------------------------------------------------------------------------------
 
-CE_ESTIMATORS = ("gumbel", "rebar")
+CE_ESTIMATORS = ("gumbel", "rebar", "rloo")
 PENALTIES = ("hinge", "relative", "abs")
 
 
@@ -191,12 +200,13 @@ class UNASConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-5
-    arch_lr: float = 0.01
+    arch_lr: float = 0.1  # Adam; 0.01 left alpha frozen (entropy -0.5%) in the ~144 steps of a minutes-long run (docs/results.md)
     tau: float = 0.4  # fixed, as UNAS's code
     lam: float = 0.1  # latency weight; the hinge is per ms (UNAS) or per unit of L/T - 1 (relative)
     lam_ramp_epochs: int = 2  # lam grows linearly to its value over these epochs after the warm-up
     penalty: str = "hinge"
     ce_estimator: str = "gumbel"
+    ce_samples: int = 4  # rloo: architectures drawn per step, each scored on the same search-val batch
     generalization_loss: bool = False  # L_train + gen_lambda * |L_val - L_train| (UNAS Eq. 8)
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
@@ -209,7 +219,7 @@ class UNASConfig:
     def __post_init__(self):
         if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
             raise HwnasError(f"target latency must be a positive number of ms, got {self.target_ms!r}")
-        for name in ("epochs", "batch_size", "train_resolution", "train_threads", "width_align"):
+        for name in ("epochs", "batch_size", "train_resolution", "train_threads", "width_align", "ce_samples"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise HwnasError(f"{name} must be a positive integer, got {v!r}")
@@ -217,6 +227,8 @@ class UNASConfig:
             raise HwnasError(f"warm-up epochs must be in [0, {self.epochs - 1}], got {self.warmup_epochs!r}")
         if self.ce_estimator not in CE_ESTIMATORS:
             raise HwnasError(f"unknown cross-entropy estimator {self.ce_estimator!r}; known: {', '.join(CE_ESTIMATORS)}")
+        if self.ce_estimator == "rloo" and self.ce_samples < 2:
+            raise HwnasError(f"the rloo estimator needs at least 2 samples per step, got {self.ce_samples}")
         if self.penalty not in PENALTIES:
             raise HwnasError(f"unknown latency penalty {self.penalty!r}; known: {', '.join(PENALTIES)}")
         for name in ("lr", "arch_lr", "tau"):
@@ -429,11 +441,11 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
             continue
         # Architecture: cross-entropy on search-val (+ the generalisation gap), RELAX on the latency.
         xv, yv = next(val_iter)
-        ce_val, logits_v = _ce_term(net, dist, s, xv, yv, cfg)
+        ce_val, logits_v = _ce_term(net, dist, s, xv, yv, cfg, state.sample_gen)
         arch_loss = ce_val
         if cfg.generalization_loss:
             xt, yt = next(train_iter)
-            ce_train, _ = _ce_term(net, dist, s, xt, yt, cfg)
+            ce_train, _ = _ce_term(net, dist, s, xt, yt, cfg, state.sample_gen)
             arch_loss = ce_train + cfg.gen_lambda * (ce_val - ce_train).abs()
         lookup_ms = float(lut.predict(s.arch)) if lut is not None else None
         if pending is not None:
@@ -481,13 +493,23 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
     return record
 
 
-def _ce_term(net: Supernet, dist: ArchDistribution, s: ArchSample, x, y, cfg: UNASConfig):
-    """Cross-entropy whose gradient reaches the logits: straight-through Gumbel-softmax on the
-    sampled path, or REBAR (the loss at the relaxed weights as its own control variate)."""
+def _ce_term(net: Supernet, dist: ArchDistribution, s: ArchSample, x, y, cfg: UNASConfig,
+             generator: torch.Generator | None = None):
+    """Cross-entropy whose gradient reaches the logits, valued at the sampled path's loss:
+    straight-through Gumbel-softmax on the sampled path; REBAR (the loss at the relaxed weights as
+    its own control variate); or RLOO, the score function of `ce_samples` paths (s and fresh draws
+    from `generator`) scored on the same batch, each against the mean of the others."""
     if cfg.ce_estimator == "gumbel":
         path, depths, scales = _path(dist, s.relax.zeta, s.relax.z, straight=True)
         logits = net(x, path, depths, scales)
         return F.cross_entropy(logits, y), logits
+    if cfg.ce_estimator == "rloo":
+        samples = [s] + [dist.sample(cfg.tau, generator) for _ in range(cfg.ce_samples - 1)]
+        with torch.no_grad():
+            outs = [net(x, *_path(dist, t.relax.onehot, t.relax.z, straight=False)[:2]) for t in samples]
+            losses = torch.stack([F.cross_entropy(o, y) for o in outs])
+        score = relax.rloo_loss(losses, torch.stack([t.relax.log_prob for t in samples]))
+        return losses[0] + score - score.detach(), outs[0]
     path, depths, _ = _path(dist, s.relax.onehot, s.relax.z, straight=False)
     with torch.no_grad():
         logits = net(x, path, depths)
@@ -497,7 +519,8 @@ def _ce_term(net: Supernet, dist: ArchDistribution, s: ArchSample, x, y, cfg: UN
         op_w, depth_w = dist.weights(w)
         return F.cross_entropy(net.forward_mixed(x, op_w, depth_w), y)
 
-    return relax.relax_loss(f_z, control, s.relax) + (f_z - f_z.detach()), logits
+    rebar = relax.relax_loss(f_z, control, s.relax)
+    return f_z + rebar - rebar.detach(), logits
 
 
 def _unas_finish(run: RunDir, state: SearchState, cfg: UNASConfig, surrogate, lut, measurer, deploy: Space,

@@ -143,6 +143,8 @@ def test_bad_inputs(tmp_path, tiny_data):
         search(config(target_ms=1.0, true_latency=False), tiny_data, table, tmp_path / "z", show_progress=False)
     with pytest.raises(HwnasError, match="estimator"):
         config(target_ms=1.0, ce_estimator="reinforce")
+    with pytest.raises(HwnasError, match="at least 2 samples"):
+        config(target_ms=1.0, ce_estimator="rloo", ce_samples=1)
     with pytest.raises(HwnasError, match="target latency"):
         config(target_ms=-1.0)
 
@@ -224,13 +226,14 @@ def test_a_measurement_still_flagged_never_steers_calibration():
     assert info["measured_ms"] != first["measured_ms"] and abs(info["measured_ms"] / target - 1) <= 0.01
 
 
-def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data):
+@pytest.mark.parametrize("estimator", ["gumbel", "rebar", "rloo"])
+def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data, estimator):
     from hwnas.report.document import Run, distribution_frame
 
     space = tiny()
     table = Table(space, scale=0.05)
     cfg = config(target_ms=0.8 * table.predict(space.default_arch()), true_latency=False, epochs=3,
-                 calibrate_widths=False)
+                 calibrate_widths=False, ce_estimator=estimator)
     search(cfg, tiny_data, table, tmp_path / "run", lut=table, show_progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     rows = len(ArchDistribution(space).rows)
@@ -239,6 +242,8 @@ def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data):
     for r in log[1:]:
         assert r["grad_var_relax"] >= 0 and r["grad_var_reinforce"] >= 0 and r["grad_norm_ce"] > 0
         assert r["grad_norm_latency"] > 0  # the target is below the default: the latency term pulls
+        assert 0 < r["grad_agreement_ce"] <= 1 + 1e-9 and 0 < r["grad_agreement_latency"] <= 1 + 1e-9
+        assert 0 < r["val_loss"] < 10  # the sampled path's cross-entropy, whatever carries the gradient
     # the architecture steps moved it away from uniform
     assert np.mean(log[-1]["max_prob"]) > np.mean(log[0]["max_prob"])
     df = distribution_frame(Run("run", tmp_path / "run", {}, log, {}, [], None))
@@ -256,3 +261,17 @@ def test_gradient_log_variance_is_the_sample_variance():
     assert rec["grad_var_relax"] == pytest.approx(1.0)  # var(1, 3, 2) = 1, the constant component adds 0
     assert rec["grad_var_reinforce"] == pytest.approx(4.0)
     assert rec["grad_norm_ce"] == pytest.approx(np.mean([float(d.norm()) for d in draws]))
+
+
+def test_gradient_agreement_is_one_for_steps_that_agree_and_zero_for_steps_that_cancel():
+    from hwnas.search.unas import GradientLog
+
+    agree, cancel = GradientLog(), GradientLog()
+    for d in (torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 4.0]])):
+        agree.add(d, d, d)
+    for d in (torch.tensor([[1.0, 2.0]]), torch.tensor([[-1.0, -2.0]])):
+        cancel.add(d, -d, d)
+    assert agree.record()["grad_agreement_ce"] == pytest.approx(1.0)
+    assert agree.record()["grad_agreement_latency"] == pytest.approx(1.0)
+    assert cancel.record()["grad_agreement_ce"] == pytest.approx(0.0)
+    assert cancel.record()["grad_agreement_latency"] == pytest.approx(0.0)

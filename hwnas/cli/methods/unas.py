@@ -10,7 +10,7 @@ from hwnas.cli.methods.common import SMALL_ARGS, echo, mbconv_space_options, run
 from hwnas.cli.methods.registry import register_method
 from hwnas.search.unas import CE_ESTIMATORS, PENALTIES, UNASConfig, search
 from hwnas.surrogates.lut import LookupTable
-from hwnas.validate import Float
+from hwnas.validate import Float, Int
 
 OPTIONS = [
     *mbconv_space_options(),
@@ -20,7 +20,10 @@ OPTIONS = [
                  help="Latency cost: hinge per ms over the target (UNAS), relative max(L/T - 1, 0), or abs |L/T - 1|."),
     click.option("--lambda", "lam", type=Float(0, 1e6), default=UNASConfig.lam, show_default=True, help="Weight of the latency cost."),
     click.option("--ce-estimator", type=click.Choice(CE_ESTIMATORS), default=UNASConfig.ce_estimator, show_default=True,
-                 help="Gradient of the cross-entropy term: Gumbel-softmax, or REBAR (discrete samples, RELAX control variate)."),
+                 help="Gradient of the cross-entropy term: straight-through Gumbel-softmax, REBAR (discrete samples, "
+                      "RELAX control variate), or RLOO (--ce-samples paths scored on one batch, each against the others)."),
+    click.option("--ce-samples", type=Int(2, 1024), default=UNASConfig.ce_samples, show_default=True,
+                 help="Paths drawn per architecture step by --ce-estimator rloo."),
     click.option("--generalization-loss", is_flag=True, help="L_train + 0.5 |L_val - L_train| as the architecture's loss."),
     click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
                  help="End with elasticity-scaling on the measured latency (elastic spaces)."),
@@ -34,7 +37,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         target_ms=opts["target"], true_latency=opts["true_latency"], epochs=opts["epochs"],
         warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
         lr=opts["lr"], weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], tau=opts["tau"], lam=opts["lam"],
-        penalty=opts["cost"], ce_estimator=opts["ce_estimator"], generalization_loss=opts["generalization_loss"],
+        penalty=opts["cost"], ce_estimator=opts["ce_estimator"], ce_samples=opts["ce_samples"], generalization_loss=opts["generalization_loss"],
         calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
         train_threads=opts["train_threads"], width_align=opts["width_align"],
     )
