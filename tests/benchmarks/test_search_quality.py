@@ -4,6 +4,7 @@ table, and a finished comparison reruns without searching, training or measuring
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,12 @@ def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
     assert list(table["method"]) == ["tfnas-lut"] and table["target_ms"].iloc[0] == target
     assert 0 <= table["found_acc"].iloc[0] <= 1 and table["n_random"].iloc[0] == 2
     assert table["wall_s"].iloc[0] > 0
+    # the random architectures get the found one's latency under the table, not the nominal target
+    trained = next((tmp_path / "work").rglob("trained"))
+    found_ms = json.loads((trained / "found.json").read_text())["predicted_ms"]
+    assert json.loads((trained / "summary.json").read_text())["matched_ms"] == found_ms
+    for f in trained.glob("random_*.json"):
+        assert abs(json.loads(f.read_text())["predicted_ms"] / found_ms - 1) < 0.02
     kept = {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("*") if f.is_file() and f.suffix != ".csv"}
     bench.main(argv)  # nothing is searched, trained or measured again: every file is as it was
     assert {f: f.stat().st_mtime_ns for f in kept} == kept
