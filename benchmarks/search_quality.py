@@ -3,8 +3,8 @@ accurate than random ones of the same latency, does it land on its target, at wh
 
 For each method, target and search seed it runs `hwnas search` into WORK/<method>/<target>/seed<k>
 and then `benchmarks/search_vs_random.py` on the run (random architectures elasticity-scaled to
-the same target under the same latency model, every architecture trained from scratch with one
-recipe). It then pools over the search seeds, per method and target:
+the found architecture's latency under the same latency model, every architecture trained from
+scratch with one recipe). It then pools over the search seeds, per method and target:
 
 - found accuracy (mean over seeds) against the random mean, and the difference in standard
   errors, SE = sqrt(var(found) / n_found + var(random) / n_random);
