@@ -226,6 +226,34 @@ def test_a_measurement_still_flagged_never_steers_calibration():
     assert info["measured_ms"] != first["measured_ms"] and abs(info["measured_ms"] / target - 1) <= 0.01
 
 
+def test_a_width_bound_the_measurement_refutes_does_not_end_calibration():
+    """Hardware that grows faster than the table: the seed's measured/table factor overstates a
+    narrow net, so the scaled table puts the lowest widths over the target while the hardware
+    measures them well under it. The next round's factor frees the bound and lands."""
+    from hwnas.spaces.elastic import calibrate, elasticity_scale
+
+    space = Space("tfnas", resolution=32, width_mult=0.5, num_classes=10)
+    table = Table(space, seed=3)
+    arch = space.default_arch()
+    seed_ms = table.predict(arch)
+
+    class Hardware:
+        space = table.space
+
+        def predict(self, arch):
+            return self.predict_ms(table.predict(arch))
+
+        @staticmethod
+        def predict_ms(table_ms):
+            return table_ms ** 2 / seed_ms  # the seed reads as the table; narrower nets faster
+
+    narrowest = elasticity_scale(table, arch, 1e-9, align=4).latency_ms  # the table at the lowest widths
+    target = 0.5 * (narrowest + Hardware().predict_ms(narrowest))  # under the table's floor, over the hardware's
+    found, info = calibrate(table, Hardware(), arch, target, tol=0.01, align=4)
+    assert info["rounds"][0]["width_bound"] == "min"  # the first factor's verdict
+    assert len(info["rounds"]) > 1 and abs(Hardware().predict(found) / target - 1) <= 0.01
+
+
 @pytest.mark.parametrize("estimator", ["gumbel", "rebar", "rloo"])
 def test_the_log_shows_how_the_distribution_moved(tmp_path, tiny_data, estimator):
     from hwnas.report.document import Run, distribution_frame
