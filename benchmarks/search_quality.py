@@ -8,8 +8,9 @@ scratch with one recipe). It then pools over the search seeds, per method and ta
 
 - found accuracy (mean over seeds) against the random mean, and the difference in standard
   errors, SE = sqrt(var(found) / n_found + var(random) / n_random);
-- the final architecture's measured latency against the target (mean and worst |distance|);
-- the lookup error of the run's latency model (mean);
+- the final architecture's measured latency against the target (mean and worst |distance|, over
+  the runs whose final measurement is not flagged; the flagged ones are counted);
+- the lookup error of the run's latency model (mean, over the same runs);
 - the search's wall time (mean).
 
 One table, WORK/search_quality.csv, which `hwnas report --quality` renders. Every step is kept
@@ -81,8 +82,12 @@ def pooled(method: str, target: float, runs: list[tuple[dict, dict, float | None
     diff = statistics.mean(found) - statistics.mean(rand)
     var_found = statistics.variance(found) if len(found) > 1 else 0.0
     se = (var_found / len(found) + statistics.variance(rand) / len(rand)) ** 0.5
-    dist = [s["measured_distance_to_target_pct"] for s, _, _ in runs if s.get("measured_distance_to_target_pct") is not None]
-    lookup = [s["lookup_error_pct"] for s, _, _ in runs if s.get("lookup_error_pct") is not None]
+    from hwnas.backends.protocol import usable
+
+    landed = [s for s, _, _ in runs if s.get("measured_distance_to_target_pct") is not None]
+    # a landing whose final measurement is flagged says nothing about landing: counted, not pooled
+    dist = [s["measured_distance_to_target_pct"] for s in landed if usable(s.get("measured_flags"))]
+    lookup = [s["lookup_error_pct"] for s in landed if s.get("lookup_error_pct") is not None and usable(s.get("measured_flags"))]
     walls = [w for _, _, w in runs if w is not None]
     return {
         "method": method, "target_ms": target, "seeds": len(runs), "found_acc": statistics.mean(found),
@@ -90,6 +95,7 @@ def pooled(method: str, target: float, runs: list[tuple[dict, dict, float | None
         "difference_se": diff / se if se else None,
         "measured_vs_target_pct": statistics.mean(dist) if dist else None,
         "worst_measured_vs_target_pct": max(dist, key=abs) if dist else None,
+        "landings_flagged": len(landed) - len(dist),
         "lookup_error_pct": statistics.mean(lookup) if lookup else None,
         "wall_s": statistics.mean(walls) if walls else None,
     }

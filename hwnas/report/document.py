@@ -846,11 +846,16 @@ def quality_section(rep: Report, path: Path | None) -> None:
     missing = [c for c in QUALITY_COLUMNS if c not in df]
     if missing:
         raise HwnasError(f"{path} is not a search-quality table (benchmarks/search_quality.py): no column {missing[0]!r}")
+    # tables written before 2026-12-03 lack the count of flagged landings
+    columns = list(QUALITY_COLUMNS) + (["landings_flagged"] if "landings_flagged" in df else [])
     sec = rep.section("Every method on one hardware target")
     sec.items.append(Table("search_quality", "Found against random architectures of the same latency, pooled over search seeds",
-                           df[list(QUALITY_COLUMNS)]))
+                           df[columns]))
     sec.notes.append("difference_se: (found - random mean) in standard errors; above 2 is a difference neither "
                      "training noise nor the draw of random architectures explains")
+    if "landings_flagged" in df:
+        sec.notes.append("landings_flagged: runs whose final measurement is flagged; measured_vs_target_pct and "
+                         "lookup_error_pct pool the others only")
 
 
 def build(run_dirs, store=None, lut=None, trained=(), surrogates=None, title=None,

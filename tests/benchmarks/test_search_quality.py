@@ -36,13 +36,21 @@ def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
     assert list(table["method"]) == ["tfnas-lut"] and table["target_ms"].iloc[0] == target
     assert 0 <= table["found_acc"].iloc[0] <= 1 and table["n_random"].iloc[0] == 2
     assert table["wall_s"].iloc[0] > 0
+    flagged = table["landings_flagged"].iloc[0]  # counted; the landing column pools only the others
+    assert flagged in (0, 1) and pd.isna(table["measured_vs_target_pct"].iloc[0]) == (flagged == 1)
     # the random architectures get the found one's latency under the table, not the nominal target
     trained = next((tmp_path / "work").rglob("trained"))
     found_ms = json.loads((trained / "found.json").read_text())["predicted_ms"]
     assert json.loads((trained / "summary.json").read_text())["matched_ms"] == found_ms
-    for f in trained.glob("random_*.json"):
-        assert abs(json.loads(f.read_text())["predicted_ms"] / found_ms - 1) < 0.02
+    for f in trained.glob("random_*.json"):  # as close under it as aligned widths allow (one step is ~8% here)
+        assert 0.8 * found_ms < json.loads(f.read_text())["predicted_ms"] <= found_ms * (1 + 1e-6)
     kept = {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("*") if f.is_file() and f.suffix != ".csv"}
     bench.main(argv)  # nothing is searched, trained or measured again: every file is as it was
     assert {f: f.stat().st_mtime_ns for f in kept} == kept
     assert pd.read_csv(tmp_path / "work" / "search_quality.csv").equals(table)
+
+    from hwnas.report.document import build
+
+    rep = build([], quality=tmp_path / "work" / "search_quality.csv")
+    section = next(s for s in rep.sections if s.title == "Every method on one hardware target")
+    assert "landings_flagged" in section.items[0].df and any("landings_flagged" in n for n in section.notes)
