@@ -86,8 +86,9 @@ def pooled(method: str, target: float, runs: list[tuple[dict, dict, float | None
 
     landed = [s for s, _, _ in runs if s.get("measured_distance_to_target_pct") is not None]
     # a landing whose final measurement is flagged says nothing about landing: counted, not pooled
-    dist = [s["measured_distance_to_target_pct"] for s in landed if usable(s.get("measured_flags"))]
-    lookup = [s["lookup_error_pct"] for s in landed if s.get("lookup_error_pct") is not None and usable(s.get("measured_flags"))]
+    clean = [s for s in landed if usable(s.get("measured_flags"))]
+    dist = [s["measured_distance_to_target_pct"] for s in clean]
+    lookup = [s["lookup_error_pct"] for s in clean if s.get("lookup_error_pct") is not None]
     walls = [w for _, _, w in runs if w is not None]
     return {
         "method": method, "target_ms": target, "seeds": len(runs), "found_acc": statistics.mean(found),
