@@ -108,6 +108,20 @@ def test_elasticity_scaling_keeps_widths_on_the_alignment(deploy):
         for j, c in enumerate(stage):
             lo, hi = deploy.width_range(c.op, deploy.layer_c_in(i, j))
             assert c.mid % 4 == 0 or c.mid in (lo, hi)
+    # Replay on the aligned widths: no step could take one more width step without passing the
+    # target (the next gamma that changes any width overshoots), so landing under a target by a
+    # whole width step is the step's granularity, not a gamma left short
+    current = deploy.validate(arch)
+    for s, g in enumerate(r.gammas):
+        nxt = scale_widths(deploy, current, s, g, align=4)
+        assert model.predict(nxt) <= target
+        top = scale_widths(deploy, current, s, 1e3, align=4)
+        wider = next((w for w in (scale_widths(deploy, current, s, g * (1 + k * 1e-4), align=4) for k in range(1, 20001))
+                      if w != nxt), top)
+        if nxt != top:
+            assert model.predict(wider) > target
+        current = nxt
+    assert current == r.arch
 
 
 def test_elasticity_scaling_reports_the_width_bound(deploy):
