@@ -43,31 +43,48 @@ METHODS = {
 }
 
 
+def search_options(args, method: str, target: float, seed: int) -> list[str]:
+    """The options that decide a search (not where it writes or which store caches its measurements)."""
+    model = args.corrected if method == "tfnas-corrected" else args.lut
+    return [*METHODS[method], "--target", str(target), "--lut", str(Path(model).resolve()), "--data", args.data,
+            "--seed", str(seed), "--epochs", str(args.epochs), "--warmup-epochs", str(args.warmup_epochs),
+            *args.size.split(), *args.search_args.split(), *(["--limit", str(args.limit)] if args.limit else [])]
+
+
+def reused(run: Path, what: str, record: Path, expected: dict) -> bool:
+    """Whether a finished step can be reused: a record of other settings is refused with one line,
+    so a rerun with other --search-args, epochs or random count never reports the old results."""
+    if not (run / what).exists():
+        return False
+    if record.exists():
+        kept = {k: v for k, v in json.loads(record.read_text()).items() if k in expected}
+        differing = [k for k in expected if k in kept and kept[k] != expected[k]]
+        if differing:
+            k = differing[0]
+            sys.exit(f"search_quality: {run} was run with {k} {kept[k]!r}, not {expected[k]!r}; give another --work")
+    return True
+
+
 def run_search(args, method: str, target: float, seed: int, run: Path) -> float | None:
     """The search's wall time in seconds (kept beside the run; None if it was finished before timing)."""
-    timing = run / "wall.json"
-    if (run / "summary.json").exists():
+    timing, options = run / "wall.json", search_options(args, method, target, seed)
+    if reused(run, "summary.json", timing, {"search_options": options}):
         return json.loads(timing.read_text())["seconds"] if timing.exists() else None
-    model = args.corrected if method == "tfnas-corrected" else args.lut
-    cmd = [sys.executable, "-m", "hwnas.cli", "search", *METHODS[method], "--target", str(target), "--out", str(run),
-           "--lut", str(model), "--data", args.data, "--seed", str(seed), "--epochs", str(args.epochs),
-           "--warmup-epochs", str(args.warmup_epochs), *args.size.split(), *args.search_args.split()]
+    cmd = [sys.executable, "-m", "hwnas.cli", "search", *options, "--out", str(run)]
     if args.db:
         cmd += ["--db", str(args.db)]
-    if args.limit:
-        cmd += ["--limit", str(args.limit)]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"search_quality: {method} at {target} ms, seed {seed} failed: {done.stderr.strip().splitlines()[-1:]}")
     seconds = time.perf_counter() - t0
-    timing.write_text(json.dumps({"seconds": seconds}))
+    timing.write_text(json.dumps({"seconds": seconds, "search_options": options}))
     return seconds
 
 
 def compare(args, run: Path) -> dict:
     out = run / "trained"
-    if not (out / "summary.json").exists():
+    if not reused(out, "summary.json", out / "summary.json", {"epochs": args.train_epochs, "random": args.random}):
         cmd = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--run", str(run), "--random",
                str(args.random), "--epochs", str(args.train_epochs), "--seeds", "1", "--out", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -148,7 +165,7 @@ def main(argv=None) -> None:
                 runs.append((summary, compare(args, run), wall))
                 print(f"{method} {target:g} ms seed {seed}: measured {summary.get('measured_ms')} ms, "
                       f"found {runs[-1][1]['found_test_acc']:.4f} vs random {runs[-1][1]['random_mean']:.4f}", file=sys.stderr)
-            rows.append(pooled(method, target, runs))
+            rows.append({**pooled(method, target, runs), "search_args": args.search_args})
     table = pd.DataFrame(rows)
     table.to_csv(args.work / "search_quality.csv", index=False)
     print(table.to_string(index=False))

@@ -125,7 +125,7 @@ def main(argv=None):
           f"= {(found_acc - mean) / se if se else float('nan'):+.2f} SE")
     if args.out:
         write_json(args.out / "summary.json", {
-            "run": str(args.run), "target_ms": target, "matched_ms": found_ms, "epochs": args.epochs, "seeds": args.seeds,
+            "run": str(args.run), "target_ms": target, "matched_ms": found_ms, "epochs": args.epochs, "random": args.random, "seeds": args.seeds,
             "found_seeds": len(found_seeds), "found_test_acc": found_acc, "found_test_acc_seeds": found_seeds,
             "random_test_acc": rand, "random_mean": mean, "random_sd": sd, "found_beats": better,
             "difference_se": (found_acc - mean) / se if se else None})

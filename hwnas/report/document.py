@@ -846,8 +846,10 @@ def quality_section(rep: Report, path: Path | None) -> None:
     missing = [c for c in QUALITY_COLUMNS if c not in df]
     if missing:
         raise HwnasError(f"{path} is not a search-quality table (benchmarks/search_quality.py): no column {missing[0]!r}")
-    # tables written before 2026-12-03 lack the count of flagged landings
-    columns = list(QUALITY_COLUMNS) + (["landings_flagged"] if "landings_flagged" in df else [])
+    # tables written before 2026-12-03 lack the count of flagged landings and the search options
+    columns = list(QUALITY_COLUMNS) + [c for c in ("landings_flagged", "search_args") if c in df]
+    if "search_args" in df:
+        df = df.assign(search_args=df["search_args"].fillna(""))  # pandas reads an empty field as NaN
     sec = rep.section("Every method on one hardware target")
     sec.items.append(Table("search_quality", "Found against random architectures of the same latency, pooled over search seeds",
                            df[columns]))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,9 +49,18 @@ def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
     bench.main(argv)  # nothing is searched, trained or measured again: every file is as it was
     assert {f: f.stat().st_mtime_ns for f in kept} == kept
     assert pd.read_csv(tmp_path / "work" / "search_quality.csv").equals(table)
+    # a rerun with other settings is refused with one line, never answered with the old results
+    other = argv[:argv.index("--search-args") + 1] + [argv[argv.index("--search-args") + 1] + " --arch-lr 0.5"] + \
+        argv[argv.index("--search-args") + 2:]
+    with pytest.raises(SystemExit, match="was run with search_options .*give another --work"):
+        bench.main(other)
+    with pytest.raises(SystemExit, match="was run with random 2, not 3; give another --work"):
+        bench.main([*argv, "--random", "3"])
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept
 
     from hwnas.report.document import build
 
     rep = build([], quality=tmp_path / "work" / "search_quality.csv")
     section = next(s for s in rep.sections if s.title == "Every method on one hardware target")
     assert "landings_flagged" in section.items[0].df and any("landings_flagged" in n for n in section.notes)
+    assert section.items[0].df["search_args"].tolist() == [argv[argv.index("--search-args") + 1]]
