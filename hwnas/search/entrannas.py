@@ -58,9 +58,9 @@ from hwnas.search.cellsearch import (
     finish,
     run_epochs,
 )
+from hwnas.search.cost import COSTS, relative_cost
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
-from hwnas.search.snas import PENALTIES, penalty
 from hwnas.search.train import deterministic_training
 from hwnas.spaces.darts import (
     CELL_TYPES,
@@ -128,7 +128,7 @@ class EnTranNASConfig:
     def __post_init__(self):
         if self.derive is None:
             object.__setattr__(self, "derive", "dst" if self.dst else "top2")
-        for name, choices in (("derive", DERIVATIONS), ("penalty", PENALTIES), ("anneal", ("linear", "exp"))):
+        for name, choices in (("derive", DERIVATIONS), ("penalty", COSTS), ("anneal", ("linear", "exp"))):
             v = getattr(self, name)
             if v not in choices:
                 m = difflib.get_close_matches(str(v), choices, n=1)
@@ -564,7 +564,7 @@ def train_step(net: EnTranNASNet, opt_w, opt_a, cfg: EnTranNASConfig, space: Dar
         lat = float(expected.detach())
         if cfg.target is not None and cfg.lam > 0:
             target = cfg.target if torch.isnan(net.table_target) else float(net.table_target)
-            lat_term = cfg.lam * penalty(expected / target, cfg.penalty).to(torch.float32)
+            lat_term = cfg.lam * relative_cost(expected / target, cfg.penalty).to(torch.float32)
             loss_a = loss_a + lat_term
     opt_a.zero_grad(set_to_none=True)
     loss_a.backward()

@@ -45,6 +45,7 @@ from hwnas.search.cellsearch import (
     finish,
     run_epochs,
 )
+from hwnas.search.cost import COSTS, relative_cost, relative_cost_slope
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
 from hwnas.search.train import deterministic_training
@@ -67,7 +68,6 @@ from hwnas.validate import require as check
 
 RESOURCES = ("params", "flops", "mac", "latency", "mixed")
 GRADIENTS = ("score", "reparam", "discrete")
-PENALTIES = ("hinge", "abs")
 DERIVATIONS = ("argmax", "top2")
 NONE = PRIMITIVES.index("none")
 
@@ -103,7 +103,7 @@ class SNASConfig:
     train_threads: int = 1
 
     def __post_init__(self):
-        for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", PENALTIES),
+        for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", COSTS),
                               ("derive", DERIVATIONS), ("anneal", ("linear", "exp"))):
             v = getattr(self, name)
             if v not in choices:
@@ -183,17 +183,6 @@ def total_cost(z: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> t
     return sum(c.sum() for c in local_costs(z, tables).values())
 
 
-def penalty(ratio: torch.Tensor, kind: str) -> torch.Tensor:
-    r = ratio - 1.0
-    return torch.relu(r) if kind == "hinge" else r.abs()
-
-
-def penalty_slope(ratio: float, kind: str) -> float:
-    if kind == "hinge":
-        return 1.0 if ratio > 1.0 else 0.0
-    return 1.0 if ratio > 1.0 else -1.0
-
-
 class ResourceCost:
     """The resource term of the loss for one config: `term(alpha, z, log_z, tau)`."""
 
@@ -223,14 +212,14 @@ class ResourceCost:
             with torch.no_grad():
                 value = float(self.full(z))
             # d penalty / dC at the sample's cost, times the per-edge score-function surrogate
-            slope = penalty_slope(value / scale, cfg.penalty) if cfg.target is not None else 1.0
+            slope = relative_cost_slope(value / scale, cfg.penalty) if cfg.target is not None else 1.0
             local = local_costs({k: v.detach() for k, v in z.items()}, self.tables)
             surrogate = sum((concrete_log_density(log_z[k], alpha[k], tau) * local[k]).sum() for k in CELL_TYPES)
             return cfg.lam * slope * surrogate / scale, value
         weights = z if cfg.gradient == "reparam" else {k: torch.softmax(a, -1) for k, a in alpha.items()}
         c = self.full(weights)
         ratio = c / scale
-        loss = penalty(ratio, cfg.penalty) if cfg.target is not None else ratio
+        loss = relative_cost(ratio, cfg.penalty) if cfg.target is not None else ratio
         return cfg.lam * loss.to(torch.float32), float(c.detach())
 
 

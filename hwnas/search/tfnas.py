@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwnas.errors import HwnasError
+from hwnas.search.cost import COSTS, relative_cost
 from hwnas.search.loop import SearchState, run_epochs
 from hwnas.search.rundir import RunDir
 from hwnas.search.supernet import Supernet, entropy, sample_paths, straight_through
@@ -37,8 +38,6 @@ from hwnas.spaces.mbconv import Arch, Space
 from hwnas.validate import is_finite_number as is_num
 from hwnas.validate import is_int
 from hwnas.validate import require as check
-
-COSTS = ("hinge", "abs")
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,6 @@ class TFNASConfig:
 
     def temperature(self, epoch: int) -> float:
         return self.tau * self.tau_decay ** max(0, epoch - self.warmup_epochs)
-
-
-def latency_cost(latency: torch.Tensor, target_ms: float, kind: str = "hinge") -> torch.Tensor:
-    """C(LAT): max(LAT/T - 1, 0) (TF-NAS Eq. 9) or |LAT/T - 1|."""
-    r = latency / target_ms - 1.0
-    return torch.relu(r) if kind == "hinge" else r.abs()
 
 
 # --- the search ----------------------------------------------------------------------------------
@@ -257,7 +250,7 @@ def _epoch(state: SearchState, cfg: TFNASConfig, data, model, steps_per_epoch: i
         logits = net(xv, first, depth_w, scales)
         ce = F.cross_entropy(logits, yv)
         lat = model.soft(soft, depth_w, net.mids())
-        cost = latency_cost(lat, cfg.target_ms, cfg.cost)
+        cost = relative_cost(lat / cfg.target_ms, cfg.cost)  # C(LAT), TF-NAS Eq. 9
         state.opt_a.zero_grad(set_to_none=True)
         (ce + cfg.lam * cost).backward()
         state.opt_a.step()

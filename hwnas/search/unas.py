@@ -23,6 +23,7 @@ from hwnas.errors import HwnasError
 from hwnas.jsonutil import write_text
 from hwnas.latency.measured import MeasuredLatency
 from hwnas.search import relax
+from hwnas.search.cost import COSTS, relative_cost
 from hwnas.search.loop import SearchState, run_epochs
 from hwnas.search.rundir import RunDir, read_log_for_resume
 from hwnas.search.supernet import Supernet, straight_through
@@ -38,16 +39,12 @@ class ArchSample:
     relax: relax.RelaxSample
 
 
-def latency_penalty(latency_ms, target_ms: float, weight: float, form: str = "hinge"):
-    """UNAS's hinge weight * relu(L - T) in ms (default), TF-NAS's weight * relu(L / T - 1), or
-    the two-sided weight * |L / T - 1| of TF-NAS's code, which also pulls a too-small net up."""
-    if form == "hinge":
+def latency_penalty(latency_ms, target_ms: float, weight: float, form: str = "hinge-ms"):
+    """UNAS's hinge weight * relu(L - T) in ms (hinge-ms, the default), or weight times one of the
+    relative costs every method shares (`hwnas.search.cost`)."""
+    if form == "hinge-ms":
         return weight * torch.relu(torch.as_tensor(latency_ms) - target_ms)
-    if form == "relative":
-        return weight * torch.relu(torch.as_tensor(latency_ms) / target_ms - 1)
-    if form == "abs":
-        return weight * (torch.as_tensor(latency_ms) / target_ms - 1).abs()
-    raise ValueError(f"unknown latency penalty {form!r}")
+    return weight * relative_cost(torch.as_tensor(latency_ms) / target_ms, form)
 
 
 class ArchDistribution(nn.Module):
@@ -170,7 +167,7 @@ def relax_latency_loss(
     surrogate: DifferentiableLatencyModel,
     target_ms: float,
     weight: float,
-    form: str = "hinge",
+    form: str = "hinge-ms",
 ) -> torch.Tensor:
     """A loss whose gradient w.r.t. the logits is the RELAX estimate of grad E[f(L(z))]:
     f on the measured latency, the surrogate through the same penalty as control variate."""
@@ -186,7 +183,7 @@ def relax_latency_loss(
 # --- the search -----------------------------------------------------------------------------------
 
 CE_ESTIMATORS = ("gumbel", "rebar", "rloo")
-PENALTIES = ("hinge", "relative", "abs")
+PENALTIES = ("hinge-ms", *COSTS)
 
 
 @dataclass(frozen=True)
@@ -202,12 +199,12 @@ class UNASConfig:
     weight_decay: float = 1e-5
     arch_lr: float = 0.1  # Adam; 0.01 left alpha frozen (entropy -0.5%) in the ~144 steps of a minutes-long run (docs/results.md)
     tau: float = 0.4  # fixed, as UNAS's code
-    # latency weight; the hinge is per ms (UNAS) or per unit of L/T - 1 (relative). At 0.1 the latency
+    # latency weight; per ms over the target (hinge-ms, UNAS's) or per unit of L/T - 1. At 0.1 the latency
     # gradient was 3-8% of the cross-entropy one at a 0.34 ms target and the found nets lost to random
     # ones of their latency; at 1, +1.86 SE over them (docs/results.md, "Search quality")
     lam: float = 1.0
     lam_ramp_epochs: int = 2  # lam grows linearly to its value over these epochs after the warm-up
-    penalty: str = "hinge"
+    penalty: str = "hinge-ms"
     ce_estimator: str = "gumbel"
     ce_samples: int = 4  # rloo: architectures drawn per step, each scored on the same search-val batch
     generalization_loss: bool = False  # L_train + gen_lambda * |L_val - L_train| (UNAS Eq. 8)

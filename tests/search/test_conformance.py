@@ -11,6 +11,7 @@ import pytest
 
 from hwnas.cli import main as cli_main
 from hwnas.cli.methods.registry import get_method, method_names
+from hwnas.search.cost import COSTS
 
 # Fast timing, one process, no reference: nothing here is a latency figure. The final network is
 # measured once; nothing measured during the run decides a step (the methods' small_args see to it).
@@ -77,3 +78,16 @@ def test_stop_after_epoch_is_refused_where_there_are_no_epochs(monkeypatch, caps
     code = cli_main.main(["search", "--method", "modnas", "--out", str(tmp_path / "r"), "--stop-after-epoch", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "runs trials, not epochs" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_a_latency_cost_name_means_one_cost_in_every_method(monkeypatch, capsys, name):
+    """Every method with a --cost offers the shared relative costs under their names (the costs
+    themselves are one function, `hwnas.search.cost`; UNAS's extra hinge-ms is tested beside it)."""
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["hwnas.cli.search"])
+    assert cli_main.main(["search", "--method", name, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    if "--cost [" not in text:
+        pytest.skip(f"--method {name} has no latency cost option")
+    choices = text.split("--cost [", 1)[1].split("]", 1)[0].split("|")
+    assert set(COSTS) <= set(choices), choices

@@ -15,7 +15,7 @@ from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.measure import Measurer
 from hwnas.search.rundir import RunDir
-from hwnas.search.tfnas import TFNASConfig, latency_cost, search
+from hwnas.search.tfnas import TFNASConfig, search
 from hwnas.spaces.elastic import elasticity_scale, scale_widths
 from hwnas.spaces.mbconv import Space, distinct_layers
 from hwnas.store import Store
@@ -175,12 +175,6 @@ def test_elastic_depth_reaches_a_target_the_width_bound_stops(deploy):
     # An impossible target still says so, after trying every depth.
     r = elasticity_scale(model, shallow, 10 * target, full=full, depth_probs=probs)
     assert r.bound == "max" and r.arch.depths == full.depths and "depth" in r.message
-
-
-def test_latency_cost_forms():
-    lat = torch.tensor([8.0, 12.0])
-    assert latency_cost(lat, 10.0, "hinge").tolist() == pytest.approx([0.0, 0.2])
-    assert latency_cost(lat, 10.0, "abs").tolist() == pytest.approx([0.2, 0.2])
 
 
 # --- search ------------------------------------------------------------------------------------------

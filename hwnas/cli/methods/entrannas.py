@@ -11,7 +11,7 @@ from hwnas.cli.options import size_options
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
 from hwnas.cli.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.cli.methods.registry import register_method
-from hwnas.search.snas import PENALTIES
+from hwnas.search.cost import COSTS
 from hwnas.validate import Float, Int
 
 # The reduced size of SNAS's default search (docs/darts.md): minutes on a CPU core.
@@ -47,7 +47,7 @@ OPTIONS = [
                  help="Positions of the Engine-cells, e.g. 0,2 (default: the first normal and the first reduction cell)."),
     click.option("--bottleneck", type=int, default=EnTranNASConfig.bottleneck, show_default=True,
                  help="Channel reduction ratio before the candidate ops, restored after each node (the paper: 4; 1: none)."),
-    click.option("--cost", type=click.Choice(PENALTIES), default=EnTranNASConfig.penalty, show_default=True,
+    click.option("--cost", type=click.Choice(COSTS), default=EnTranNASConfig.penalty, show_default=True,
                  help="Latency penalty against --target: hinge or abs."),
     click.option("--lambda", "lam", type=float, default=EnTranNASConfig.lam, show_default=True,
                  help="Weight of the latency cost (0: the target is only recorded)."),

@@ -9,7 +9,8 @@ import click
 from hwnas.cli.options import size_options
 from hwnas.cli.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
 from hwnas.cli.methods.registry import register_method
-from hwnas.search.snas import DERIVATIONS, GRADIENTS, PENALTIES, RESOURCES, SNASConfig, search
+from hwnas.search.cost import COSTS
+from hwnas.search.snas import DERIVATIONS, GRADIENTS, RESOURCES, SNASConfig, search
 from hwnas.validate import Float, Int
 
 # A default SNAS search runs in minutes on one CPU core at this size (docs/darts.md).
@@ -24,7 +25,7 @@ OPTIONS = [
                  help="Architecture parameters' weight decay."),
     click.option("--resource", type=click.Choice(RESOURCES), default=SNASConfig.resource, show_default=True,
                  help="The cost: latency (cell table), params, flops, mac (memory access) or mixed."),
-    click.option("--cost", type=click.Choice(PENALTIES), default=SNASConfig.penalty, show_default=True,
+    click.option("--cost", type=click.Choice(COSTS), default=SNASConfig.penalty, show_default=True,
                  help="Penalty against --target: hinge or abs."),
     click.option("--lambda", "lam", type=Float(0, 1e6), default=SNASConfig.lam, show_default=True, help="Weight of the cost."),
     click.option("--gradient", type=click.Choice(GRADIENTS), default=SNASConfig.gradient, show_default=True,

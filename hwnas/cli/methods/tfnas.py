@@ -8,7 +8,8 @@ import click
 
 from hwnas.cli.methods.common import SMALL_ARGS, echo, mbconv_space_options, run_mbconv_search, training_options
 from hwnas.cli.methods.registry import register_method
-from hwnas.search.tfnas import COSTS, TFNASConfig, search
+from hwnas.search.cost import COSTS
+from hwnas.search.tfnas import TFNASConfig, search
 from hwnas.validate import Float
 
 OPTIONS = [

@@ -17,8 +17,8 @@ OPTIONS = [
     *training_options(UNASConfig, epochs=12),
     click.option("--true-latency", is_flag=True, help="The latency term uses latency measured on --backend (else the latency model's)."),
     click.option("--cost", type=click.Choice(PENALTIES), default=UNASConfig.penalty, show_default=True,
-                 help="Latency cost: hinge per ms over the target (UNAS), relative max(L/T - 1, 0), or abs |L/T - 1|."),
-    click.option("--lambda", "lam", type=Float(0, 1e6), default=UNASConfig.lam, show_default=True, help="Weight of the latency cost (the hinge is per ms: at a target of T ms the relative weight is lambda*T)."),
+                 help="Latency cost: hinge-ms max(L - T, 0) in ms (UNAS's), hinge max(L/T - 1, 0) or abs |L/T - 1| (as TF-NAS's and SNAS's --cost)."),
+    click.option("--lambda", "lam", type=Float(0, 1e6), default=UNASConfig.lam, show_default=True, help="Weight of the latency cost (hinge-ms is per ms: at a target of T ms its relative weight is lambda*T)."),
     click.option("--ce-estimator", type=click.Choice(CE_ESTIMATORS), default=UNASConfig.ce_estimator, show_default=True,
                  help="Gradient of the cross-entropy term: straight-through Gumbel-softmax, REBAR (discrete samples, "
                       "RELAX control variate), or RLOO (--ce-samples paths scored on one batch, each against the others)."),
