@@ -132,6 +132,35 @@ def test_true_latency_search_end_to_end(tmp_path, tiny_data, fast_protocol):
         assert abs(summary["measured_distance_to_target_pct"]) < 15, json.dumps(summary["calibration"])
 
 
+def test_a_search_on_the_table_searches_at_the_tables_reading_of_the_measured_target(tmp_path, tiny_data, fast_protocol):
+    """A table that reads several times the hardware: as given, the target is under the table's
+    fastest net and the search refuses it; measured first, the table's reading of the target is
+    searched at, kept in the run and reused on resume, and the end still calibrates to the target."""
+    space = tiny()
+    store = Store(tmp_path / "m.sqlite")
+    with MeasurementWorker("ort-cpu") as worker:
+        measurer = Measurer(get_backend("ort-cpu"), store, fast_protocol, worker=worker)
+        target = 0.8 * measurer.arch(space, space.default_arch()).measurement.median_ms
+        unit = Table(space)
+        table = Table(space, scale=2 * target / unit.predict(fastest_arch(space)))  # its fastest net reads 2x the target
+        run = tmp_path / "run"
+        with pytest.raises(HwnasError, match="no architecture of the space meets .* looks up at"):
+            search(config(target_ms=target, true_latency=False, table_target=False), tiny_data, table, tmp_path / "plain",
+                   measurer=measurer, lut=table, show_progress=False)
+        summary = search(config(target_ms=target, true_latency=False), tiny_data, table, run, measurer=measurer,
+                         lut=table, show_progress=False)
+        kept = (run / "table_target.json").stat().st_mtime_ns
+        again = search(config(target_ms=target, true_latency=False), tiny_data, table, run, measurer=measurer,
+                       lut=table, show_progress=False)
+    record = json.loads((run / "table_target.json").read_text())
+    assert summary["table_target"] == record == again["table_target"] and (run / "table_target.json").stat().st_mtime_ns == kept
+    assert summary["target_ms"] == target and summary["calibration"] is not None  # the end calibrates to the target
+    if usable(record["probe_flags"]):  # a flagged probe searches at the target as given (said in the record)
+        assert record["search_target_ms"] == pytest.approx(record["probe_table_ms"] * target / record["probe_measured_ms"])
+        assert record["search_target_ms"] > 2 * target  # the table's reading, not the target
+        assert table.predict(fastest_arch(space)) < record["search_target_ms"]
+
+
 def test_bad_inputs(tmp_path, tiny_data):
     space = tiny()
     table = Table(space, scale=0.05)

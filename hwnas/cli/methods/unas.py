@@ -27,6 +27,9 @@ OPTIONS = [
     click.option("--generalization-loss", is_flag=True, help="L_train + 0.5 |L_val - L_train| as the architecture's loss."),
     click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
                  help="End with elasticity-scaling on the measured latency (elastic spaces)."),
+    click.option("--table-target/--no-table-target", default=UNASConfig.table_target, show_default=True,
+                 help="Without --true-latency, with --calibrate-widths: first measure the table's reading of the target "
+                      "and search at it, so the table's error does not stretch the found net at the end."),
 ]
 
 
@@ -38,7 +41,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         warmup_epochs=opts["warmup_epochs"], batch_size=opts["batch_size"], train_resolution=opts["train_resolution"],
         lr=opts["lr"], weight_decay=opts["weight_decay"], arch_lr=opts["arch_lr"], tau=opts["tau"], lam=opts["lam"],
         penalty=opts["cost"], ce_estimator=opts["ce_estimator"], ce_samples=opts["ce_samples"], generalization_loss=opts["generalization_loss"],
-        calibrate_widths=opts["calibrate_widths"], measure_every=opts["measure_every"], seed=opts["seed"],
+        calibrate_widths=opts["calibrate_widths"], table_target=opts["table_target"], measure_every=opts["measure_every"], seed=opts["seed"],
         train_threads=opts["train_threads"], width_align=opts["width_align"],
     )
     def go(data, measurer, model, model_info):
