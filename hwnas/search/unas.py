@@ -398,10 +398,11 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
 def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space, batch: int, echo) -> dict[str, Any]:
     """How many times the measured latency the table reads near the target, and so the target the
     epochs search at: the median of table / measured over `table_probes` random networks (the
-    distribution's first draws are random) scaled to the target on the table. One network is not
-    enough: the table's error depends on the ops (here an all-k3_e3 net read 0.89x its measurement,
-    the found nets 1.24-1.34x). Only usable measurements count; with none, the target is searched
-    as given, and the record says so. Kept in the run, so a resumed search keeps its target."""
+    distribution's first draws are random) scaled to the target on the table: the table's error
+    differs from net to net (1.19-1.34x over 11 nets re-measured quietly, docs/results.md), and a
+    median shrugs off one measurement that reads off. Only usable measurements count; with none,
+    the target is searched as given, and the record says so. Kept in the run, so a resumed search
+    keeps its target."""
     path = run.path / "table_target.json"
     if path.exists():
         return read_json(path, "table target")
