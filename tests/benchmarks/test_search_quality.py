@@ -3,24 +3,13 @@ table, and a finished comparison reruns without searching, training or measuring
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("search_quality", ROOT / "benchmarks" / "search_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
+def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path, benchmark_module):
     from hwnas.surrogates.base import uniform_latency
 
     lut = tmp_path / "lut.json"
@@ -31,7 +20,7 @@ def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path):
             "--random", "2", "--size", "--space tfnas --resolution 32 --width-mult 0.25",
             "--search-args", "--processes 1 --no-reference --final-sessions 1 --measure-every 0 --min-time 0 --warmup 1",
             "--db", str(tmp_path / "m.sqlite")]
-    bench = load_benchmark()
+    bench = benchmark_module("search_quality")
     bench.main(argv)
     table = pd.read_csv(tmp_path / "work" / "search_quality.csv")
     assert list(table["method"]) == ["tfnas-lut"] and table["target_ms"].iloc[0] == target

@@ -3,23 +3,12 @@ table's reading per kind, and bad input in one line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("table_reads", ROOT / "benchmarks" / "table_reads.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_table_reading_of_found_and_random_networks(lab, tmp_path, capsys):
+def test_the_table_reading_of_found_and_random_networks(lab, tmp_path, capsys, benchmark_module):
     from hwnas.surrogates.base import uniform_latency
 
     lut = tmp_path / "lut.json"
@@ -29,7 +18,7 @@ def test_the_table_reading_of_found_and_random_networks(lab, tmp_path, capsys):
     found = lab.space.random_archs(1, seed=5, align=4)[0]
     (run / "final_arch.json").write_text(json.dumps(found.to_json()))
     target = uniform_latency(lab.lut)
-    bench = load_benchmark()
+    bench = benchmark_module("table_reads")
     bench.main(["--lut", str(lut), "--runs", str(run), "--random", "2", "--target", str(target), "--processes", "1",
                 "--min-time", "0", "--db", str(tmp_path / "m.sqlite")])
     lines = capsys.readouterr().out.splitlines()
