@@ -399,7 +399,7 @@ def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space,
     """How many times the measured latency the table reads near the target, and so the target the
     epochs search at: the median of table / measured over `table_probes` random networks (the
     distribution's first draws are random) scaled to the target on the table: the table's error
-    differs from net to net (1.19-1.34x over 11 nets re-measured quietly, docs/results.md), and a
+    differs from net to net (1.17-1.37x on this host, benchmarks/table_reads.py), and a
     median shrugs off one measurement that reads off. Only usable measurements count; with none,
     the target is searched as given, and the record says so. Kept in the run, so a resumed search
     keeps its target."""
