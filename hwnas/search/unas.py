@@ -213,7 +213,7 @@ class UNASConfig:
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
     # on the table with calibration: search at the table's reading of a net measured at the target, so
-    # the searched net is not stretched by the table's error at the end (it read 25-35% high here)
+    # the searched net is not stretched by the table's error at the end (it read 1.17-1.37x here)
     table_target: bool = True
     table_probes: int = 5
     calibrate_tol: float = 0.01  # stop calibrating once the measurement is this close to the target (relative)
