@@ -418,9 +418,11 @@ def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space,
     record = {"target_ms": config.target_ms, "table_reads": reads, "usable_probes": len(ratios),
               "search_target_ms": config.target_ms * reads if reads else config.target_ms, "probes": probes}
     write_json(path, record)
-    echo(f"  the table reads {reads:.3f}x the measured latency ({len(ratios)} of {len(probes)} probes usable): "
-         f"searching at {record['search_target_ms']:.4g} ms on the table" if reads else
-         "  every probe's measurement stays flagged: searching at the target as given")
+    if reads:
+        echo(f"  the table reads {reads:.3f}x the measured latency ({len(ratios)} of {len(probes)} probes usable): "
+             f"searching at {record['search_target_ms']:.4g} ms on the table")
+    else:
+        echo("  every probe's measurement stays flagged: searching at the target as given")
     return record
 
 
