@@ -149,7 +149,10 @@ class Store:
             self._prepare_sqlite_file()
         self.engine = self._engine()
         try:
-            self._run(self._check_schema, wait=False)
+            # A PostgreSQL server that is down is refused at once. SQLite in WAL mode answers "locked" without
+            # its busy timeout while another process closes the file's last connection or recovers it
+            # (sqlite.org/wal.html), so opening waits that out like any write.
+            self._run(self._check_schema, wait=self.sqlite)
         except BaseException:
             self.engine.dispose()
             raise
@@ -200,8 +203,9 @@ class Store:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.wait_s
-                    print(f"hwnas: measurement store {self.path} does not answer ({first_line(e.orig or e)}); holding "
-                          f"the result and retrying for up to {self.wait_s:g} s", file=sys.stderr, flush=True)
+                    held = "holding the result and " if work != self._check_schema else ""
+                    print(f"hwnas: measurement store {self.path} does not answer ({first_line(e.orig or e)}); {held}"
+                          f"retrying for up to {self.wait_s:g} s", file=sys.stderr, flush=True)
                 if now >= deadline:
                     raise HwnasError(f"measurement store {self.path} did not answer for {self.wait_s:g} s "
                                      f"({first_line(e.orig or e)}); every measurement committed before is kept: "
