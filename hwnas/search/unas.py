@@ -191,7 +191,7 @@ PENALTIES = ("hinge-ms", *COSTS)
 @dataclass(frozen=True)
 class UNASConfig:
     target_ms: float
-    true_latency: bool = True  # L(z) measured on the backend; False: taken from the lookup table
+    true_latency: bool = True  # L(z) measured on the backend; False: the latency model's
     epochs: int = 10
     warmup_epochs: int = 2
     batch_size: int = 64
@@ -212,8 +212,8 @@ class UNASConfig:
     generalization_loss: bool = False  # L_train + gen_lambda * |L_val - L_train| (UNAS Eq. 8)
     gen_lambda: float = 0.5
     calibrate_widths: bool = True  # elastic spaces: end with elasticity-scaling on the measured latency
-    # on the table with calibration: search at the table's reading of a net measured at the target, so
-    # the searched net is not stretched by the table's error at the end (it read 1.17-1.37x here)
+    # on a latency model with calibration: search at the model's reading of a net measured at the target,
+    # so the searched net is not stretched by the model's error at the end (it read 1.17-1.37x here)
     table_target: bool = True
     table_probes: int = 5
     calibrate_tol: float = 0.01  # stop calibrating once the measurement is this close to the target (relative)
@@ -306,16 +306,15 @@ def search(
 
     surrogate: a differentiable latency model (its .space is the deployment space): the control
     variate of the RELAX latency term. measurer: a Measurer for the true latency; with a worker
-    (ONNX backends) each sample is measured in another process while the supernet trains. lut: the lookup table, to record its prediction for every sample
-    (and the latency used when config.true_latency is False). repair: rebuild a damaged log
-    from its valid records and the checkpoint."""
+    (ONNX backends) each sample is measured in another process while the supernet trains; without
+    config.true_latency each sample's latency is the surrogate's. lut: the lookup table, to record
+    its prediction for every sample (None: not recorded). repair: rebuild a damaged log from its
+    valid records and the checkpoint."""
     deploy = surrogate.space
     if deploy.num_classes != data.num_classes:
         raise HwnasError(f"the latency model is for {deploy.num_classes} classes but the data has {data.num_classes}")
     if config.true_latency and measurer is None:
         raise HwnasError("--true-latency needs a backend to measure on")
-    if not config.true_latency and lut is None:
-        raise HwnasError("a search without --true-latency takes latency from a lookup table; none was given")
     latency_of = None
     if config.true_latency:
         # pin and none: measured in the worker while the supernet trains; pause (and a measurer
@@ -345,15 +344,15 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
     table_target = None
     if config.table_target and not config.true_latency and config.calibrate_widths and deploy.definition.elastic \
             and measurer is not None:
-        table_target = _table_target(run, config, lut, measurer, deploy, measure_batch, echo)
-    # the epochs search at the table's reading of the target; calibration and the summary keep the target
+        table_target = _table_target(run, config, surrogate, measurer, deploy, measure_batch, echo)
+    # the epochs search at the model's reading of the target; calibration and the summary keep the target
     search_cfg = replace(config, target_ms=table_target["search_target_ms"]) if table_target else config
     floor = fastest_arch(deploy)
-    floor_ms = MeasuredLatency(deploy, measurer, measure_batch).predict(floor) if config.true_latency else lut.predict(floor)
+    floor_ms = MeasuredLatency(deploy, measurer, measure_batch).predict(floor) if config.true_latency else surrogate.predict(floor)
     if floor_ms > search_cfg.target_ms:
         raise HwnasError(f"no architecture of the space meets {config.target_ms:g} ms: the fastest one "
                          f"{'measures' if config.true_latency else 'looks up at'} {floor_ms:.4g} ms"
-                         + (f", over the table's reading of the target, {search_cfg.target_ms:.4g} ms" if table_target else ""))
+                         + (f", over the latency model's reading of the target, {search_cfg.target_ms:.4g} ms" if table_target else ""))
     samples_path = run.path / "samples.jsonl"
 
     with deterministic_training(config.train_threads, config.seed):
@@ -381,7 +380,7 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
             return record
 
         def line(record: dict[str, Any]) -> str:
-            on_table = "" if search_cfg is config else f", {search_cfg.target_ms:.4g} on the table"
+            on_table = "" if search_cfg is config else f", {search_cfg.target_ms:.4g} on the model"
             return (f"val acc {record.get('val_acc', float('nan')):.3f}, "
                     f"derived {record.get('measured_ms', record['surrogate_ms']):.4g} ms (target {config.target_ms:.4g}{on_table})")
 
@@ -395,10 +394,11 @@ def _search(run, resume, config, data, surrogate, lut, measurer, measure_batch, 
                         table_target)
 
 
-def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space, batch: int, echo) -> dict[str, Any]:
-    """How many times the measured latency the table reads near the target, and so the target the
-    epochs search at: the median of table / measured over `table_probes` random networks (the
-    distribution's first draws are random) scaled to the target on the table: the table's error
+def _table_target(run: RunDir, config: UNASConfig, model, measurer, deploy: Space, batch: int, echo) -> dict[str, Any]:
+    """How many times the measured latency the latency model (the table, or a corrected one) reads
+    near the target, and so the target the epochs search at: the median of model / measured over
+    `table_probes` random networks (the distribution's first draws are random) scaled to the target
+    on the model. The record's names say "table", the model most searched on: the table's error
     differs from net to net (1.17-1.37x on this host, benchmarks/table_reads.py), and a
     median shrugs off one measurement that reads off. Only usable measurements count; with none,
     the target is searched as given, and the record says so. Kept in the run, so a resumed search
@@ -406,12 +406,12 @@ def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space,
     path = run.path / "table_target.json"
     if path.exists():
         return read_json(path, "table target")
-    echo(f"measuring the table's reading of {config.target_ms:g} ms on {config.table_probes} random networks")
+    echo(f"measuring the latency model's reading of {config.target_ms:g} ms on {config.table_probes} random networks")
     hardware, probes = MeasuredLatency(deploy, measurer, batch), []
     for arch in deploy.random_archs(config.table_probes, seed=config.seed, align=config.width_align):
-        arch = elasticity_scale(lut, arch, config.target_ms, align=config.width_align).arch
+        arch = elasticity_scale(model, arch, config.target_ms, align=config.width_align).arch
         measured_ms = hardware.predict(arch)  # re-measured once if flagged
-        probes.append({"arch": arch.to_json(), "table_ms": float(lut.predict(arch)), "measured_ms": measured_ms,
+        probes.append({"arch": arch.to_json(), "table_ms": float(model.predict(arch)), "measured_ms": measured_ms,
                        "flags": hardware.flags})
     ratios = [p["table_ms"] / p["measured_ms"] for p in probes if usable(p["flags"])]
     reads = statistics.median(ratios) if ratios else None
@@ -419,8 +419,8 @@ def _table_target(run: RunDir, config: UNASConfig, lut, measurer, deploy: Space,
               "search_target_ms": config.target_ms * reads if reads else config.target_ms, "probes": probes}
     write_json(path, record)
     if reads:
-        echo(f"  the table reads {reads:.3f}x the measured latency ({len(ratios)} of {len(probes)} probes usable): "
-             f"searching at {record['search_target_ms']:.4g} ms on the table")
+        echo(f"  the model reads {reads:.3f}x the measured latency ({len(ratios)} of {len(probes)} probes usable): "
+             f"searching at {record['search_target_ms']:.4g} ms on the model")
     else:
         echo("  every probe's measurement stays flagged: searching at the target as given")
     return record
@@ -494,6 +494,7 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
             ce_train, _ = _ce_term(net, dist, s, xt, yt, cfg, state.sample_gen)
             arch_loss = ce_train + cfg.gen_lambda * (ce_val - ce_train).abs()
         lookup_ms = float(lut.predict(s.arch)) if lut is not None else None
+        surrogate_ms = float(surrogate.predict(s.arch))
         if pending is not None:
             measured = pending.result()
             latency_ms, cached = measured.measurement.stats["median_ms"], measured.cached
@@ -501,7 +502,7 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
             quality = {"flags": m.flags, "ci95_ms": m.ci95_ms, "reference_ratio": m.reference_ratio,
                        "isolation": m.isolation}
         else:
-            latency_ms, cached, quality = lookup_ms, True, {}
+            latency_ms, cached, quality = surrogate_ms, True, {}
         lam = cfg.lam_at(epoch + step / steps)
         lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
         reinforce = relax.reinforce_loss(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty), s.relax)
@@ -515,8 +516,8 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
         state.opt_a.step()
         _append_jsonl(samples_path, {
             "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
-            "source": "measured" if pending is not None else "lookup", "cached": cached, "lookup_ms": lookup_ms,
-            "surrogate_ms": float(surrogate.predict(s.arch)), **quality,
+            "source": "measured" if pending is not None else "model", "cached": cached, "lookup_ms": lookup_ms,
+            "surrogate_ms": surrogate_ms, **quality,
         })
         n = yv.numel()
         sums["val_loss"] += ce_val.item() * n

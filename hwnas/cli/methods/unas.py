@@ -15,7 +15,7 @@ from hwnas.validate import Float, Int
 OPTIONS = [
     *mbconv_space_options(),
     *training_options(UNASConfig, epochs=12),
-    click.option("--true-latency", is_flag=True, help="The latency term uses latency measured on --backend (else the latency model's)."),
+    click.option("--true-latency", is_flag=True, help="The latency term uses latency measured on --backend (else the latency model's, --lut: a table or a fitted model)."),
     click.option("--cost", type=click.Choice(PENALTIES), default=UNASConfig.penalty, show_default=True,
                  help="Latency cost: hinge-ms max(L - T, 0) in ms (UNAS's), hinge max(L/T - 1, 0) or abs |L/T - 1| (as TF-NAS's and SNAS's --cost)."),
     click.option("--lambda", "lam", type=Float(0, 1e6), default=UNASConfig.lam, show_default=True, help="Weight of the latency cost (hinge-ms is per ms: at a target of T ms its relative weight is lambda*T)."),
@@ -28,8 +28,8 @@ OPTIONS = [
     click.option("--calibrate-widths/--no-calibrate-widths", default=True, show_default=True,
                  help="End with elasticity-scaling on the measured latency (elastic spaces)."),
     click.option("--table-target/--no-table-target", default=UNASConfig.table_target, show_default=True,
-                 help="Without --true-latency, with --calibrate-widths: first measure the table's reading of the target "
-                      "and search at it, so the table's error does not stretch the found net at the end."),
+                 help="Without --true-latency, with --calibrate-widths: first measure the latency model's reading of the target "
+                      "and search at it, so the model's error does not stretch the found net at the end."),
 ]
 
 
