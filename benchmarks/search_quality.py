@@ -13,15 +13,17 @@ scratch with one recipe). It then pools over the search seeds, per method and ta
 - the lookup error of the run's latency model (mean, over the same runs);
 - the search's wall time (mean).
 
-One table, WORK/search_quality.csv, which `hwnas report --quality` renders. Every step is kept
-in WORK and a rerun skips what is finished, so an interrupted comparison resumes and a finished
-one reruns in seconds.
+One table, WORK/search_quality.csv, which `hwnas report --quality` renders; a run of some methods
+replaces their rows and keeps the others', so methods run apart end in one table. Every step is
+kept in WORK and a rerun skips what is finished, so an interrupted comparison resumes and a
+finished one reruns in seconds.
 
     python benchmarks/search_quality.py --work runs/quality --lut runs/lut224.json \\
         --data digits-translated --targets 2.0,2.6 --seeds 3 --epochs 12 --train-epochs 10 --random 8
 
 Methods: tfnas-lut (TF-NAS on the table), tfnas-corrected (on --corrected, a fitted model),
-unas-true (UNAS on the measured latency), unas-lut (UNAS on the table).
+unas-true (UNAS on the measured latency), unas-lut (UNAS on the table), unas-corrected (UNAS on
+--corrected).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ METHODS = {
     "tfnas-corrected": ["--method", "tfnas"],
     "unas-true": ["--method", "unas", "--true-latency"],
     "unas-lut": ["--method", "unas"],
+    "unas-corrected": ["--method", "unas"],
 }
 
 
 def search_options(args, method: str, target: float, seed: int) -> list[str]:
     """The options that decide a search (not where it writes or which store caches its measurements)."""
-    model = args.corrected if method == "tfnas-corrected" else args.lut
+    model = args.corrected if method.endswith("-corrected") else args.lut
     return [*METHODS[method], "--target", str(target), "--lut", str(Path(model).resolve()), "--data", args.data,
             "--seed", str(seed), "--epochs", str(args.epochs), "--warmup-epochs", str(args.warmup_epochs),
             *args.size.split(), *args.search_args.split(), *(["--limit", str(args.limit)] if args.limit else [])]
@@ -123,7 +126,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--lut", type=Path, required=True, help="the lookup table every method starts from")
-    ap.add_argument("--corrected", type=Path, default=None, help="a fitted latency model, for tfnas-corrected")
+    ap.add_argument("--corrected", type=Path, default=None, help="a fitted latency model, for the -corrected methods")
     ap.add_argument("--methods", default="tfnas-lut,unas-true,unas-lut", help=f"of {', '.join(METHODS)}")
     ap.add_argument("--targets", required=True, help="comma-separated ms")
     ap.add_argument("--seeds", type=int, default=3, help="search seeds 0..K-1 per method and target")
@@ -142,8 +145,9 @@ def main(argv=None) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
-    if "tfnas-corrected" in methods and args.corrected is None:
-        ap.error("tfnas-corrected needs --corrected MODEL.json")
+    corrected = [m for m in methods if m.endswith("-corrected")]
+    if corrected and args.corrected is None:
+        ap.error(f"{corrected[0]} needs --corrected MODEL.json")
     try:
         targets = [float(t) for t in args.targets.split(",")]
     except ValueError:
@@ -166,8 +170,15 @@ def main(argv=None) -> None:
                 print(f"{method} {target:g} ms seed {seed}: measured {summary.get('measured_ms')} ms, "
                       f"found {runs[-1][1]['found_test_acc']:.4f} vs random {runs[-1][1]['random_mean']:.4f}", file=sys.stderr)
             rows.append({**pooled(method, target, runs), "search_args": args.search_args})
+    path = args.work / "search_quality.csv"
     table = pd.DataFrame(rows)
-    table.to_csv(args.work / "search_quality.csv", index=False)
+    if path.exists():  # the rows of methods and targets not run this time stay
+        kept = pd.read_csv(path)
+        ran = set(zip(table["method"], table["target_ms"]))
+        kept = kept[[(m, t) not in ran for m, t in zip(kept["method"], kept["target_ms"])]]
+        table = pd.concat([kept, table], ignore_index=True)
+    table = table.sort_values(["method", "target_ms"], kind="stable")
+    table.to_csv(path, index=False)
     print(table.to_string(index=False))
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 
-def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path, benchmark_module):
+def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path, benchmark_module, capsys):
     from hwnas.surrogates.base import uniform_latency
 
     lut = tmp_path / "lut.json"
@@ -46,6 +46,18 @@ def test_a_finished_comparison_reruns_in_seconds(lab, tmp_path, benchmark_module
     with pytest.raises(SystemExit, match="was run with random 2, not 3; give another --work"):
         bench.main([*argv, "--random", "3"])
     assert {f: f.stat().st_mtime_ns for f in kept} == kept
+    # methods run apart end in one table: a rerun replaces its own rows and keeps the others'
+    csv = tmp_path / "work" / "search_quality.csv"
+    pd.concat([table.assign(method="unas-lut"), table]).to_csv(csv, index=False)
+    bench.main(argv)
+    merged = pd.read_csv(csv)
+    assert list(merged["method"]) == ["tfnas-lut", "unas-lut"]
+    assert merged.iloc[:1].equals(table) and merged.iloc[1:].drop(columns="method").reset_index(drop=True).equals(
+        table.drop(columns="method"))
+    pd.DataFrame(table).to_csv(csv, index=False)
+    with pytest.raises(SystemExit):
+        bench.main([*argv[:argv.index("--methods") + 1], "unas-corrected", *argv[argv.index("--methods") + 2:]])
+    assert "unas-corrected needs --corrected" in capsys.readouterr().err
 
     from hwnas.report.document import build
 
