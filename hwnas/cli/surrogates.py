@@ -22,6 +22,7 @@ from hwnas.cli.options import (
     write_table,
 )
 from hwnas.backends.protocol import usable
+from hwnas.errors import HwnasError
 from hwnas.surrogates import DEFAULT_MODELS
 from hwnas.surrogates.data import measured_subnets, read_csv, split
 from hwnas.surrogates.data import sample as sample_subnets
@@ -50,12 +51,22 @@ def _hint(space, backend_name, batch, threads, warmup, min_runs, min_time, n=100
     return " ".join(parts) + f" --n {n}"
 
 
-def _table(space, measurer, batch, lut_path, width_step):
+def _table(space, measurer, batch, lut_path, width_step, transfer=False):
+    """The table at --lut (of this target, or with --transfer of any target), else one built here."""
     from hwnas.surrogates.lut import LookupTable
 
+    if transfer and lut_path is None:
+        fail("--transfer needs --lut: the table measured on the other target")
     if lut_path is not None:
-        return LookupTable.load(lut_path, expect_space=space, expect_backend=measurer.backend.name, expect_batch=batch,
-                                expect_fingerprint=measurer.backend.fingerprint(batch))
+        if transfer:
+            return LookupTable.load(lut_path, expect_space=space, expect_batch=batch)
+        try:
+            return LookupTable.load(lut_path, expect_space=space, expect_batch=batch, expect_backend=measurer.backend.name,
+                                    expect_fingerprint=measurer.backend.fingerprint(batch))
+        except HwnasError as e:
+            if "measured on" in str(e):
+                fail(f"{e}; to map it to this target, add --transfer and fit --model transfer on a few subnets measured here")
+            raise
     return LookupTable.build(space, measurer, batch, width_step)
 
 
@@ -165,6 +176,9 @@ def data_options(f):
     f = click.option("--train", "n_train", type=COUNT, default=None, help="Training subnets (default: all available).")(f)
     f = click.option("--lut", "lut_path", type=click.Path(path_type=Path),
                      help="Lookup table file (default: build it through the store).")(f)
+    f = click.option("--transfer", is_flag=True,
+                     help="--lut was measured on another target (same space and batch): take it as it is, to map it "
+                          "to this one with --model transfer (or lut+linear) fitted on a few subnets measured here.")(f)
     return width_step_option(f)
 
 
@@ -172,10 +186,10 @@ def data_options(f):
 @space_options
 @backend_options
 @data_options
-@click.option("--model", "model_name", required=True, help="lut, linear, lut+linear, mlp or gbt.")
+@click.option("--model", "model_name", required=True, help="lut, linear, lut+linear, mlp, gbt or transfer.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The fitted model (JSON).")
 def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
-                  min_runs, min_time, db, width_step, lut_path, n_train, seed, csv_path, model_name, out):
+                  min_runs, min_time, db, width_step, transfer, lut_path, n_train, seed, csv_path, model_name, out):
     """Fit a latency model on measured subnets and save it."""
 
     from hwnas.surrogates.metrics import latency_metrics
@@ -189,7 +203,8 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
-    table = _table(space, measurer, batch, lut_path, width_step) if MODELS.get(name).needs_lut and lut_path else None
+    table = _table(space, measurer, batch, lut_path, width_step, transfer) if MODELS.get(name).needs_lut and \
+        (lut_path or transfer) else None
     data = _subnets(space, measurer, batch, csv_path)
     if n_train is not None:
         if n_train < 1 or n_train > len(data):
@@ -212,7 +227,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
 @backend_options
 @data_options
 @click.option("--model", "model_names", default=DEFAULT_EVAL_MODELS, show_default=True,
-              help="Comma-separated models: lut, linear, lut+linear, mlp, gbt.")
+              help="Comma-separated models: lut, linear, lut+linear, mlp, gbt, transfer.")
 @click.option("--test", "n_test", type=Int(5, 1_000_000), default=None, help="Held-out subnets (default: a fifth, at least 5).")
 @click.option("--no-curve", is_flag=True, help="Skip the learning curve (25, 50, 100, 200, 400 training subnets).")
 @click.option("--repeat-db", type=STORE, default=None,
@@ -220,7 +235,7 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
                    "with the first measurement is the floor below which no model is called better than the table.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the metrics (.csv, .parquet or .json).")
 def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
-                   min_runs, min_time, db, width_step, lut_path, n_train, seed, csv_path, model_names, n_test, no_curve,
+                   min_runs, min_time, db, width_step, transfer, lut_path, n_train, seed, csv_path, model_names, n_test, no_curve,
                    repeat_db, out):
     """Fit each model on training subnets and score it on a disjoint held-out set: RMSE, MAPE,
     share within 2/5/10 %, Kendall tau, Spearman rho, max error, bias, and a learning curve; each
@@ -234,7 +249,8 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     wants_table = any(MODELS.get(n).needs_lut for n in names)
-    table = _table(space, measurer, batch, lut_path, width_step) if wants_table and lut_path else None  # cheap: first
+    table = _table(space, measurer, batch, lut_path, width_step, transfer) if wants_table and (lut_path or transfer) \
+        else None  # cheap: first
     data = _subnets(space, measurer, batch, csv_path)
     if n_test is None:
         n_test = max(5, len(data) // 5)

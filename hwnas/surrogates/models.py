@@ -4,8 +4,9 @@
 - linear: ridge regression over `LinearDesign` (UNAS's surrogate, width entering linearly).
 - lut+linear: the table scaled and corrected by a ridge model of its residuals.
 - mlp and gbt (`hwnas.surrogates.learned`): learned corrections of the table.
+- transfer (`hwnas.surrogates.transfer`): another target's table mapped to this one by a few subnets.
 
-lut, linear and lut+linear are differentiable (`soft`). A new model is one file whose class is
+lut, linear, lut+linear and transfer are differentiable (`soft`). A new model is one file whose class is
 registered with `register_model`, and a line in `MODELS` naming that file.
 """
 
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 # number of training subnets) are its attributes.
 MODELS: Registry[type] = Registry("latency model", {
     "lut": "hwnas.surrogates.models", "linear": "hwnas.surrogates.models", "lut+linear": "hwnas.surrogates.models",
-    "mlp": "hwnas.surrogates.learned", "gbt": "hwnas.surrogates.learned"})
+    "mlp": "hwnas.surrogates.learned", "gbt": "hwnas.surrogates.learned", "transfer": "hwnas.surrogates.transfer"})
 
 
 def register_model(cls):

@@ -149,3 +149,21 @@ def test_bad_inputs_are_one_line(hwnas, measured, tmp_path):
     _one_error_line(rc, err, "--repeat-db must be another store than --db")
     rc, _, err = hwnas("surrogate", "eval", *SPACE, "--db", db, "--model", "lut,mlpp", ok=False)
     _one_error_line(rc, err, "unknown model 'mlpp'")
+
+
+def test_a_table_of_another_target_is_transferred_only_when_asked(hwnas, measured, tmp_path):
+    db, lut = measured / "db.sqlite", measured / "lut.json"
+    if not lut.exists():
+        pytest.skip("needs test_end_to_end's table and subnets")
+    foreign = tmp_path / "foreign.json"  # the same table, as if measured on the torch runtime
+    foreign.write_text(json.dumps({**json.loads(lut.read_text()), "backend": "torch-cpu"}))
+    model = tmp_path / "transfer.json"
+    fit = ["surrogate", "fit", *SPACE, *FAST, "--db", db, "--model", "transfer", "--out", model]
+    rc, _, err = hwnas(*fit, "--lut", foreign, ok=False)
+    _one_error_line(rc, err, "was measured on backend 'torch-cpu', not 'ort-cpu'; to map it to this target, add --transfer")
+    rc, _, err = hwnas(*fit, "--transfer", ok=False)
+    _one_error_line(rc, err, "--transfer needs --lut")
+    _, out, _ = hwnas(*fit, "--lut", foreign, "--transfer")
+    assert "transfer model fitted on" in out
+    back = load_model(model, expect_backend="ort-cpu", expect_batch=1)  # a model of this target ...
+    assert back.lut.backend == "torch-cpu" and back.slope > 0  # ... on the other one's table

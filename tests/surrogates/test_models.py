@@ -9,6 +9,7 @@ from hwnas.spaces.mbconv import SKIP, distinct_layers
 from hwnas.surrogates.data import Subnets, split
 from hwnas.surrogates.features import LinearDesign, slots
 from hwnas.surrogates.lut import LookupTable, entry_key
+from hwnas.surrogates.transfer import TransferModel
 from hwnas.surrogates.models import (
     LinearModel,
     LutLinearModel,
@@ -182,3 +183,34 @@ def test_learned_models_fit_with_weights_and_load_the_same(tiny_space, tmp_path,
     assert np.array_equal(predict_all(load_model(tmp_path / "weighted.json"), probe), predict_all(weighted_fit, probe))
     save_model(fit_model(name, tiny_space, equal, lut), tmp_path / "equal.json")
     assert "train_weight" not in json.loads((tmp_path / "equal.json").read_text())["params"]  # the format as before
+
+
+def test_transfer_maps_another_targets_table_with_a_few_subnets(tiny_space):
+    """This target runs every net at its own fixed cost and speed: eight subnets measured here fit
+    the map, where the other target's table alone is off by tens of percent."""
+    lut = _synthetic_lut(tiny_space)  # the other target's table
+    archs = tiny_space.random_archs(120, seed=7)
+    truth = Subnets(archs, np.array([0.4 + 1.7 * lut.predict(a) for a in archs]))
+    train, test = split(truth, 100, seed=0)
+    model = TransferModel.fit(tiny_space, train.take(range(8)), lut=lut)
+    assert model.offset == pytest.approx(0.4) and model.slope == pytest.approx(1.7)
+    assert _median_error(model, test) < 1e-9 < 0.2 < _median_error(lut, test)
+    # noise on the few: the map still ranks as the table does and lands near the truth
+    noisy = Subnets(truth.archs, truth.latency_ms * np.random.default_rng(1).normal(1, 0.02, len(truth)))
+    noisy_train, noisy_test = split(noisy, 100, seed=0)
+    assert _median_error(TransferModel.fit(tiny_space, noisy_train.take(range(8)), lut=lut), test) < 0.03
+
+
+def test_transfer_weights_and_refusals(tiny_space):
+    lut = _synthetic_lut(tiny_space)
+    archs = tiny_space.random_archs(40, seed=8)
+    clean = Subnets(archs, np.array([0.4 + 1.7 * lut.predict(a) for a in archs]))
+    equal, weighted = _corrupt(clean, 4, bad_weight=1e-4)
+    assert _median_error(TransferModel.fit(tiny_space, weighted, lut=lut), clean) < \
+        _median_error(TransferModel.fit(tiny_space, equal, lut=lut), clean) / 5
+    backwards = Subnets(archs, np.array([10.0 - lut.predict(a) for a in archs]))
+    with pytest.raises(HwnasError, match="ranks this target's subnets the other way round"):
+        TransferModel.fit(tiny_space, backwards, lut=lut)
+    one = tiny_space.random_archs(1, seed=9) * 6
+    with pytest.raises(HwnasError, match="every training subnet reads the same on the table"):
+        TransferModel.fit(tiny_space, Subnets(one, np.arange(1.0, 7.0)), lut=lut)
