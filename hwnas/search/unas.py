@@ -450,7 +450,7 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
     res, bs = cfg.train_resolution, cfg.batch_size
     total_steps = cfg.epochs * steps
     sums = {k: 0.0 for k in ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n", "latency", "penalty")}
-    arch_steps = 0
+    arch_steps = latency_steps = 0
     grads = GradientLog()
 
     def cycle(split):
@@ -495,36 +495,44 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
             arch_loss = ce_train + cfg.gen_lambda * (ce_val - ce_train).abs()
         lookup_ms = float(lut.predict(s.arch)) if lut is not None else None
         surrogate_ms = float(surrogate.predict(s.arch))
+        steers = True
         if pending is not None:
             measured = pending.result()
             latency_ms, cached = measured.measurement.stats["median_ms"], measured.cached
             m = measured.measurement
             quality = {"flags": m.flags, "ci95_ms": m.ci95_ms, "reference_ratio": m.reference_ratio,
                        "isolation": m.isolation}
+            # a reading still flagged after its retries never steers alpha: the step moves it on
+            # the cross-entropy alone, and the epoch counts it (in one noisy hour 413 of 1728 were)
+            steers = usable(m.flags)
         else:
             latency_ms, cached, quality = surrogate_ms, True, {}
         lam = cfg.lam_at(epoch + step / steps)
-        lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
-        reinforce = relax.reinforce_loss(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty), s.relax)
         # The two terms' gradients apart, so the log shows which one moves alpha and how noisy it is.
-        g_ce = torch.autograd.grad(arch_loss, dist.logits, retain_graph=True, allow_unused=True)[0]
-        g_lat = torch.autograd.grad(lat_loss, dist.logits, retain_graph=True)[0]
-        g_rf = torch.autograd.grad(reinforce, dist.logits)[0]
-        grads.add(g_ce, g_lat, g_rf)
+        g_ce = torch.autograd.grad(arch_loss, dist.logits, retain_graph=steers, allow_unused=True)[0]
+        if steers:
+            lat_loss = relax_latency_loss(dist, s, latency_ms, surrogate, cfg.target_ms, lam, cfg.penalty)
+            reinforce = relax.reinforce_loss(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty), s.relax)
+            g_lat = torch.autograd.grad(lat_loss, dist.logits, retain_graph=True)[0]
+            g_rf = torch.autograd.grad(reinforce, dist.logits)[0]
+            grads.add(g_ce, g_lat, g_rf)
+            sums["latency"] += latency_ms
+            sums["penalty"] += float(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty))
+            latency_steps += 1
+        else:
+            g_lat = torch.zeros_like(dist.logits)
         state.opt_a.zero_grad(set_to_none=True)
         dist.logits.grad = g_lat if g_ce is None else g_ce + g_lat
         state.opt_a.step()
         _append_jsonl(samples_path, {
             "epoch": epoch + 1, "step": t, "arch_hash": s.arch.hash, "latency_ms": latency_ms,
             "source": "measured" if pending is not None else "model", "cached": cached, "lookup_ms": lookup_ms,
-            "surrogate_ms": surrogate_ms, **quality,
+            "surrogate_ms": surrogate_ms, "steered": steers, **quality,
         })
         n = yv.numel()
         sums["val_loss"] += ce_val.item() * n
         sums["val_correct"] += int((logits_v.argmax(1) == yv).sum())
         sums["val_n"] += n
-        sums["latency"] += latency_ms
-        sums["penalty"] += float(latency_penalty(latency_ms, cfg.target_ms, lam, cfg.penalty))
         arch_steps += 1
         bar.set_postfix(lat=f"{latency_ms:.3g}")
     bar.close()
@@ -536,7 +544,9 @@ def _unas_epoch(state: SearchState, cfg: UNASConfig, data, surrogate, lut, laten
     }
     if arch_steps:
         record.update(val_loss=sums["val_loss"] / sums["val_n"], val_acc=sums["val_correct"] / sums["val_n"],
-                      sampled_latency_ms=sums["latency"] / arch_steps, latency_penalty=sums["penalty"] / arch_steps)
+                      flagged_samples=arch_steps - latency_steps)
+    if latency_steps:
+        record.update(sampled_latency_ms=sums["latency"] / latency_steps, latency_penalty=sums["penalty"] / latency_steps)
     return record
 
 

@@ -1,6 +1,7 @@
 """UNAS: the architecture distribution, the RELAX latency term, and the search end to end."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -130,6 +131,25 @@ def test_true_latency_search_end_to_end(tmp_path, tiny_data, fast_protocol):
     # stays flagged after its re-measure (a CI run: the host disturbed it, and it read 24% off)
     if not any(r["width_bound"] or not r["usable"] for r in rounds) and usable(summary["measured_flags"]):
         assert abs(summary["measured_distance_to_target_pct"]) < 15, json.dumps(summary["calibration"])
+
+
+def test_a_sample_whose_measurement_stays_flagged_never_steers_alpha(tmp_path, tiny_data, fast_protocol):
+    """A reference baseline far under the truth (an injected slow clock) flags every in-search
+    reading disturbed: each step moves alpha on the cross-entropy alone, the samples say so, and
+    the epochs count them and keep them out of the sampled latency."""
+    space = tiny()
+    table = Table(space, scale=0.05)
+    store = Store(tmp_path / "m.sqlite")
+    with MeasurementWorker("ort-cpu") as worker:
+        measurer = Measurer(get_backend("ort-cpu"), store, replace(fast_protocol, retries=0), worker=worker)
+        store.put_reference_baseline(measurer.target_hash(), {"baseline_ms": 1e-3})  # a microsecond: every reading is far over it
+        target = 3 * measurer.arch(space, fastest_arch(space)).measurement.median_ms
+        search(config(target_ms=target, calibrate_widths=False, measure_every=0), tiny_data, table, tmp_path / "run",
+               measurer=measurer, lut=table, show_progress=False)
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert samples and all("disturbed" in s["flags"] and s["steered"] is False for s in samples)
+    searched = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][1:]
+    assert searched and all(r["flagged_samples"] == len(samples) and "sampled_latency_ms" not in r for r in searched)
 
 
 def test_a_search_on_the_table_searches_at_the_tables_reading_of_the_measured_target(tmp_path, tiny_data, fast_protocol):
