@@ -11,20 +11,12 @@ def test_a_table_carried_to_another_backend(lab, tmp_path, capsys, benchmark_mod
     bench = benchmark_module("transfer")
     argv = ["--lut", str(lut), "--backend", "torch-cpu", "--n", "16", "--k", "5", "--splits", "3", "--processes", "1",
             "--min-time", "0", "--db", str(tmp_path / "m.sqlite")]
-    try:
-        bench.main(argv)
-        finished = True
-    except SystemExit as e:  # a noisy machine may flag too many: then it says so, and scores nothing
-        assert "usable subnets leave fewer than 5 to score" in str(e)
-        finished = False
+    bench.main(argv)  # torch-cpu times in this process: single-process readings, never flagged noisy
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("torch-cpu: ") and out[0].endswith("table from ort-cpu")
-    usable = int(out[0].split()[1])
-    assert 0 <= usable <= 16 and finished == (usable >= 10)
-    if finished:
-        assert out[1].startswith(f"lut (as it is), all {usable}: MAPE %")
-        assert out[2].startswith("transfer, k 5 (") and "tau" in out[2]
-        assert out[3] == "lut+linear, k 5: needs at least 10 training subnets"
+    assert out[0] == "torch-cpu: 16 of 16 subnets usable (the rest flagged); table from ort-cpu"
+    assert out[1].startswith("lut (as it is), all 16: MAPE %")
+    assert out[2].startswith("transfer, k 5 (3 splits): MAPE %") and "tau" in out[2]
+    assert out[3] == "lut+linear, k 5: needs at least 10 training subnets" and len(out) == 4
 
 
 @pytest.mark.parametrize("extra, message", [(["--k", "3"], "--k sizes of at least 5"),
