@@ -39,12 +39,14 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=30, help="held-out random networks")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--processes", type=int, default=3,
+                    help="k fresh processes per network (a rerun with a larger k adds processes to what the store holds)")
     ap.add_argument("--db", default=None)
     ap.add_argument("--save-table", default=None, help="write the corrected table here (for search --lut)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     space = get_space("darts", channels=args.channels, cells=args.cells, resolution=args.resolution)
-    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db)
+    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db, processes=args.processes)
     table = CellLatencyTable.build(space, measurer)
     archs = space.random_archs(args.fit + args.test, args.seed)
     refs = [space.validate(name) for name in space.references]

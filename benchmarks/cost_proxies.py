@@ -1,16 +1,19 @@
 """Which cost should a search constrain? Measured latency against params, FLOPs, MAC, the lookup
 table and the best surrogate, over random architectures of each space; then SNAS with each cost.
 
-    taskset -c 0 python benchmarks/cost_proxies.py --n 150 --spaces darts-search,darts-eval,tfnas
-    taskset -c 0 python benchmarks/cost_proxies.py --n 150 --spaces darts-search --searches --target 0.6
+    python benchmarks/cost_proxies.py --n 150 --spaces darts-search,darts-mid,tfnas
+    python benchmarks/cost_proxies.py --n 150 --spaces darts-search --searches --target 0.6
 
 Part 1, per space: N random architectures (darts: SNAS-style child graphs, every edge uniform
 over the 8 ops; tfnas: its random subnets at 32 px, width 0.25, 10 classes), measured on ort-cpu
-with 1 thread. For each proxy: Kendall tau against the measured latency, and the MAPE of a
-linear fit (measured ~ a + b * proxy) fitted on the even-indexed half and scored on the odd half.
-darts proxies: params, flops (MACs), mac (memory access cost), the raw cell table, the cell table
-with its parts correction (the best surrogate here; fitted on the even half). tfnas: params, flops,
-the layer table and lut+linear.
+with 1 thread on the default protocol (k fresh processes, interleaved, the reference beside them).
+Architectures whose measurement is flagged (noisy, disturbed) are left out and counted. For each
+proxy over the usable ones: Kendall tau against the measured latency, and the MAPE of a linear fit
+(measured ~ a + b * proxy) fitted on the even-indexed half and scored on the odd half.
+darts proxies: params, flops (MACs), mac (memory access cost), the cell table (overhead removed per
+part, its default), the cell table with its parts correction (the best surrogate here; fitted on
+the even half). tfnas: params, flops, the layer table and lut+linear (fitted on the even half).
+darts sizes (C, cells, px): darts-search 8/5/16, darts-mid 16/8/32, darts-eval 36/20/32.
 
 Part 2 (--searches, darts-search only): a SNAS search per cost, each tuned to one target: the
 latency cost takes the target in ms on the corrected cell table; the others take the proxy value
@@ -31,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from hwnas.backends import MeasureProtocol, get_backend
-from hwnas.measure import Measurer
-from hwnas.store import Store
+from hwnas.backends.protocol import usable
+from hwnas.measure import open_measurer
 
 DARTS_SIZES = {"darts-search": {"channels": 8, "cells": 5, "resolution": 16},
+               "darts-mid": {"channels": 16, "cells": 8, "resolution": 32},
                "darts-eval": {"channels": 36, "cells": 20, "resolution": 32}}
 
 
@@ -51,23 +54,34 @@ def proxy_scores(measured: np.ndarray, proxies: dict[str, np.ndarray]) -> dict[s
     return out
 
 
+def measure_usable(measurer, items: list, archs: list) -> tuple[list, np.ndarray, dict]:
+    """The architectures whose measurement is usable, their medians, and what was left out."""
+    done = measurer.many(items, "networks")
+    keep = [i for i, m in enumerate(done) if usable(m.measurement.flags)]
+    if len(keep) < 8:
+        raise SystemExit(f"only {len(keep)} of {len(done)} measurements are usable (not flagged): too few for figures")
+    measured = np.array([done[i].measurement.stats["median_ms"] for i in keep])
+    counts = {"n": len(done), "usable": len(keep), "flagged": len(done) - len(keep),
+              "measured_ms_range": [float(measured.min()), float(measured.max())]}
+    return [archs[i] for i in keep], measured, counts
+
+
 def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, object, list]:
     from hwnas.latency.cells import CellLatencyTable
+    from hwnas.measure.networks import arch_item
     from hwnas.spaces import get_space
-    from hwnas.measure.networks import measure_arch
 
     space = get_space("darts", **DARTS_SIZES[name])
     table = CellLatencyTable.build(space, measurer)
-    archs = space.random_archs(n, seed)
-    measured = np.array([measure_arch(measurer, space, a).measurement.stats["median_ms"] for a in archs])
+    drawn = space.random_archs(n, seed)
+    archs, measured, counts = measure_usable(measurer, [arch_item(measurer, space, a) for a in drawn], drawn)
     costs = [space.costs(a) for a in archs]
-    raw = np.array([table.table_ms(a)[0] for a in archs])
+    table_ms = np.array([table.predict(a) for a in archs])
     table.fit_correction(archs[0::2], measured[0::2])
     proxies = {"params": np.array([c["params"] for c in costs], float), "flops": np.array([c["macs"] for c in costs], float),
-               "mac": np.array([c["mac"] for c in costs], float), "cell_table": raw,
+               "mac": np.array([c["mac"] for c in costs], float), "cell_table": table_ms,
                "cell_table_corrected": np.array([table.predict(a) for a in archs])}
-    return {"space": space.config, "n": n, "measured_ms_range": [float(measured.min()), float(measured.max())],
-            "proxies": proxy_scores(measured, proxies)}, space, table, archs
+    return {"space": space.config, **counts, "proxies": proxy_scores(measured, proxies)}, space, table, archs
 
 
 def tfnas_part(n: int, measurer, seed: int) -> dict:
@@ -78,15 +92,14 @@ def tfnas_part(n: int, measurer, seed: int) -> dict:
 
     space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     table = LookupTable.build(space, measurer, width_step=8)
-    archs = space.random_archs(n, seed)
-    measured = np.array([measurer.arch(space, a).measurement.stats["median_ms"] for a in archs])
-    even = np.arange(0, n, 2)
+    drawn = space.random_archs(n, seed)
+    archs, measured, counts = measure_usable(measurer, [measurer.arch_item(space, a) for a in drawn], drawn)
+    even = np.arange(0, len(archs), 2)
     surrogate = fit_model("lut+linear", space, Subnets(archs, measured).take(even), lut=table)
     proxies = {"params": np.array([space.params(a) for a in archs], float),
                "flops": np.array([space.macs(a) for a in archs], float),
                "lookup_table": predict_all(table, archs), "lut+linear": predict_all(surrogate, archs)}
-    return {"space": space.config, "n": n, "measured_ms_range": [float(measured.min()), float(measured.max())],
-            "proxies": proxy_scores(measured, proxies)}
+    return {"space": space.config, **counts, "proxies": proxy_scores(measured, proxies)}
 
 
 def searches(space, table, part: dict, target_ms: float, out: Path, epochs: int, limit: int, measurer) -> dict:
@@ -128,7 +141,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("cost_proxies_out"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    measurer = Measurer(get_backend("ort-cpu", threads=1), Store(args.db), MeasureProtocol(min_runs=20, min_time_s=args.min_time))
+    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db)
     report = {}
     for name in args.spaces.split(","):
         if name in DARTS_SIZES:
@@ -140,7 +153,7 @@ def main() -> None:
             report[name] = tfnas_part(args.n, measurer, args.seed)
         else:
             raise SystemExit(f"unknown space {name!r}; known: {', '.join([*DARTS_SIZES, 'tfnas'])}")
-    measurer.store.close()
+    measurer.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cost_proxies.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from hwnas.errors import HwnasError
 from hwnas.search import loop
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
@@ -39,6 +40,26 @@ def check_training_settings(config) -> None:
     check(is_int(config.final_sessions) and 1 <= config.final_sessions <= 100, "final sessions must be in [1, 100]")
     check(is_int(config.train_threads) and 1 <= config.train_threads <= 256, "training threads must be in [1, 256]")
     check(is_int(config.seed), f"seed must be an integer, got {config.seed!r}")
+
+
+def check_cell_search(space: DartsSpace, deploy: DartsSpace, data, table, needs_table: bool) -> None:
+    """What a cell search checks before it starts: the data's classes, the deployment space (the
+    same cell, any size), and the cell table (needed for a latency cost) of the deployment space."""
+
+    if space.num_classes != data.num_classes:
+        raise HwnasError(f"the space has {space.num_classes} classes but the data has {data.num_classes}")
+    if not isinstance(deploy, DartsSpace):
+        raise HwnasError(f"cells searched in the darts space deploy in a darts space, not {deploy}")
+    if needs_table and table is None:
+        raise HwnasError("the latency cost needs a cell latency table")
+    if table is not None and table.space.config != deploy.config:
+        raise HwnasError(f"the cell latency table is for {table.space}, not {deploy}")
+
+
+def deploy_record(space: DartsSpace, deploy: DartsSpace) -> dict[str, Any]:
+    """The run's record of its deployment space, where it differs from the searched one (older runs
+    have none, and resume as they were)."""
+    return {} if deploy.config == space.config else {"deploy": deploy.config}
 
 
 def annealed(start: float, end: float, epoch: int, epochs: int, kind: str) -> float:

@@ -53,7 +53,9 @@ from hwnas.errors import HwnasError
 from hwnas.search.cellsearch import (
     accuracy,
     annealed,
+    check_cell_search,
     check_training_settings,
+    deploy_record,
     epoch_batches,
     finish,
     run_epochs,
@@ -436,34 +438,33 @@ def sparsity_regulariser(net: EnTranNASNet) -> torch.Tensor:
 
 def search(config: EnTranNASConfig, space: DartsSpace, data, out, table=None, measurer=None, measure_batch: int = 1,
            run_info: dict[str, Any] | None = None, show_progress: bool = True, stop_after_epoch: int | None = None,
-           echo: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
+           echo: Callable[[str], None] = lambda s: None, deploy: DartsSpace | None = None) -> dict[str, Any] | None:
     """Run (or resume) an EnTranNAS(-DST) search into run directory `out`; returns the summary.
 
-    table: a CellLatencyTable of `space` (needed with a target; logged when given).
+    space: the darts space the supernet trains in; deploy: the one the found cells are deployed
+      in, where latency is looked up and measured (default: `space`).
+    table: a CellLatencyTable of `deploy` (needed with a target; logged when given).
     measurer: measures the derived network every measure_every epochs and at the end, or None.
     """
-    if space.num_classes != data.num_classes:
-        raise HwnasError(f"the space has {space.num_classes} classes but the data has {data.num_classes}")
+    deploy = deploy or space
     config.check_space(space)
-    if config.target is not None and table is None:
-        raise HwnasError("the latency cost needs a cell latency table")
-    if table is not None and table.space.config != space.config:
-        raise HwnasError(f"the cell latency table is for {table.space}, not {space}")
+    check_cell_search(space, deploy, data, table, needs_table=config.target is not None)
     engines = config.engines(space)
     run = RunDir(out)
     resume = run.start({"method": config.method, **config.to_json(), "engine_cells_used": list(engines),
-                        "space": space.config, "data": data.name, "target_ms": config.target,
+                        "space": space.config, **deploy_record(space, deploy), "data": data.name,
+                        "target_ms": config.target,
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})})
     try:  # the run directory's lock is held until the search ends, however it ends
-        return _search(run, resume, config, space, engines, data, table, measurer, measure_batch, show_progress,
-                       stop_after_epoch, echo)
+        return _search(run, resume, config, space, deploy, engines, data, table, measurer, measure_batch,
+                       show_progress, stop_after_epoch, echo)
     finally:
         run.close()
 
 
-def _search(run, resume, config, space, engines, data, table, measurer, measure_batch, show_progress,
+def _search(run, resume, config, space, deploy, engines, data, table, measurer, measure_batch, show_progress,
             stop_after_epoch, echo):
     with deterministic_training(config.train_threads, config.seed):
         net = EnTranNASNet(space, engines, config.bottleneck)
@@ -512,13 +513,13 @@ def _search(run, resume, config, space, engines, data, table, measurer, measure_
 
         arch = run_epochs(
             run, resume, state, config.epochs, lambda: _epoch(state, config, space, data, table, show_progress),
-            derived, extras, space, table, measurer, config.measure_every, measure_batch, stop_after_epoch, echo,
+            derived, extras, deploy, table, measurer, config.measure_every, measure_batch, stop_after_epoch, echo,
             lambda r: (f"loss {r['train_loss']:.3f}, val acc supernet {r['val_acc_supernet']:.3f} derived "
                        f"{r['val_acc_derived']:.3f}, in-degrees {r['in_degrees']['normal']}/{r['in_degrees']['reduce']}"),
             on_measured=calibrate if table is not None else None)
     if arch is None:
         return None
-    return finish(run, space, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
+    return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {"method": config.method, "dst": config.dst, "resource": "latency", "target": config.target,
                              "target_ms": config.target, "resource_value": d.get("table_ms"),
                              "engine_cells": list(engines), "in_degrees": in_degrees(arch)})

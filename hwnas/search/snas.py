@@ -40,7 +40,9 @@ from hwnas.latency.cells import one_hot
 from hwnas.search.cellsearch import (
     accuracy,
     annealed,
+    check_cell_search,
     check_training_settings,
+    deploy_record,
     epoch_batches,
     finish,
     run_epochs,
@@ -69,6 +71,7 @@ from hwnas.validate import require as check
 RESOURCES = ("params", "flops", "mac", "latency", "mixed")
 GRADIENTS = ("score", "reparam", "discrete")
 DERIVATIONS = ("argmax", "top2")
+COST_ON = ("sample", "child")
 NONE = PRIMITIVES.index("none")
 
 
@@ -78,6 +81,9 @@ class SNASConfig:
     target: float | None = None  # ms for latency; millions of params / MACs / bytes-ish units for the others
     penalty: str = "abs"  # with a target: hinge or abs
     gradient: str = "reparam"
+    # "sample": the cost of the relaxed sample (SNAS's). "child": the value is the derived child's,
+    # the gradient the relaxed one's (straight-through), so the penalty sees the network deployed.
+    cost_on: str = "sample"
     log_penalty: bool = False
     lam: float = 1.0
     epochs: int = 10
@@ -104,7 +110,7 @@ class SNASConfig:
 
     def __post_init__(self):
         for name, choices in (("resource", RESOURCES), ("gradient", GRADIENTS), ("penalty", COSTS),
-                              ("derive", DERIVATIONS), ("anneal", ("linear", "exp"))):
+                              ("derive", DERIVATIONS), ("anneal", ("linear", "exp")), ("cost_on", COST_ON)):
             v = getattr(self, name)
             if v not in choices:
                 m = difflib.get_close_matches(str(v), choices, n=1)
@@ -113,10 +119,15 @@ class SNASConfig:
         check(self.target is None or (num(self.target) and self.target > 0), f"target must be positive, got {self.target!r}")
         check(not (self.log_penalty and self.target is not None), "the log penalty is for a search without a target")
         check(num(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam!r}")
+        check(not (self.cost_on == "child" and self.gradient == "score"),
+              "the cost on the derived child takes a relaxed gradient (reparam or discrete), not the score function")
         check_training_settings(self)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["cost_on"] == "sample":  # runs from before the option resume as they were
+            del d["cost_on"]
+        return d
 
     def temperature(self, epoch: int) -> float:
         """Temperature of epoch `epoch` (0-based): tau at the first, tau_min at the last."""
@@ -187,7 +198,7 @@ class ResourceCost:
     """The resource term of the loss for one config: `term(alpha, z, log_z, tau)`."""
 
     def __init__(self, config: SNASConfig, space: DartsSpace, table=None):
-        self.config, self.table = config, table
+        self.config, self.space, self.table = config, space, table
         self.tables = edge_cost_tables(space, config.resource, table)
         if config.log_penalty:
             self.tables = log_tables(self.tables)
@@ -218,6 +229,8 @@ class ResourceCost:
             return cfg.lam * slope * surrogate / scale, value
         weights = z if cfg.gradient == "reparam" else {k: torch.softmax(a, -1) for k, a in alpha.items()}
         c = self.full(weights)
+        if cfg.cost_on == "child":  # straight-through: the derived child's value, the relaxed gradient
+            c = self.full(one_hot(self.space.validate(derive(alpha, cfg.derive)))) + c - c.detach()
         ratio = c / scale
         loss = relative_cost(ratio, cfg.penalty) if cfg.target is not None else ratio
         return cfg.lam * loss.to(torch.float32), float(c.detach())
@@ -342,34 +355,33 @@ def edge_entropy(alpha: dict[str, torch.Tensor]) -> float:
 
 def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measurer=None, measure_batch: int = 1,
            run_info: dict[str, Any] | None = None, show_progress: bool = True, stop_after_epoch: int | None = None,
-           echo: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
+           echo: Callable[[str], None] = lambda s: None, deploy: DartsSpace | None = None) -> dict[str, Any] | None:
     """Run (or resume) a SNAS search into run directory `out`; returns the summary.
 
-    space: the darts space searched and deployed (its resolution is the training resolution).
-    table: a CellLatencyTable of that space (needed by the latency cost; logged when given).
+    space: the darts space the supernet trains in (its resolution is the training resolution).
+    deploy: the darts space the found cells are deployed in, where every cost is counted and every
+      latency looked up and measured (default: `space`); a cell is the same at any size.
+    table: a CellLatencyTable of `deploy` (needed by the latency cost; logged when given).
     measurer: measures the derived network every measure_every epochs and at the end, or None.
     """
-    if space.num_classes != data.num_classes:
-        raise HwnasError(f"the space has {space.num_classes} classes but the data has {data.num_classes}")
-    if config.resource == "latency" and table is None:
-        raise HwnasError("the latency cost needs a cell latency table")
-    if table is not None and table.space.config != space.config:
-        raise HwnasError(f"the cell latency table is for {table.space}, not {space}")
-    cost = ResourceCost(config, space, table)
+    deploy = deploy or space
+    check_cell_search(space, deploy, data, table, needs_table=config.resource == "latency")
+    cost = ResourceCost(config, deploy, table)
     run = RunDir(out)
-    resume = run.start({"method": "snas", **config.to_json(), "space": space.config, "data": data.name,
+    resume = run.start({"method": "snas", **config.to_json(), "space": space.config, **deploy_record(space, deploy),
+                        "data": data.name,
                         "target_ms": config.target if config.resource == "latency" else None,
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})})
     try:  # the run directory's lock is held until the search ends, however it ends
-        return _search(run, resume, config, space, data, table, measurer, measure_batch, show_progress,
+        return _search(run, resume, config, space, deploy, data, table, measurer, measure_batch, show_progress,
                        stop_after_epoch, echo, cost)
     finally:
         run.close()
 
 
-def _search(run, resume, config, space, data, table, measurer, measure_batch, show_progress, stop_after_epoch,
+def _search(run, resume, config, space, deploy, data, table, measurer, measure_batch, show_progress, stop_after_epoch,
             echo, cost):
     with deterministic_training(config.train_threads, config.seed):
         net = SNASSupernet(space)
@@ -391,13 +403,13 @@ def _search(run, resume, config, space, data, table, measurer, measure_batch, sh
 
         arch = run_epochs(
             run, resume, state, config.epochs, lambda: _epoch(state, config, space, data, cost, show_progress),
-            lambda: derive(net.alphas(), config.derive), extras, space, table, measurer, config.measure_every,
+            lambda: derive(net.alphas(), config.derive), extras, deploy, table, measurer, config.measure_every,
             measure_batch, stop_after_epoch, echo,
             lambda r: (f"loss {r['train_loss']:.3f}, child val acc {r['val_acc_child']:.3f}, {config.resource} "
                        f"{r['cost_value']:.4g}, entropy {r['edge_entropy']:.3f}"))
     if arch is None:
         return None
-    return finish(run, space, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
+    return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: _summary_head(config, d))
 
 

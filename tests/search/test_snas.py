@@ -87,6 +87,34 @@ def test_local_costs_sum_to_the_total_and_have_the_right_gradients(space):
         torch.testing.assert_close(zz[k].grad, tables[k])
 
 
+def test_the_cost_on_the_child_takes_its_value_and_the_relaxed_gradient(space):
+    """--cost-on child: the term's value is the derived child's cost, its gradient the relaxed
+    one's, so the penalty's side of the target is the child's."""
+    from hwnas.latency.cells import one_hot
+
+    torch.manual_seed(0)
+    alpha = {k: torch.randn(14, 8) for k in ("normal", "reduce")}
+    tables = edge_cost_tables(space, "flops")
+    child = float(total_cost(one_hot(space.validate(derive(alpha))), tables))
+    relaxed = float(total_cost({k: torch.softmax(a, -1) for k, a in alpha.items()}, tables))
+    assert abs(child - relaxed) > 0.05 * relaxed  # the two differ, else nothing is shown
+
+    def grad(cost_on, target):
+        a = {k: v.clone().requires_grad_(True) for k, v in alpha.items()}
+        cost = ResourceCost(SNASConfig(resource="flops", target=target, gradient="discrete", cost_on=cost_on), space)
+        term, value = cost.term(a, None, None, 1.0)
+        term.backward()
+        return value, torch.cat([a[k].grad.flatten() for k in a])
+
+    value, g_child = grad("child", 0.5 * min(child, relaxed))  # both over the target: the same gradient
+    assert value == pytest.approx(child)
+    torch.testing.assert_close(g_child, grad("sample", 0.5 * min(child, relaxed))[1])
+    between = (child + relaxed) / 2  # the child and the relaxed cost on either side: opposite gradients
+    torch.testing.assert_close(grad("child", between)[1], -grad("sample", between)[1])
+    with pytest.raises(HwnasError, match="score function"):
+        SNASConfig(cost_on="child", gradient="score")
+
+
 def test_edge_cost_table_matches_the_space_counts(space):
     """A child graph's params = fixed parts + the sum of its edges' table entries."""
     tables = edge_cost_tables(space, "params")

@@ -53,6 +53,18 @@ def training_options(config, epochs: int, warmup: bool = True) -> list:
     return opts
 
 
+def deploy_options() -> list:
+    """Where the found cells are deployed (darts): the size at which latency is looked up and
+    measured, while the supernet trains at --channels/--cells/--resolution."""
+    return [
+        click.option("--deploy-channels", type=Int(1, 4096), default=None,
+                     help="Deployment: initial channels C (default: --channels)."),
+        click.option("--deploy-cells", type=Int(1, 1000), default=None, help="Deployment: number of cells (default: --cells)."),
+        click.option("--deploy-resolution", type=Int(8, 4096), default=None,
+                     help="Deployment: input resolution (default: --resolution)."),
+    ]
+
+
 # A tiny cell-space run (the search conformance suite): 2 channels, 2 cells, 8 px.
 SMALL_CELL_ARGS = ("--target", "0.5", "--channels", "2", "--cells", "2", "--resolution", "8", "--epochs", "2",
                    "--batch-size", "32")
@@ -112,20 +124,24 @@ def mbconv_latency_model(opts: dict[str, Any], num_classes: int, measurer):
 
 def run_cell_search(opts: dict[str, Any], search, config, size: dict[str, int]) -> dict[str, Any]:
     """A search on the darts cell space (SNAS, EnTranNAS): the data, the space at `size` unless
-    --channels/--cells are given, the config checked against it (`check_space`, where the config
-    has one) before the cell table is built, then `search(config, space, data, out, ...)`."""
+    --channels/--cells are given, the deployment space (--deploy-*, else the same), the config
+    checked against them (`check_space`, where the config has one) before the cell table of the
+    deployment space is built, then `search(config, space, data, out, ..., deploy=deploy)`."""
+    from hwnas.spaces import get_space
 
     data = load_data(opts)
     space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
                            channels=size["channels"], cells=size["cells"])
+    deploy = get_space("darts", channels=opts["deploy_channels"] or space.channels, cells=opts["deploy_cells"] or space.cells,
+                       resolution=opts["deploy_resolution"] or space.resolution, num_classes=space.num_classes)
     if hasattr(config, "check_space"):
         config.check_space(space)
     measurer = search_measurer(opts)
     try:
-        table, info = cell_table(opts, space, measurer)
+        table, info = cell_table(opts, deploy, measurer)
         return search(config, space, data, opts["out"], table=table, measurer=measurer, measure_batch=opts["batch"],
                       run_info={"limit": opts["limit"], "backend": opts["backend_name"], **info}, echo=echo,
-                      stop_after_epoch=opts["stop_after_epoch"])
+                      stop_after_epoch=opts["stop_after_epoch"], deploy=deploy)
     finally:
         measurer.close()
 

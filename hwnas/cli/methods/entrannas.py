@@ -9,7 +9,7 @@ import click
 
 from hwnas.cli.options import size_options
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
-from hwnas.cli.methods.common import SMALL_CELL_ARGS, run_cell_search, training_options
+from hwnas.cli.methods.common import SMALL_CELL_ARGS, deploy_options, run_cell_search, training_options
 from hwnas.cli.methods.registry import register_method
 from hwnas.search.cost import COSTS
 from hwnas.validate import Float, Int
@@ -31,7 +31,8 @@ def _positions(ctx, param, value):
 OPTIONS = [
     size_options,  # --channels, --cells
     click.option("--resolution", type=Int(8, 2048), default=SIZE["resolution"], show_default=True,
-                 help="Input resolution of the searched network (training and latency)."),
+                 help="Input resolution of the supernet's training (and of latency unless --deploy-resolution)."),
+    *deploy_options(),
     *training_options(EnTranNASConfig, epochs=EnTranNASConfig.epochs, warmup=False),
     click.option("--tau-min", type=Float(0, 1000, lo_open=True), default=EnTranNASConfig.tau_min, show_default=True,
                  help="Temperature of softmax(alpha / tau) at the last epoch (annealed exponentially from --tau)."),
