@@ -199,7 +199,7 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
 
     if is_new_space(space_name):
         if not new_spaces:
-            fail(f"space {space_name} works with info, arch, measure and search --method snas, not this command")
+            fail(f"space {space_name} works with info, arch, measure, train, additivity and search (snas, entrannas), not this command")
         return make_new_space(space_name, resolution, num_classes)
 
     if not is_mbconv(space_name):

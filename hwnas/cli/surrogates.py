@@ -16,13 +16,14 @@ from hwnas.cli.options import (
     backend_options,
     check_out,
     fail,
+    is_new_space,
     make_measurer,
     make_space,
     space_options,
     write_table,
 )
 from hwnas.backends.protocol import usable
-from hwnas.errors import HwnasError
+from hwnas.errors import ForeignTargetError
 from hwnas.surrogates import DEFAULT_MODELS
 from hwnas.surrogates.data import measured_subnets, read_csv, split
 from hwnas.surrogates.data import sample as sample_subnets
@@ -63,10 +64,8 @@ def _table(space, measurer, batch, lut_path, width_step, transfer=False):
         try:
             return LookupTable.load(lut_path, expect_space=space, expect_batch=batch, expect_backend=measurer.backend.name,
                                     expect_fingerprint=measurer.backend.fingerprint(batch))
-        except HwnasError as e:
-            if "measured on" in str(e):
-                fail(f"{e}; to map it to this target, add --transfer and fit --model transfer on a few subnets measured here")
-            raise
+        except ForeignTargetError as e:
+            fail(f"{e}; to map it to this target, add --transfer and fit --model transfer on a few subnets measured here")
     return LookupTable.build(space, measurer, batch, width_step)
 
 
@@ -203,6 +202,8 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
+    if transfer and not MODELS.get(name).needs_lut:
+        fail(f"--transfer maps a table to this target; --model {name} reads no table")
     table = _table(space, measurer, batch, lut_path, width_step, transfer) if MODELS.get(name).needs_lut and \
         (lut_path or transfer) else None
     data = _subnets(space, measurer, batch, csv_path)
@@ -249,6 +250,8 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     wants_table = any(MODELS.get(n).needs_lut for n in names)
+    if transfer and not wants_table:
+        fail(f"--transfer maps a table to this target; none of --model {','.join(names)} reads a table")
     table = _table(space, measurer, batch, lut_path, width_step, transfer) if wants_table and (lut_path or transfer) \
         else None  # cheap: first
     data = _subnets(space, measurer, batch, csv_path)
@@ -305,27 +308,57 @@ def _measure_again(space, test, batch, repeat_db, backend_name, threads, precisi
 @click.command()
 @space_options
 @backend_options
-@click.option("--n", "n_pairs", type=COUNT, default=20, show_default=True, help="Adjacent layer pairs to measure.")
+@click.option("--n", "n_pairs", type=COUNT, default=None,
+              help="Adjacent layer pairs to measure (default 20); darts: random architectures, every cell of each (default 3).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnets the pairs come from.")
 @click.option("--alpha", type=Float(0, 1e6, lo_open=True), default=0.5, show_default=True,
               help="Flag fusion where T1 + T2 - T12 > alpha * min(T1, T2).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("additivity.csv"), show_default=True,
-              help="Per-pair table (.csv, .parquet or .json).")
+              help="Per-pair (darts: per-cell) table (.csv, .parquet or .json).")
 def additivity(space_name, resolution, width_mult, num_classes, backend_name, batch, threads, precision, warmup,
                min_runs, min_time, db, n_pairs, seed, alpha, out):
-    """Measure adjacent layer pairs as one model against the sum of their parts."""
+    """Measure adjacent layer pairs as one model against the sum of their parts; in the darts
+    space, each cell as one model against the cell table's sum of its parts."""
     from hwnas.surrogates.additivity import additivity as run
     from hwnas.surrogates.additivity import summarize
 
     check_out(out, OUTPUT_FORMATS)
-    space = make_space(space_name, resolution, width_mult, num_classes)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-    pairs = run(space, measurer, n_pairs, seed, batch, alpha)
+    if is_new_space(space.name):  # darts: cells, not layer pairs
+        try:
+            return _cell_additivity(space, measurer, batch, 3 if n_pairs is None else n_pairs, seed, out)
+        finally:
+            measurer.close()
+    pairs = run(space, measurer, 20 if n_pairs is None else n_pairs, seed, batch, alpha)
     measurer.close()
     write_table(summarize(pairs), None)
     click.echo(f"{int(pairs['fused'].sum())} of {len(pairs)} pairs fused (alpha {alpha:g}); non-additive share "
                f"mean {pairs['nonadditive_share'].mean():.3g}, max {pairs['nonadditive_share'].max():.3g}")
     _write_quiet(pairs, out)
+
+
+def _cell_additivity(space, measurer, batch: int, n_archs: int, seed: int, out: Path) -> None:
+    """Every cell of n random child graphs against the cell table's parts; flagged measurements
+    are kept in the per-cell file and left out of the summary, which counts them."""
+    import pandas as pd
+
+    from hwnas.latency.cells import CellLatencyTable, cell_additivity
+
+    table = CellLatencyTable.build(space, measurer, batch=batch)
+    cells = pd.DataFrame(cell_additivity(table, measurer, n_archs, seed))
+    ok = cells[cells["flags"].map(lambda f: usable(f.split(",") if f else []))]
+    if ok.empty:
+        fail(f"all {len(cells)} cell measurements are flagged (noisy or disturbed); rerun on a quieter machine")
+    summary = (ok.groupby("kind").agg(cells=("cell", "size"), parts=("parts", "mean"), table_ms=("table_ms", "mean"),
+                                      measured_ms=("measured_ms", "mean"), mean_share=("nonadditive_share", "mean"),
+                                      max_abs_share=("nonadditive_share", lambda x: x.abs().max()))
+               .reset_index())
+    write_table(summary, None)
+    click.echo(f"{len(ok)} of {len(cells)} cells usable ({len(cells) - len(ok)} flagged, left out); cell measured as "
+               f"one model vs its parts less (parts - 1) x {table.overhead_ms():.4g} ms overhead: non-additive share "
+               f"mean {ok['nonadditive_share'].mean():.3g}, worst {ok['nonadditive_share'].abs().max():.3g}")
+    _write_quiet(cells, out)
 
 
 def _write_quiet(df, out: Path) -> None:

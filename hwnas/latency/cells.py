@@ -36,6 +36,7 @@ from hwnas.errors import HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
 from hwnas.spaces.darts import (
     CELL_TYPES,
+    Cell,
     EDGES,
     N_EDGES,
     PRIMITIVES,
@@ -182,14 +183,17 @@ class CellLatencyTable:
 
     # --- latency ---------------------------------------------------------------------------------
 
-    def _total(self, weights: dict[str, torch.Tensor], concat_n: dict[str, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(table ms, number of parts) under edge weights {kind: [14, 8]}."""
+    def _total(self, weights: dict[str, torch.Tensor], concat_n: dict[str, int] | None = None,
+               per_cell: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(table ms, number of parts) under edge weights {kind: [14, 8]}; `per_cell` receives each
+        cell's share of both (its edges, sums, concat and preprocessing)."""
         b, sp = self.batch, self.space
         total = torch.tensor(self._ms(_key("stem", b, c=3 * sp.channels, h=sp.resolution)), dtype=torch.float64)
         parts = torch.tensor(1.0, dtype=torch.float64)
         n_out: list[torch.Tensor] = []
         one = torch.tensor(1.0, dtype=torch.float64)
         for k, row in enumerate(self.plan):
+            before = (float(total), float(parts)) if per_cell is not None else None
             w = weights[row["kind"]].to(torch.float64)
             live = 1.0 - w[:, NONE]  # P(edge op is not none)
             p_act = [one, one]
@@ -220,6 +224,8 @@ class CellLatencyTable:
                     pre = self._interp([_pre_key(row, which, i, unit, b) for i in range(1, STEPS + 1)], n_out[src])
                 total = total + used * pre
                 parts = parts + used
+            if per_cell is not None:
+                per_cell.append((float(total) - before[0], float(parts) - before[1]))
         last = self.plan[-1]
         h_last = last["h"] // 2 if last["kind"] == "reduce" else last["h"]
         heads = [_key("head", b, c=i * last["c"], h=h_last, classes=sp.num_classes) for i in range(1, STEPS + 1)]
@@ -236,6 +242,13 @@ class CellLatencyTable:
         arch = self.space.validate(arch)
         t, p = self._total(one_hot(arch), {kind: len(arch.cell(kind).concat) for kind in CELL_TYPES})
         return float(t), float(p)
+
+    def cell_ms(self, arch) -> list[tuple[float, float]]:
+        """Per cell of a network: (uncorrected table ms, number of parts)."""
+        arch = self.space.validate(arch)
+        out: list[tuple[float, float]] = []
+        self._total(one_hot(arch), {kind: len(arch.cell(kind).concat) for kind in CELL_TYPES}, per_cell=out)
+        return out
 
     def predict(self, arch) -> float:
         arch = self.space.validate(arch)
@@ -273,9 +286,13 @@ class CellLatencyTable:
     def overhead_correction(self) -> dict[str, float]:
         """Without a fit: every part was measured as its own model and paid one model's fixed
         overhead, which a network pays once. The overhead is taken as the cheapest identity edge
-        (skip_connect at stride 1: a model that does nothing); table - parts * o + o."""
-        o = min(v for k, v in self.entries.items() if '"op":"skip_connect"' in k and '"stride":1' in k)
+        (`overhead_ms`); table - parts * o + o."""
+        o = self.overhead_ms()
         return {"a": o, "b": 1.0, "c": -o, "n_fit": 0}
+
+    def overhead_ms(self) -> float:
+        """One model's fixed overhead: the cheapest identity edge (skip_connect at stride 1)."""
+        return min(v for k, v in self.entries.items() if '"op":"skip_connect"' in k and '"stride":1' in k)
 
     def fit_correction(self, archs: list, measured_ms: list[float]) -> dict[str, float]:
         """Least squares of measured ~ a + b * table + c * parts over whole measured networks."""
@@ -316,3 +333,52 @@ def one_hot(arch: DartsArch) -> dict[str, torch.Tensor]:
             w[e, PRIMITIVES.index(op)] = 1.0
         out[kind] = w
     return out
+
+
+# --- additivity: a cell measured as one model against the sum of its parts -------------------------
+
+
+class CellAlone(nn.Module):
+    """Cell `row` of a network's plan (`DartsSpace.cell_plan(arch)`) as its own model. Its two
+    inputs are cut from one input x, which a model file has: s0 = x[:, :c_pp] and s1 = x[:, :c_p]
+    (every other pixel after a reduction, where s0 is twice s1's size): two ONNX Slice ops of a
+    few microseconds, part of what is measured."""
+
+    def __init__(self, graph, row: dict[str, Any]):
+        super().__init__()
+        self.cell = Cell(graph, row["c_pp"], row["c_p"], row["c"], row["kind"] == "reduce", row["reduction_prev"])
+        self.c_pp, self.c_p, self.step = row["c_pp"], row["c_p"], 2 if row["reduction_prev"] else 1
+
+    def forward(self, x):
+        return self.cell(x[:, :self.c_pp], x[:, :self.c_p, ::self.step, ::self.step])
+
+    @staticmethod
+    def input_shape(row: dict[str, Any], batch: int) -> tuple[int, int, int, int]:
+        h = row["h"] * (2 if row["reduction_prev"] else 1)
+        return batch, max(row["c_pp"], row["c_p"]), h, h
+
+
+def cell_additivity(table: CellLatencyTable, measurer, n_archs: int, seed: int = 0,
+                    show_progress: bool = True) -> list[dict[str, Any]]:
+    """Every cell of `n_archs` random child graphs measured as one model (`CellAlone`), interleaved,
+    against the table's sum of its parts less the overhead the parts paid beyond the one model's
+    (parts - 1) * `overhead_ms`. One row per cell; `nonadditive_ms` > 0: the cell runs faster
+    than its parts add up to. The row keeps the measurement's flags."""
+
+    space, o = table.space, table.overhead_ms()
+    rows, items = [], []
+    for i, arch in enumerate(space.random_archs(n_archs, seed)):
+        for row, (raw, parts) in zip(space.cell_plan(arch), table.cell_ms(arch)):
+            graph = arch.cell(row["kind"])
+            spec = {"darts_cell": {"edges": graph.edges_json(), "concat": list(graph.concat),
+                                   **{k: row[k] for k in ("kind", "c", "h", "c_pp", "c_p", "reduction_prev")}}}
+            items.append(module_item(measurer, "darts_cell", spec, lambda g=graph, r=row: CellAlone(g, r),
+                                     CellAlone.input_shape(row, table.batch)))
+            rows.append({"arch": i, "arch_hash": arch.hash, "cell": row["cell"], "kind": row["kind"], "parts": parts,
+                         "table_raw_ms": raw, "table_ms": raw - (parts - 1) * o})
+    for r, m in zip(rows, measurer.many(items, "cells", show_progress)):
+        measured = m.measurement.stats["median_ms"]
+        r.update({"measured_ms": measured, "nonadditive_ms": r["table_ms"] - measured,
+                  "nonadditive_share": (r["table_ms"] - measured) / r["table_ms"],
+                  "flags": ",".join(m.measurement.flags or [])})
+    return rows

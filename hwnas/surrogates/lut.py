@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import ForeignTargetError, HwnasError
 from hwnas.jsonutil import canonical_json, read_json, write_json
 from hwnas.measure.networks import module_item
 from hwnas.spaces.mbconv import SKIP, Arch, LayerSpec, Space, conv_out, distinct_layers
@@ -93,7 +93,7 @@ def check_config(doc: dict[str, Any], what: str, path: Any, space: Space | None,
         diff = [f"{k} {got.get(k)!r} (asked for {want[k]!r})" for k in want if got.get(k) != want[k]]
         raise HwnasError(f"{what} {path} is for another space: {', '.join(diff)}")
     if backend is not None and doc.get("backend") != backend:
-        raise HwnasError(f"{what} {path} was measured on backend {doc.get('backend')!r}, not {backend!r}")
+        raise ForeignTargetError(f"{what} {path} was measured on backend {doc.get('backend')!r}, not {backend!r}")
     if batch is not None and doc.get("batch") != batch:
         raise HwnasError(f"{what} {path} is for batch {doc.get('batch')!r}, not {batch}")
     if fingerprint is not None:
@@ -101,7 +101,7 @@ def check_config(doc: dict[str, Any], what: str, path: Any, space: Space | None,
         got = got if isinstance(got, dict) else {}
         for k in TARGET_FIELDS:
             if got.get(k) != fingerprint.get(k):
-                raise HwnasError(f"{what} {path} was measured on another target: {k} {got.get(k)!r}, "
+                raise ForeignTargetError(f"{what} {path} was measured on another target: {k} {got.get(k)!r}, "
                                  f"this target has {fingerprint.get(k)!r}")
 
 

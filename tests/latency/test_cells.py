@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.latency.cells import CellLatencyTable, one_hot
+from hwnas.latency.cells import CellAlone, CellLatencyTable, cell_additivity, one_hot
 from hwnas.spaces import get_space
 
 
@@ -90,3 +90,54 @@ def test_real_table_predicts_a_measured_network(tmp_path, fast_protocol):
     assert raw > 2 * measured and parts > 20
     assert 0.1 * measured < predicted < raw
     measurer.store.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_cells_shares_and_the_stem_and_head_make_the_network_total(space, seed):
+    table = synthetic(space, seed)
+    arch = space.sample(np.random.default_rng(seed))
+    cells = table.cell_ms(arch)
+    raw, parts = table.table_ms(arch)
+    stem_and_head = raw - sum(ms for ms, _ in cells)
+    assert len(cells) == space.cells and parts == pytest.approx(sum(n for _, n in cells) + 2)
+    assert all(ms > 0 and n >= 1 for ms, n in cells) and stem_and_head > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_cell_alone_is_the_networks_cell_on_the_same_inputs(space, seed):
+    """Every cell of a random network: the standalone model holds the same weights (its channels
+    follow the plan) and computes the same output from inputs cut out of its one input."""
+    from hwnas.spaces.darts import DartsNetwork
+
+    arch = space.sample(np.random.default_rng(seed))
+    net = DartsNetwork(space, arch).eval()
+    for row in space.cell_plan(arch):
+        alone = CellAlone(arch.cell(row["kind"]), row).eval()
+        alone.cell.load_state_dict(net.cells[row["cell"]].state_dict())  # strict: the same shapes
+        x = torch.randn(*CellAlone.input_shape(row, 2))
+        s0, s1 = x[:, :row["c_pp"]], x[:, :row["c_p"], ::1 + row["reduction_prev"], ::1 + row["reduction_prev"]]
+        assert s0.shape[-1] == s1.shape[-1] * (2 if row["reduction_prev"] else 1)
+        with torch.no_grad():
+            torch.testing.assert_close(alone(x), net.cells[row["cell"]](s0, s1))
+
+
+def test_cell_additivity_measures_every_cell_as_one_model(tmp_path, fast_protocol):
+    from hwnas.measure import Measurer
+    from hwnas.backends import get_backend
+    from hwnas.store import Store
+
+    small = get_space("darts", channels=2, cells=3, num_classes=10, resolution=8)
+    protocol = replace(fast_protocol, reference=False)
+    with Measurer(get_backend("ort-cpu"), Store(tmp_path / "m.sqlite"), protocol, cache_dir=tmp_path) as measurer:
+        table = CellLatencyTable.build(small, measurer, show_progress=False)
+        rows = cell_additivity(table, measurer, 2, seed=1, show_progress=False)
+        stored = measurer.store.dataframe(kind="darts_cell")  # every cell its own stored measurement
+    assert len(stored) == len({(r["arch_hash"], r["cell"]) for r in rows})
+    archs = small.random_archs(2, 1)
+    assert [(r["arch_hash"], r["cell"], r["kind"]) for r in rows] == [
+        (a.hash, row["cell"], row["kind"]) for a in archs for row in small.cell_plan(a)]
+    o = table.overhead_ms()
+    for r in rows:
+        assert r["measured_ms"] > 0 and r["parts"] >= 1
+        assert r["table_ms"] == pytest.approx(r["table_raw_ms"] - (r["parts"] - 1) * o)
+        assert r["nonadditive_ms"] == pytest.approx(r["table_ms"] - r["measured_ms"])

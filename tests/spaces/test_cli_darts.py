@@ -37,7 +37,7 @@ def test_arch_random_round_trips_through_measure_validation(capsys, tmp_path):
     (["info", "--space", "darts", "--cells", "1"], "impossible with 1 cells"),
     (["info", "--space", "dart"], "did you mean 'darts'"),
     (["info", "--channels", "8"], "--channels is an option of the darts space"),
-    (["additivity", "--space", "darts"], "space darts works with"),
+    (["lut", "build", "--space", "darts"], "space darts works with"),
     (["search", "--method", "snas", "--target", "1", "--out", "OUT", "--resource", "latncy"], "'latncy' is not one of 'params'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
@@ -52,3 +52,16 @@ def test_bad_genotype_file_is_one_line(capsys, tmp_path):
                                 "reduce": [["max_pool_3x3", 0]] * 8}))
     code, _, err = run(capsys, "info", "--space", "darts", "--arch", str(path))
     assert code == 2 and "out of range" in err and err.count("\n") == 1
+
+
+def test_additivity_measures_each_cell_against_its_parts(capsys, tmp_path):
+    out = tmp_path / "cells.csv"
+    code, text, err = run(capsys, "additivity", "--space", "darts", "--channels", "2", "--cells", "3", "--resolution", "16",
+                          "--classes", "10", "--n", "2", "--warmup", "1", "--min-runs", "20", "--min-time", "0",
+                          "--processes", "1", "--no-reference", "--db", str(tmp_path / "m.sqlite"), "--out", str(out))
+    assert code == 0, err
+    import pandas as pd
+
+    cells = pd.read_csv(out)
+    assert len(cells) == 6 and set(cells["kind"]) == {"normal", "reduce"} and (cells["measured_ms"] > 0).all()
+    assert "cells usable" in text and "non-additive share" in text

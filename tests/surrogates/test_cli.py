@@ -173,6 +173,11 @@ def test_a_table_of_another_target_is_transferred_only_when_asked(hwnas, measure
     _one_error_line(rc, err, "was measured on backend 'torch-cpu', not 'ort-cpu'; to map it to this target, add --transfer")
     rc, _, err = hwnas(*fit, "--transfer", ok=False)
     _one_error_line(rc, err, "--transfer needs --lut")
+    no_table = ["--lut", foreign, "--transfer", "--csv", subnets]  # --transfer with models that read no table
+    rc, _, err = hwnas("surrogate", "fit", *SPACE, *FAST, "--db", db, "--model", "linear", "--out", model, *no_table, ok=False)
+    _one_error_line(rc, err, "--transfer maps a table to this target; --model linear reads no table")
+    rc, _, err = hwnas("surrogate", "eval", *SPACE, *FAST, "--db", db, "--model", "linear", *no_table, ok=False)
+    _one_error_line(rc, err, "none of --model linear reads a table")
     _, out, _ = hwnas(*fit, "--lut", foreign, "--transfer", "--csv", subnets)
     assert "transfer model fitted on 12 subnets" in out
     back = load_model(model, expect_batch=1)  # a model of this target on the other one's table
