@@ -7,8 +7,9 @@ table and the best surrogate, over random architectures of each space; then SNAS
 Part 1, per space: N random architectures (darts: SNAS-style child graphs, every edge uniform
 over the 8 ops; tfnas: its random subnets at 32 px, width 0.25, 10 classes), measured on ort-cpu
 with 1 thread on the default protocol (k fresh processes, interleaved, the reference beside them).
-Architectures whose measurement is flagged (noisy, disturbed) are left out and counted. For each
-proxy over the usable ones: Kendall tau against the measured latency, and the MAPE of a linear fit
+Architectures whose measurement is flagged (noisy, disturbed) are left out and counted; where
+fewer than 30 are usable, the figures over all of them are given beside, labelled. For each
+proxy: Kendall tau against the measured latency, and the MAPE of a linear fit
 (measured ~ a + b * proxy) fitted on the even-indexed half and scored on the odd half.
 darts proxies: params, flops (MACs), mac (memory access cost), the cell table (overhead removed per
 part, its default), the cell table with its parts correction (the best surrogate here; fitted on
@@ -54,34 +55,48 @@ def proxy_scores(measured: np.ndarray, proxies: dict[str, np.ndarray]) -> dict[s
     return out
 
 
-def measure_usable(measurer, items: list, archs: list) -> tuple[list, np.ndarray, dict]:
-    """The architectures whose measurement is usable, their medians, and what was left out."""
+MIN_USABLE = 30  # fewer usable architectures than this: the figures on all of them are given beside, labelled
+
+
+def measured_sets(measurer, items: list, archs: list) -> tuple[dict, dict]:
+    """{set name: (architectures, medians)}: the usable ones ("usable_only"), and where fewer than
+    MIN_USABLE are, every one ("all_networks_flagged_included", labelled, never in their place);
+    and the counts."""
     done = measurer.many(items, "networks")
+    medians = np.array([m.measurement.stats["median_ms"] for m in done])
     keep = [i for i, m in enumerate(done) if usable(m.measurement.flags)]
-    if len(keep) < 8:
-        raise SystemExit(f"only {len(keep)} of {len(done)} measurements are usable (not flagged): too few for figures")
-    measured = np.array([done[i].measurement.stats["median_ms"] for i in keep])
     counts = {"n": len(done), "usable": len(keep), "flagged": len(done) - len(keep),
-              "measured_ms_range": [float(measured.min()), float(measured.max())]}
-    return [archs[i] for i in keep], measured, counts
+              "measured_ms_range": [float(medians.min()), float(medians.max())]}
+    sets = {}
+    if len(keep) >= 8:
+        sets["usable_only"] = ([archs[i] for i in keep], medians[keep])
+    if len(keep) < MIN_USABLE:
+        sets["all_networks_flagged_included"] = (list(archs), medians)
+    return sets, counts
 
 
-def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, object, list]:
+def darts_part(name: str, n: int, measurer, seed: int) -> tuple[dict, object, object]:
     from hwnas.latency.cells import CellLatencyTable
     from hwnas.measure.networks import arch_item
     from hwnas.spaces import get_space
 
     space = get_space("darts", **DARTS_SIZES[name])
     table = CellLatencyTable.build(space, measurer)
+    overhead = dict(table.correction)
     drawn = space.random_archs(n, seed)
-    archs, measured, counts = measure_usable(measurer, [arch_item(measurer, space, a) for a in drawn], drawn)
-    costs = [space.costs(a) for a in archs]
-    table_ms = np.array([table.predict(a) for a in archs])
-    table.fit_correction(archs[0::2], measured[0::2])
-    proxies = {"params": np.array([c["params"] for c in costs], float), "flops": np.array([c["macs"] for c in costs], float),
-               "mac": np.array([c["mac"] for c in costs], float), "cell_table": table_ms,
-               "cell_table_corrected": np.array([table.predict(a) for a in archs])}
-    return {"space": space.config, **counts, "proxies": proxy_scores(measured, proxies)}, space, table, archs
+    sets, counts = measured_sets(measurer, [arch_item(measurer, space, a) for a in drawn], drawn)
+    out = {"space": space.config, **counts}
+    for label, (archs, measured) in reversed(list(sets.items())):  # the usable set last: its fit stays on the table
+        costs = [space.costs(a) for a in archs]
+        table.correction = overhead
+        table_ms = np.array([table.predict(a) for a in archs])
+        table.fit_correction(archs[0::2], measured[0::2])
+        proxies = {"params": np.array([c["params"] for c in costs], float),
+                   "flops": np.array([c["macs"] for c in costs], float),
+                   "mac": np.array([c["mac"] for c in costs], float), "cell_table": table_ms,
+                   "cell_table_corrected": np.array([table.predict(a) for a in archs])}
+        out[label] = proxy_scores(measured, proxies)
+    return out, space, table
 
 
 def tfnas_part(n: int, measurer, seed: int) -> dict:
@@ -93,13 +108,16 @@ def tfnas_part(n: int, measurer, seed: int) -> dict:
     space = Space("tfnas", resolution=32, width_mult=0.25, num_classes=10)
     table = LookupTable.build(space, measurer, width_step=8)
     drawn = space.random_archs(n, seed)
-    archs, measured, counts = measure_usable(measurer, [measurer.arch_item(space, a) for a in drawn], drawn)
-    even = np.arange(0, len(archs), 2)
-    surrogate = fit_model("lut+linear", space, Subnets(archs, measured).take(even), lut=table)
-    proxies = {"params": np.array([space.params(a) for a in archs], float),
-               "flops": np.array([space.macs(a) for a in archs], float),
-               "lookup_table": predict_all(table, archs), "lut+linear": predict_all(surrogate, archs)}
-    return {"space": space.config, **counts, "proxies": proxy_scores(measured, proxies)}
+    sets, counts = measured_sets(measurer, [measurer.arch_item(space, a) for a in drawn], drawn)
+    out = {"space": space.config, **counts}
+    for label, (archs, measured) in sets.items():
+        even = np.arange(0, len(archs), 2)
+        surrogate = fit_model("lut+linear", space, Subnets(archs, measured).take(even), lut=table)
+        proxies = {"params": np.array([space.params(a) for a in archs], float),
+                   "flops": np.array([space.macs(a) for a in archs], float),
+                   "lookup_table": predict_all(table, archs), "lut+linear": predict_all(surrogate, archs)}
+        out[label] = proxy_scores(measured, proxies)
+    return out
 
 
 def searches(space, table, part: dict, target_ms: float, out: Path, epochs: int, limit: int, measurer) -> dict:
@@ -112,7 +130,10 @@ def searches(space, table, part: dict, target_ms: float, out: Path, epochs: int,
         if proxy is None:
             target = target_ms
         else:  # the proxy value the linear fit maps to target_ms, in the cost's units (millions)
-            a, b = part["proxies"][proxy]["fit"]
+            if "usable_only" not in part:
+                results[resource] = {"skipped": "fewer than 8 usable architectures: no fit to map the target"}
+                continue
+            a, b = part["usable_only"][proxy]["fit"]
             target = (target_ms - a) / b / 1e6
         if not target > 0:
             results[resource] = {"skipped": f"the linear fit maps {target_ms} ms to a non-positive {resource}"}
@@ -134,6 +155,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--db", default=None)
     ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--processes", type=int, default=3, help="k fresh processes per architecture")
     ap.add_argument("--searches", action="store_true", help="part 2: a SNAS search per cost (darts-search)")
     ap.add_argument("--target", type=float, default=0.6, help="part 2: target latency in ms")
     ap.add_argument("--epochs", type=int, default=8)
@@ -141,11 +163,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("cost_proxies_out"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db)
+    measurer = open_measurer("ort-cpu", min_time=args.min_time, db=args.db, processes=args.processes)
     report = {}
     for name in args.spaces.split(","):
         if name in DARTS_SIZES:
-            report[name], space, table, _ = darts_part(name, args.n, measurer, args.seed)
+            report[name], space, table = darts_part(name, args.n, measurer, args.seed)
             if args.searches and name == "darts-search":
                 report["searches"] = searches(space, table, report[name], args.target, args.out, args.epochs, args.limit,
                                               measurer)

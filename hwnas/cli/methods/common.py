@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hwnas.cli.options import make_measurer, make_new_space
+from hwnas.spaces import get_space
 from hwnas.spaces.mbconv import Space
 from hwnas.validate import Float, Int
 
@@ -127,8 +128,6 @@ def run_cell_search(opts: dict[str, Any], search, config, size: dict[str, int]) 
     --channels/--cells are given, the deployment space (--deploy-*, else the same), the config
     checked against them (`check_space`, where the config has one) before the cell table of the
     deployment space is built, then `search(config, space, data, out, ..., deploy=deploy)`."""
-    from hwnas.spaces import get_space
-
     data = load_data(opts)
     space = make_new_space("darts", opts["resolution"], data.num_classes, own={"resolution": opts["resolution"]},
                            channels=size["channels"], cells=size["cells"])
