@@ -86,6 +86,7 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(args.seed)
     for k in sizes:
         scores: dict[str, list[dict]] = {name: [] for name in FITTED}
+        refused = dict.fromkeys(FITTED, 0)
         for _ in range(args.splits):
             order = rng.permutation(len(data))
             train, test = data.take(order[:k]), data.take(order[k:])
@@ -96,10 +97,14 @@ def main(argv=None) -> None:
                     model = fit_model(name, space, train, lut)
                     scores[name].append(latency_metrics(test.latency_ms, predict_all(model, test.archs)))
                 except HwnasError as e:  # a split the model cannot fit, e.g. a backwards slope
+                    refused[name] += 1
                     print(f"  {name}, k {k}: {e}", file=sys.stderr)
         for name in FITTED:
+            also = f", {refused[name]} refused" if refused[name] else ""
             if scores[name]:
-                print(f"{name}, k {k} ({len(scores[name])} splits): {summary(scores[name])}")
+                print(f"{name}, k {k} ({len(scores[name])} splits{also}): {summary(scores[name])}")
+            elif refused[name]:
+                print(f"{name}, k {k}: every one of {refused[name]} splits refused (reasons on stderr)")
             else:
                 print(f"{name}, k {k}: needs at least {MODELS.get(name).min_train} training subnets")
 

