@@ -170,8 +170,11 @@ def test_a_search_on_the_table_searches_at_the_tables_reading_of_the_measured_ta
     with MeasurementWorker("ort-cpu") as worker:
         measurer = Measurer(get_backend("ort-cpu"), store, fast_protocol, worker=worker)
         # well above the fastest net measured, so the table's reading of it clears the table's floor
-        # (at 0.8x the default net's latency it cleared it by a noise-sized margin and flaked)
-        target = 2.0 * measurer.arch(space, fastest_arch(space)).measurement.median_ms
+        # (at 0.8x the default net's latency it cleared it by a noise-sized margin and flaked; at 2x a CI
+        # run's probes, tiny nets of mostly fixed overhead, read the table only 1.96x: just under its
+        # fastest net's 2x. At 4x the fastest net reads 8x it in the table, and the probes, which
+        # measure up to ~3x it, read the table 2.7x or more: clear of the 2x floor)
+        target = 4.0 * measurer.arch(space, fastest_arch(space)).measurement.median_ms
         unit = Table(space)
         table = Table(space, scale=2 * target / unit.predict(fastest_arch(space)))  # its fastest net reads 2x the target
         run = tmp_path / "run"
