@@ -35,6 +35,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def judge(found_seeds: list[float], random_accs: list[float]) -> dict:
+    """The found architecture's mean accuracy over its seeds against random architectures' mean
+    accuracies: the difference in sd of the random ones and in SE (seed noise of the found one plus
+    the choice of random ones, see above), and a printable `line`."""
+    found_acc = statistics.mean(found_seeds)
+    mean, sd = statistics.mean(random_accs), statistics.stdev(random_accs)
+    seed_var = statistics.variance(found_seeds) if len(found_seeds) > 1 else 0.0
+    se = (seed_var / len(found_seeds) + sd**2 / len(random_accs)) ** 0.5
+    better = sum(a < found_acc for a in random_accs)
+    line = (f"found {found_acc:.4f} (over {len(found_seeds)} seeds: {', '.join(f'{a:.4f}' for a in found_seeds)}) vs random mean "
+            f"{mean:.4f} (sd {sd:.4f}, min {min(random_accs):.4f}, max {max(random_accs):.4f}); found beats {better} of "
+            f"{len(random_accs)}; difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd "
+            f"= {(found_acc - mean) / se if se else float('nan'):+.2f} SE")
+    return {"found_seeds": len(found_seeds), "found_test_acc": found_acc, "found_test_acc_seeds": list(found_seeds),
+            "random_test_acc": list(random_accs), "random_mean": mean, "random_sd": sd, "found_beats": better,
+            "difference_se": (found_acc - mean) / se if se else None, "line": line}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, required=True, help="a finished search run directory")
@@ -109,26 +127,16 @@ def main(argv=None):
                           args.seeds, f"random_{k + 1}.json"))
         print(f"random {k + 1}/{len(candidates)}: test acc {rows[-1]['test_acc']:.4f}", file=sys.stderr)
 
-    found_acc, found_seeds = rows[0]["test_acc"], rows[0]["test_acc_seeds"]
-    rand = [r["test_acc"] for r in rows[1:]]
     print(f"{'kind':8} {'predicted_ms':>12} {'depths':>20} {'params_m':>9} {'test_acc':>9}")
     for r in rows:
         depths = str(deploy.validate(r["arch"]).depths)
         print(f"{r['kind']:8} {r['predicted_ms']:12.4f} {depths:>20} {r['params_m']:9.3f} {r['test_acc']:9.4f}")
-    mean, sd = statistics.mean(rand), statistics.stdev(rand)
-    seed_var = statistics.variance(found_seeds) if len(found_seeds) > 1 else 0.0
-    se = (seed_var / len(found_seeds) + sd**2 / len(rand)) ** 0.5
-    better = sum(a < found_acc for a in rand)
-    print(f"found {found_acc:.4f} (over {len(found_seeds)} seeds: {', '.join(f'{a:.4f}' for a in found_seeds)}) vs random mean "
-          f"{mean:.4f} (sd {sd:.4f}, min {min(rand):.4f}, max {max(rand):.4f}); found beats {better} of {len(rand)}; "
-          f"difference {found_acc - mean:+.4f} = {(found_acc - mean) / sd if sd else float('nan'):+.2f} sd "
-          f"= {(found_acc - mean) / se if se else float('nan'):+.2f} SE")
+    verdict = judge(rows[0]["test_acc_seeds"], [r["test_acc"] for r in rows[1:]])
+    print(verdict.pop("line"))
     if args.out:
         write_json(args.out / "summary.json", {
-            "run": str(args.run), "target_ms": target, "matched_ms": found_ms, "epochs": args.epochs, "random": args.random, "seeds": args.seeds,
-            "found_seeds": len(found_seeds), "found_test_acc": found_acc, "found_test_acc_seeds": found_seeds,
-            "random_test_acc": rand, "random_mean": mean, "random_sd": sd, "found_beats": better,
-            "difference_se": (found_acc - mean) / se if se else None})
+            "run": str(args.run), "target_ms": target, "matched_ms": found_ms, "epochs": args.epochs, "random": args.random,
+            "seeds": args.seeds, **verdict})
 
 
 if __name__ == "__main__":
