@@ -6,8 +6,8 @@ latency, each trained from scratch? (issue 20, goal 3; judged as search_vs_rando
 
 RUN_DIR is a finished `hwnas search --method snas|entrannas` run. Latency is matched in the network
 it deployed (config.json's `deploy`, else its `space`): the found network's latency is the run's
-final measurement (summary.json's `measured_ms`), measured again here as the random ones are, and
-matched on that. Random child graphs (every edge uniform over the 8 ops, from --seed) are drawn;
+final measurement (summary.json's `measured_ms`), measured again here (fresh, over twice
+--processes) and matched on that. Random child graphs (every edge uniform over the 8 ops, from --seed) are drawn;
 those the run's cell table predicts within --prefilter of its prediction for the found network are
 measured for real (ort-cpu, 1 thread, the default protocol
 with --processes fresh processes, through --db), and the first --random whose measured median lies
@@ -41,10 +41,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search_vs_random import judge  # noqa: E402
+from search_vs_random import judge
 
-from hwnas.errors import HwnasError  # noqa: E402
-from hwnas.jsonutil import read_json, write_json  # noqa: E402
+from hwnas.errors import HwnasError
+from hwnas.jsonutil import read_json, write_json
 
 
 def train_one(space_options: dict, arch: dict, data: dict, epochs: int, seed: int) -> dict:
@@ -70,7 +70,8 @@ def match_random(args, deploy, table, found) -> tuple[dict, list[dict], dict]:
     rng = np.random.default_rng(args.seed)
     kept, counts = [], {"drawn": 0, "measured": 0, "flagged": 0, "outside_tolerance": 0}
     with open_measurer("ort-cpu", db=args.db, processes=args.processes) as measurer:
-        m = measure_arch(measurer, deploy, found).measurement
+        # the anchor of every match: fresh, over twice the processes of a random network
+        m = measure_arch(measurer.with_processes(2 * args.processes), deploy, found, force=True).measurement
         print(f"found {found.hash}: measured {m.median_ms:.4f} ms here (95% CI {m.ci95_ms[0]:.4f}-{m.ci95_ms[1]:.4f}; "
               f"flags: {','.join(m.flags) or 'none'})", file=sys.stderr)
         if not (args.allow_flagged or usable(m.flags)):
