@@ -16,7 +16,8 @@ from hwnas.errors import HwnasError
 from hwnas.search import loop
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
-from hwnas.spaces.darts import CELL_TYPES, DartsSpace
+from hwnas.backends.protocol import usable
+from hwnas.spaces.darts import CELL_TYPES, EDGES, PRIMITIVES, DartsSpace, edge_index
 from hwnas.measure.networks import measure_arch
 from hwnas.validate import is_finite_number as num
 from hwnas.validate import is_int
@@ -54,12 +55,6 @@ def check_cell_search(space: DartsSpace, deploy: DartsSpace, data, table, needs_
         raise HwnasError("the latency cost needs a cell latency table")
     if table is not None and table.space.config != deploy.config:
         raise HwnasError(f"the cell latency table is for {table.space}, not {deploy}")
-
-
-def deploy_record(space: DartsSpace, deploy: DartsSpace) -> dict[str, Any]:
-    """The run's record of its deployment space, where it differs from the searched one (older runs
-    have none, and resume as they were)."""
-    return {} if deploy.config == space.config else {"deploy": deploy.config}
 
 
 def annealed(start: float, end: float, epoch: int, epochs: int, kind: str) -> float:
@@ -153,6 +148,81 @@ def measure(measurer, space: DartsSpace, arch, batch: int, force: bool = False):
     """The derived network's Measurement (its median and flags)."""
 
     return measure_arch(measurer, space, arch, batch, force).measurement
+
+
+def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float,
+         tolerance: float = 0.005, max_steps: int = 200):
+    """The child graph the table reads within `tolerance` of `target_ms` that gives up least of
+    the search's log-probability, greedily: from `arch`, one edge's op changed at a time (in the
+    normal or the reduction genotype, so in every cell of that type), each time the change that
+    closes the most of the table's gap to the target per nat of log-probability given up (a change
+    that gains probability and closes the gap comes first), until the table reads within
+    `tolerance` or no change closes the gap. `log_probs[kind]` is (edges, ops). Returns the child
+    and the table's reading after each change."""
+
+    arch = space.validate(arch)
+    current = table.predict(arch)
+    steps = []
+    while abs(current / target_ms - 1) > tolerance and len(steps) < max_steps:
+        doc, best = arch.to_json(), None
+        for kind in CELL_TYPES:
+            for e, (j, i) in enumerate(EDGES):
+                now = PRIMITIVES.index(doc[f"{kind}_edges"][j][i])
+                for o, op in enumerate(PRIMITIVES):
+                    if o == now:
+                        continue
+                    edges = [list(row) for row in doc[f"{kind}_edges"]]
+                    edges[j][i] = op
+                    try:
+                        child = space.validate({**doc, f"{kind}_edges": edges})
+                    except HwnasError:  # a cell left without an active node
+                        continue
+                    ms = table.predict(child)
+                    closed = abs(current - target_ms) - abs(ms - target_ms)
+                    if closed <= 0:
+                        continue
+                    given_up = float(log_probs[kind][edge_index(j, i), now] - log_probs[kind][edge_index(j, i), o])
+                    score = closed / max(given_up, 1e-6)
+                    if best is None or score > best[0]:
+                        best = (score, child, ms, f"{kind} edge {i}->{j + 2}: {PRIMITIVES[now]} -> {op}")
+        if best is None:
+            break
+        _, arch, current, change = best
+        steps.append({"change": change, "table_ms": current})
+    return arch, steps
+
+
+def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,
+                  batch: int, rounds: int, tolerance: float = 0.02, echo=print):
+    """`land` on the table, then on the measured latency: each round lands the search's child on
+    a table target, measures the landed child (the protocol's k processes) and, while it reads
+    outside `tolerance` of `target_ms`, sets the next round's table target to
+    target_ms * table / measured. A flagged measurement ends the rounds (it may not calibrate).
+    Returns the landed child closest to the target among the usable rounds (else the last), and
+    every round's record."""
+
+    table_target, records, best = target_ms, [], None
+    for r in range(rounds):
+        landed, steps = land(space, arch, log_probs, table, table_target)
+        record = {"round": r + 1, "table_target_ms": table_target, "changes": len(steps),
+                  "table_ms": table.predict(landed), "arch_hash": landed.hash}
+        records.append(record)
+        if measurer is None:
+            return landed, records
+        m = measure(measurer, space, landed, batch)
+        record.update(measured_ms=m.stats["median_ms"], measured_flags=list(m.flags or []))
+        distance = m.stats["median_ms"] / target_ms - 1
+        echo(f"landing round {r + 1}: table {record['table_ms']:.4g} ms (target in table units {table_target:.4g}), "
+             f"{len(steps)} changes, measured {record['measured_ms']:.4g} ms ({100 * distance:+.2f}%)"
+             f"{' flagged ' + ','.join(m.flags) if not usable(m.flags) else ''}")
+        if not usable(m.flags):
+            break
+        if best is None or abs(distance) < abs(best[0]):
+            best = (distance, landed)
+        if abs(distance) <= tolerance:
+            break
+        table_target = target_ms * record["table_ms"] / record["measured_ms"]
+    return (best[1] if best is not None else landed), records
 
 
 def finish(run: RunDir, space: DartsSpace, arch, table, measurer, measure_batch: int, final_sessions: int, epochs: int,

@@ -55,7 +55,6 @@ from hwnas.search.cellsearch import (
     annealed,
     check_cell_search,
     check_training_settings,
-    deploy_record,
     epoch_batches,
     finish,
     run_epochs,
@@ -452,11 +451,12 @@ def search(config: EnTranNASConfig, space: DartsSpace, data, out, table=None, me
     engines = config.engines(space)
     run = RunDir(out)
     resume = run.start({"method": config.method, **config.to_json(), "engine_cells_used": list(engines),
-                        "space": space.config, **deploy_record(space, deploy), "data": data.name,
+                        "space": space.config, "deploy": deploy.config, "data": data.name,
                         "target_ms": config.target,
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
-                        **(run_info or {})})
+                        **(run_info or {})},
+                       added={"deploy": space.config})  # older runs resume as they were
     try:  # the run directory's lock is held until the search ends, however it ends
         return _search(run, resume, config, space, deploy, engines, data, table, measurer, measure_batch,
                        show_progress, stop_after_epoch, echo)

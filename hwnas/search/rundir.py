@@ -45,9 +45,12 @@ class RunDir:
     final_arch_path = property(lambda self: self.path / "final_arch.json")
     summary_path = property(lambda self: self.path / "summary.json")
 
-    def start(self, config: dict[str, Any]) -> bool:
+    def start(self, config: dict[str, Any], added: dict[str, Any] | None = None) -> bool:
         """Lock the directory, then write the config of a new run or check it against the run
-        being resumed. Returns True when there is a checkpoint to resume from."""
+        being resumed. Returns True when there is a checkpoint to resume from.
+
+        `added`: options added after older runs were written, each with what an older config
+        means by lacking it; a resumed config that lacks one matches a new one holding that value."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -60,7 +63,9 @@ class RunDir:
             if self.config_path.exists():
                 old = read_json(self.config_path, "run config")
                 # JSON round trip so tuples and lists compare equal.
-                new = json.loads(json.dumps(config))
+                new, added = json.loads(json.dumps(config)), json.loads(json.dumps(added or {}))
+                if isinstance(old, dict):
+                    old = {**{k: v for k, v in added.items() if k in new}, **old}
                 if old != new:
                     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) if isinstance(old, dict) else ["all"]
                     raise HwnasError(

@@ -42,9 +42,9 @@ from hwnas.search.cellsearch import (
     annealed,
     check_cell_search,
     check_training_settings,
-    deploy_record,
     epoch_batches,
     finish,
+    land_measured,
     run_epochs,
 )
 from hwnas.search.cost import COSTS, relative_cost, relative_cost_slope
@@ -66,6 +66,7 @@ from hwnas.spaces.darts import (
     op_costs,
 )
 from hwnas.validate import is_finite_number as num
+from hwnas.validate import is_int
 from hwnas.validate import require as check
 
 RESOURCES = ("params", "flops", "mac", "latency", "mixed")
@@ -102,6 +103,11 @@ class SNASConfig:
     anneal: str = "linear"  # or "exp": tau * (tau_min / tau) ** (epoch / (epochs - 1))
     bilevel: bool = False
     derive: str = "argmax"
+    # After the search: change the child's ops, fewest nats of alpha first, until the table reads the
+    # target, then re-aim the table at target * table / measured for up to land_rounds measured
+    # rounds (`cellsearch.land_measured`). Not SNAS's: its argmax child lands where alpha left it.
+    land: bool = False
+    land_rounds: int = 3
     grad_clip: float = 5.0
     seed: int = 0
     measure_every: int = 0
@@ -121,13 +127,13 @@ class SNASConfig:
         check(num(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam!r}")
         check(not (self.cost_on == "child" and self.gradient == "score"),
               "the cost on the derived child takes a relaxed gradient (reparam or discrete), not the score function")
+        check(not self.land or (self.resource == "latency" and self.target is not None),
+              "landing (--land) needs the latency resource and a --target")
+        check(is_int(self.land_rounds) and 1 <= self.land_rounds <= 10, f"land rounds must be in [1, 10], got {self.land_rounds!r}")
         check_training_settings(self)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["cost_on"] == "sample":  # runs from before the option resume as they were
-            del d["cost_on"]
-        return d
+        return asdict(self)
 
     def temperature(self, epoch: int) -> float:
         """Temperature of epoch `epoch` (0-based): tau at the first, tau_min at the last."""
@@ -368,12 +374,13 @@ def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measure
     check_cell_search(space, deploy, data, table, needs_table=config.resource == "latency")
     cost = ResourceCost(config, deploy, table)
     run = RunDir(out)
-    resume = run.start({"method": "snas", **config.to_json(), "space": space.config, **deploy_record(space, deploy),
+    resume = run.start({"method": "snas", **config.to_json(), "space": space.config, "deploy": deploy.config,
                         "data": data.name,
                         "target_ms": config.target if config.resource == "latency" else None,
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
-                        **(run_info or {})})
+                        **(run_info or {})},
+                       added={"cost_on": "sample", "deploy": space.config, "land": False, "land_rounds": 3})  # older runs resume as they were
     try:  # the run directory's lock is held until the search ends, however it ends
         return _search(run, resume, config, space, deploy, data, table, measurer, measure_batch, show_progress,
                        stop_after_epoch, echo, cost)
@@ -409,8 +416,15 @@ def _search(run, resume, config, space, deploy, data, table, measurer, measure_b
                        f"{r['cost_value']:.4g}, entropy {r['edge_entropy']:.3f}"))
     if arch is None:
         return None
+    landing = {}
+    if config.land:
+        log_probs = {k: torch.log_softmax(a.detach(), -1) for k, a in net.alphas().items()}
+        derived = arch.hash
+        arch, rounds = land_measured(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
+                                     config.land_rounds, echo=echo)
+        landing = {"landing": {"derived_arch_hash": derived, "rounds": rounds}}
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
-                  lambda d: _summary_head(config, d))
+                  lambda d: {**_summary_head(config, d), **landing})
 
 
 def _summary_head(cfg: SNASConfig, d: dict[str, Any]) -> dict[str, Any]:

@@ -70,3 +70,89 @@ def test_a_table_of_the_training_size_is_refused_when_the_cells_deploy_elsewhere
     with pytest.raises(HwnasError, match="cell latency table is for .*channels=2.*not .*channels=4"):
         search(cfg, trained, load_dataset("digits", seed=0, limit=64), tmp_path / "r", table=table, deploy=deploy)
     assert not (tmp_path / "r").exists()
+
+
+# --- landing on a target (SNAS --land) ------------------------------------------------------------
+
+
+def _log_probs(arch, keep: float = -0.01, other: float = -8.0):
+    """Hand-made log-probabilities that favour `arch`'s own op on every edge."""
+    import torch
+
+    from hwnas.spaces.darts import CELL_TYPES, EDGES, N_EDGES, PRIMITIVES
+
+    doc = arch.to_json()
+    out = {}
+    for kind in CELL_TYPES:
+        lp = torch.full((N_EDGES, len(PRIMITIVES)), other)
+        for e, (j, i) in enumerate(EDGES):
+            lp[e, PRIMITIVES.index(doc[f"{kind}_edges"][j][i])] = keep
+        out[kind] = lp
+    return out
+
+
+def _neighbours(space, arch):
+    """Every valid child graph one edge's op away from `arch`."""
+    from hwnas.errors import HwnasError
+    from hwnas.spaces.darts import PRIMITIVES
+
+    doc = arch.to_json()
+    for kind in ("normal", "reduce"):
+        for j, row in enumerate(doc[f"{kind}_edges"]):
+            for i, now in enumerate(row):
+                for op in PRIMITIVES:
+                    if op != now:
+                        edges = [list(r) for r in doc[f"{kind}_edges"]]
+                        edges[j][i] = op
+                        try:
+                            yield space.validate({**doc, f"{kind}_edges": edges})
+                        except HwnasError:
+                            pass
+
+
+def test_landing_closes_the_tables_gap_at_every_change_and_stops_within_tolerance(torch_cell_table):
+    import numpy as np
+
+    from hwnas.search.cellsearch import land
+
+    space, table, _ = torch_cell_table
+    rng = np.random.default_rng(3)
+    start, other = space.sample(rng), space.sample(rng)
+    for target in (table.predict(other), 0.9 * table.predict(start), 1.1 * table.predict(start)):
+        landed, steps = land(space, start, _log_probs(start), table, target, tolerance=0.01)
+        gaps = [abs(table.predict(start) - target)] + [abs(s["table_ms"] - target) for s in steps]
+        assert all(b < a for a, b in zip(gaps, gaps[1:]))  # every change closes the gap
+        assert steps == [] or steps[-1]["table_ms"] == pytest.approx(table.predict(landed))
+        if abs(table.predict(landed) / target - 1) > 0.01:  # short of it only where no single change closes the gap
+            gap = abs(table.predict(landed) - target)
+            assert all(abs(table.predict(n) - target) >= gap for n in _neighbours(space, landed))
+    # already there: nothing changes
+    landed, steps = land(space, start, _log_probs(start), table, table.predict(start))
+    assert steps == [] and landed.hash == start.hash
+
+
+def test_landing_gives_up_the_least_probability_first(torch_cell_table):
+    from hwnas.search.cellsearch import land
+    from hwnas.spaces.darts import EDGES, PRIMITIVES
+
+    space, table, _ = torch_cell_table
+    doc = {"space": "darts",
+           "normal_edges": [["sep_conv_5x5"] * (2 + j) for j in range(4)], "normal_concat": [2, 3, 4, 5],
+           "reduce_edges": [["sep_conv_5x5"] * (2 + j) for j in range(4)], "reduce_concat": [2, 3, 4, 5]}
+    start = space.validate(doc)
+    lp = _log_probs(start)
+    lp["normal"][5, PRIMITIVES.index("skip_connect")] = -0.02  # nearly as likely as sep_conv_5x5 on edge 5
+    landed, steps = land(space, start, lp, table, 0.5 * table.predict(start), tolerance=0.01)
+    j, i = EDGES[5]
+    assert steps[0]["change"] == f"normal edge {i}->{j + 2}: sep_conv_5x5 -> skip_connect"
+
+
+def test_landing_rounds_without_a_measurer_stop_at_the_table(torch_cell_table):
+    import numpy as np
+
+    from hwnas.search.cellsearch import land_measured
+
+    space, table, _ = torch_cell_table
+    start = space.sample(np.random.default_rng(0))
+    landed, rounds = land_measured(space, start, _log_probs(start), table, 0.95 * table.predict(start), None, 1, 3)
+    assert len(rounds) == 1 and rounds[0]["arch_hash"] == landed.hash and "measured_ms" not in rounds[0]

@@ -282,32 +282,9 @@ def test_default_engine_cells_are_the_first_normal_and_reduction_cells():
     assert EnTranNASConfig().engines(get_space("darts", channels=8, cells=3)) == (0, 1)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from hwnas.data import load_dataset
-
-    return load_dataset("digits", seed=0, limit=120)
-
-
-@pytest.fixture(scope="module")
-def tiny_table(tmp_path_factory):
-    from hwnas.backends import MeasureProtocol, get_backend
-    from hwnas.measure import Measurer
-    from hwnas.store import Store
-
-    tmp = tmp_path_factory.mktemp("entrannas")
-    space = get_space("darts", channels=4, cells=3, num_classes=10, resolution=8)
-    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1, reference=False)
-    # PyTorch on the CPU: real timings without an ONNX export per part (~3 s for the table, not ~60 s)
-    measurer = Measurer(get_backend("torch-cpu"), Store(tmp / "m.sqlite"), protocol, cache_dir=tmp)
-    table = CellLatencyTable.build(space, measurer, show_progress=False)
-    yield space, table, measurer
-    measurer.store.close()
-
-
 @pytest.mark.parametrize("dst", [True, False])
-def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table, dst):
-    space, table, measurer = tiny_table
+def test_tiny_search_end_to_end_and_resume(tmp_path, digits, torch_cell_table, dst):
+    space, table, measurer = torch_cell_table
     target = 0.9 * table.predict(space.default_arch())
     # without DST: calibrated on the measurements; with DST: not, so that a run without a measurer
     # (below) must take the same steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,13 +182,6 @@ def test_resource_term_moves_alpha_away_from_costly_ops(space, gradient):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from hwnas.data import load_dataset
-
-    return load_dataset("digits", seed=0, limit=120)
-
-
-@pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
     from hwnas.latency.cells import CellLatencyTable
     from hwnas.measure import Measurer
@@ -212,6 +206,12 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and {"train_loss", "val_acc_child", "edge_entropy", "arch", "params_m", "macs_m", "mac_m",
                               "table_ms", "measured_ms", "tau"} <= set(log[0])
+    # written as a run from before --cost-on and --deploy-* existed: it resumes, on the defaults only
+    config = json.loads((out / "config.json").read_text())
+    assert config["cost_on"] == "sample" and config["deploy"] == space.config
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("cost_on", "deploy")}))
+    with pytest.raises(HwnasError, match=r"different configuration \(cost_on differ\)"):
+        search(replace(cfg, cost_on="child"), space, digits, out, table=table, measurer=measurer, show_progress=False)
     summary = search(cfg, space, digits, out, table=table, measurer=measurer, show_progress=False)
     assert summary["epochs"] == 2 and summary["measured_ms"] > 0
     assert summary["lookup_error_pct"] is not None
@@ -222,3 +222,20 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, tiny_table):
     assert straight["arch_hash"] == summary["arch_hash"]
     with pytest.raises(HwnasError, match="different configuration"):
         search(SNASConfig(resource="params", epochs=2), space, digits, out, show_progress=False)
+
+
+def test_landing_after_the_search_measures_and_keeps_a_landed_child(tmp_path, digits, tiny_table):
+    space, table, measurer = tiny_table
+    target = 0.9 * table.predict(space.default_arch())
+    cfg = SNASConfig(resource="latency", target=target, epochs=1, batch_size=32, final_sessions=1, land=True,
+                     land_rounds=2)
+    summary = search(cfg, space, digits, tmp_path / "run", table=table, measurer=measurer, show_progress=False)
+    rounds = summary["landing"]["rounds"]
+    assert 1 <= len(rounds) <= 2 and all(r["measured_ms"] > 0 for r in rounds)
+    assert rounds[0]["table_target_ms"] == target
+    assert summary["arch_hash"] in {r["arch_hash"] for r in rounds}
+    assert summary["predicted_ms"] == pytest.approx(table.predict(space.validate(
+        json.loads((tmp_path / "run" / "final_arch.json").read_text()))))
+    for bad in (dict(land=True), dict(land=True, resource="flops", target=1.0), dict(land_rounds=0)):
+        with pytest.raises(HwnasError, match="land"):
+            SNASConfig(**{"resource": "latency", **bad})

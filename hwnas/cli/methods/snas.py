@@ -37,6 +37,11 @@ OPTIONS = [
     click.option("--derive", type=click.Choice(DERIVATIONS), default=SNASConfig.derive, show_default=True,
                  help="Child graph: argmax per edge (SNAS) or the top two inputs per node (DARTS)."),
     click.option("--bilevel", is_flag=True, help="Update alpha on search-val batches (default: one-level, as SNAS)."),
+    click.option("--land", is_flag=True,
+                 help="After the search, change the child's ops (fewest nats of alpha given up first) until the cell "
+                      "table reads --target, then re-aim the table at the measured latency (not SNAS's; needs --target)."),
+    click.option("--land-rounds", type=Int(1, 10), default=SNASConfig.land_rounds, show_default=True,
+                 help="Measured landing rounds at most (with --land)."),
 ]
 
 
@@ -45,7 +50,7 @@ OPTIONS = [
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     config = SNASConfig(
         resource=opts["resource"], target=opts["target"], penalty=opts["cost"], gradient=opts["gradient"],
-        cost_on=opts["cost_on"],
+        cost_on=opts["cost_on"], land=opts["land"], land_rounds=opts["land_rounds"],
         log_penalty=opts["log_penalty"], derive=opts["derive"], bilevel=opts["bilevel"], lam=opts["lam"],
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
         arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"], tau=opts["tau"], seed=opts["seed"],
