@@ -197,7 +197,8 @@ def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], t
     """`land` on the table, then on the measured latency: each round lands the search's child on
     a table target, measures the landed child (the protocol's k processes) and, while it reads
     outside `tolerance` of `target_ms`, sets the next round's table target to
-    target_ms * table / measured. A flagged measurement ends the rounds (it may not calibrate).
+    target_ms * table / measured. A flagged measurement is taken again over twice the processes;
+    flagged still, it ends the rounds (it may not calibrate).
     Returns the landed child closest to the target among the usable rounds (else the last), and
     every round's record."""
 
@@ -210,7 +211,10 @@ def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], t
         if measurer is None:
             return landed, records
         m = measure(measurer, space, landed, batch)
-        record.update(measured_ms=m.stats["median_ms"], measured_flags=list(m.flags or []))
+        if not usable(m.flags):  # once more over twice the processes (the store's are kept): a narrower interval
+            m = measure(measurer.with_processes(2 * measurer.protocol.processes), space, landed, batch)
+        record.update(measured_ms=m.stats["median_ms"], measured_flags=list(m.flags or []),
+                      measured_processes=len(m.processes) or 1)
         distance = m.stats["median_ms"] / target_ms - 1
         echo(f"landing round {r + 1}: table {record['table_ms']:.4g} ms (target in table units {table_target:.4g}), "
              f"{len(steps)} changes, measured {record['measured_ms']:.4g} ms ({100 * distance:+.2f}%)"

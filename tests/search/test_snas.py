@@ -239,3 +239,24 @@ def test_landing_after_the_search_measures_and_keeps_a_landed_child(tmp_path, di
     for bad in (dict(land=True), dict(land=True, resource="flops", target=1.0), dict(land_rounds=0)):
         with pytest.raises(HwnasError, match="land"):
             SNASConfig(**{"resource": "latency", **bad})
+
+
+def test_a_flagged_landing_round_is_measured_again_and_then_ends_the_rounds(tmp_path, tiny_table):
+    from hwnas.backends import MeasureProtocol, get_backend
+    from hwnas.measure import Measurer
+    from hwnas.search.cellsearch import land_measured
+    from hwnas.store import Store
+
+    space, table, _ = tiny_table
+    # noisy_ci 0: every measurement over 2+ processes is flagged noisy, so none may calibrate
+    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=2, reference=False,
+                               noisy_ci=0.0)
+    measurer = Measurer(get_backend("ort-cpu"), Store(tmp_path / "m.sqlite"), protocol, cache_dir=tmp_path)
+    start = space.default_arch()
+    alpha = {k: torch.zeros(14, 8) for k in ("normal", "reduce")}
+    try:
+        landed, rounds = land_measured(space, start, alpha, table, 0.9 * table.predict(start), measurer, 1, 3)
+    finally:
+        measurer.store.close()
+    assert len(rounds) == 1 and "noisy" in rounds[0]["measured_flags"]
+    assert rounds[0]["measured_processes"] == 4 and landed.hash == rounds[0]["arch_hash"]
