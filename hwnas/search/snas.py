@@ -444,20 +444,17 @@ def _epoch(state: SearchState, cfg: SNASConfig, space: DartsSpace, data, cost: R
         if cfg.bilevel:  # alpha first, on a search-val batch (first order, as DARTS's)
             xv, yv = next(val_iter)
             z, log_z = _sample(net, tau, state.sample_gen)
-            term, _ = cost.term(net.alphas(), z, log_z, tau)
+            logged, value = cost.term(net.alphas(), z, log_z, tau)  # the cost as --cost-on says, logged
             state.opt_a.zero_grad(set_to_none=True)
-            (F.cross_entropy(net(xv, z), yv) + term).backward()
+            (F.cross_entropy(net(xv, z), yv) + logged).backward()
             state.opt_a.step()
         z, log_z = _sample(net, tau, state.sample_gen)
         logits = net(x, z)
         ce = F.cross_entropy(logits, y)
-        if cfg.bilevel:
-            term, value = torch.zeros(()), float("nan")
-            z_det = {k: v.detach() for k, v in z.items()}
-            with torch.no_grad():
-                value = float(cost.full(z_det))
-        else:
+        term = torch.zeros(())  # bi-level: the weights' step takes no cost
+        if not cfg.bilevel:
             term, value = cost.term(net.alphas(), z, log_z, tau)
+            logged = term
         state.opt_w.zero_grad(set_to_none=True)
         state.opt_a.zero_grad(set_to_none=True)
         (ce + term).backward()
@@ -468,7 +465,7 @@ def _epoch(state: SearchState, cfg: SNASConfig, space: DartsSpace, data, cost: R
             state.opt_a.step()  # one-level: theta and alpha from the same backward pass
         n = y.numel()
         sums["loss"] += ce.item() * n
-        sums["cost_term"] += float(term.detach()) * n
+        sums["cost_term"] += float(logged.detach()) * n
         sums["cost_value"] += value * n
         sums["correct"] += int((logits.argmax(1) == y).sum())
         sums["n"] += n

@@ -260,3 +260,18 @@ def test_a_flagged_landing_round_is_measured_again_and_then_ends_the_rounds(tmp_
         measurer.store.close()
     assert len(rounds) == 1 and "noisy" in rounds[0]["measured_flags"]
     assert rounds[0]["measured_processes"] == 4 and landed.hash == rounds[0]["arch_hash"]
+
+
+@pytest.mark.parametrize("bilevel", [False, True])
+def test_the_logged_cost_is_the_one_penalised_one_level_and_bilevel(tmp_path, digits, bilevel):
+    space = get_space("darts", channels=2, cells=2, num_classes=10, resolution=8)
+    # alpha all but frozen: the derived child stays the same all epoch, so its cost is every batch's
+    cfg = SNASConfig(resource="params", target=0.001, cost_on="child", bilevel=bilevel, arch_lr=1e-9, epochs=1,
+                     batch_size=32)
+    search(cfg, space, digits, tmp_path / "run", show_progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    from hwnas.latency.cells import one_hot
+
+    child = float(ResourceCost(cfg, space).full(one_hot(space.validate(log[0]["arch"]))))  # its edges' params
+    assert log[0]["cost_value"] == pytest.approx(child, rel=1e-6)
+    assert log[0]["cost_term"] > 0  # the child is over the target
