@@ -419,10 +419,13 @@ def _search(run, resume, config, space, deploy, data, table, measurer, measure_b
     landing = {}
     if config.land:
         log_probs = {k: torch.log_softmax(a.detach(), -1) for k, a in net.alphas().items()}
-        derived = arch.hash
+        derived = arch
         arch, rounds = land_measured(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
                                      config.land_rounds, echo=echo)
-        landing = {"landing": {"derived_arch_hash": derived, "rounds": rounds}}
+        # what landing cost: both children's validation accuracy with the supernet's weights
+        landing = {"landing": {"derived_arch_hash": derived.hash, "rounds": rounds,
+                               "derived_val_acc": _child_accuracy(net, derived, data, space.resolution),
+                               "landed_val_acc": _child_accuracy(net, arch, data, space.resolution)}}
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {**_summary_head(config, d), **landing})
 

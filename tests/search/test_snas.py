@@ -234,6 +234,7 @@ def test_landing_after_the_search_measures_and_keeps_a_landed_child(tmp_path, di
     assert 1 <= len(rounds) <= 2 and all(r["measured_ms"] > 0 for r in rounds)
     assert rounds[0]["table_target_ms"] == target
     assert summary["arch_hash"] in {r["arch_hash"] for r in rounds}
+    assert 0 <= summary["landing"]["landed_val_acc"] <= 1 and 0 <= summary["landing"]["derived_val_acc"] <= 1
     assert summary["predicted_ms"] == pytest.approx(table.predict(space.validate(
         json.loads((tmp_path / "run" / "final_arch.json").read_text()))))
     for bad in (dict(land=True), dict(land=True, resource="flops", target=1.0), dict(land_rounds=0)):
