@@ -2,7 +2,7 @@
 table and the best surrogate, over random architectures of each space; then SNAS with each cost.
 
     python benchmarks/cost_proxies.py --n 150 --spaces darts-search,darts-mid,tfnas
-    python benchmarks/cost_proxies.py --n 150 --spaces darts-search --searches --target 0.6
+    python benchmarks/cost_proxies.py --n 80 --processes 10 --spaces darts-mid --searches --target 1.4
 
 Part 1, per space: N random architectures (darts: SNAS-style child graphs, every edge uniform
 over the 8 ops; tfnas: its random subnets at 32 px, width 0.25, 10 classes), measured on ort-cpu
@@ -16,10 +16,13 @@ part, its default), the cell table with its parts correction (the best surrogate
 the even half). tfnas: params, flops, the layer table and lut+linear (fitted on the even half).
 darts sizes (C, cells, px): darts-search 8/5/16, darts-mid 16/8/32, darts-eval 36/20/32.
 
-Part 2 (--searches, darts-search only): a SNAS search per cost, each tuned to one target: the
-latency cost takes the target in ms on the corrected cell table; the others take the proxy value
-the part-1 linear fit maps to that latency. Reported per cost: the derived network's measured
-latency against the target, and its child validation accuracy from the search's log.
+Part 2 (--searches): per darts space, a SNAS search per cost, trained at the darts-search size
+and deployed in that space (`--deploy-*`), the penalty on the derived child's cost
+(`--cost-on child`), each tuned to one target: the latency cost takes the target in ms on the
+cell table with its parts correction (fitted on the usable even half); the others take the proxy
+value the part-1 linear fit (usable architectures) maps to that latency. Reported per cost: the
+derived network's measured latency (10 fresh processes, its interval and flags) against the
+target, its table latency, and its child validation accuracy from the search's log.
 
 Every measurement goes through the store (--db; default $HWNAS_DB), so a rerun only measures what
 is new; run directories under --out are resumed. Results: JSON on stdout and in --out.
@@ -121,30 +124,40 @@ def tfnas_part(n: int, measurer, seed: int) -> dict:
 
 
 def searches(space, table, part: dict, target_ms: float, out: Path, epochs: int, limit: int, measurer) -> dict:
+    """Part 2: SNAS per cost, trained at the darts-search size and deployed in `space` (every cost
+    counted, the table read and the final network measured there, over 10 fresh processes), the
+    penalty on the derived child's cost (`--cost-on child`), so each cost's target is the deployed
+    network's."""
     from hwnas.data import load_dataset
     from hwnas.search.snas import SNASConfig, search
+    from hwnas.spaces import get_space
 
     data = load_dataset("digits", seed=0, limit=limit)
-    results = {}
+    trained = get_space("darts", **DARTS_SIZES["darts-search"], num_classes=space.num_classes)
+    fits = part.get("usable_only")
+    results = {"trained": trained.config, "deployed": space.config, "fits_from": "usable_only"}
     for resource, proxy in (("latency", None), ("params", "params"), ("flops", "flops"), ("mac", "mac")):
         if proxy is None:
             target = target_ms
         else:  # the proxy value the linear fit maps to target_ms, in the cost's units (millions)
-            if "usable_only" not in part:
+            if fits is None:
                 results[resource] = {"skipped": "fewer than 8 usable architectures: no fit to map the target"}
                 continue
-            a, b = part["usable_only"][proxy]["fit"]
+            a, b = fits[proxy]["fit"]
             target = (target_ms - a) / b / 1e6
         if not target > 0:
             results[resource] = {"skipped": f"the linear fit maps {target_ms} ms to a non-positive {resource}"}
             continue
-        cfg = SNASConfig(resource=resource, target=target, epochs=epochs, measure_every=0, final_sessions=3)
-        summary = search(cfg, space, data, out / f"snas-{resource}", table=table, measurer=measurer, show_progress=False)
-        log = [json.loads(line) for line in (out / f"snas-{resource}" / "log.jsonl").read_text().splitlines()]
+        cfg = SNASConfig(resource=resource, target=target, cost_on="child", epochs=epochs, measure_every=0,
+                         final_sessions=10)
+        run = out / f"snas-{resource}"
+        summary = search(cfg, trained, data, run, table=table, measurer=measurer, show_progress=False, deploy=space)
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         results[resource] = {"target": target, "measured_ms": summary["measured_ms"],
+                             "measured_ci95_ms": summary["measured_ci95_ms"], "measured_flags": summary["measured_flags"],
                              "measured_vs_target_ms_pct": 100 * (summary["measured_ms"] / target_ms - 1),
-                             "child_val_acc": log[-1]["val_acc_child"], "params_m": summary["params_m"],
-                             "arch_hash": summary["arch_hash"]}
+                             "table_ms": summary["predicted_ms"], "child_val_acc": log[-1]["val_acc_child"],
+                             "params_m": summary["params_m"], "macs_m": summary["macs_m"], "arch_hash": summary["arch_hash"]}
     return results
 
 
@@ -156,9 +169,9 @@ def main() -> None:
     ap.add_argument("--db", default=None)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--processes", type=int, default=3, help="k fresh processes per architecture")
-    ap.add_argument("--searches", action="store_true", help="part 2: a SNAS search per cost (darts-search)")
+    ap.add_argument("--searches", action="store_true", help="part 2: a SNAS search per cost, deployed in each darts space")
     ap.add_argument("--target", type=float, default=0.6, help="part 2: target latency in ms")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--out", type=Path, default=Path("cost_proxies_out"))
     args = ap.parse_args()
@@ -168,7 +181,7 @@ def main() -> None:
     for name in args.spaces.split(","):
         if name in DARTS_SIZES:
             report[name], space, table = darts_part(name, args.n, measurer, args.seed)
-            if args.searches and name == "darts-search":
+            if args.searches:
                 report["searches"] = searches(space, table, report[name], args.target, args.out, args.epochs, args.limit,
                                               measurer)
         elif name == "tfnas":
