@@ -182,17 +182,9 @@ def test_resource_term_moves_alpha_away_from_costly_ops(space, gradient):
 
 
 @pytest.fixture(scope="module")
-def tiny_table(tmp_path_factory):
-    from hwnas.latency.cells import CellLatencyTable
-    from hwnas.measure import Measurer
-    from hwnas.backends import MeasureProtocol, get_backend
-    from hwnas.store import Store
-
-    tmp = tmp_path_factory.mktemp("snas")
-    space = get_space("darts", channels=2, cells=2, num_classes=10, resolution=8)
-    protocol = MeasureProtocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.0, processes=1, reference=False)
-    measurer = Measurer(get_backend("ort-cpu"), Store(tmp / "m.sqlite"), protocol, cache_dir=tmp)
-    table = CellLatencyTable.build(space, measurer, show_progress=False)
+def tiny_table(tmp_path_factory, make_cell_table):
+    """At C=2, 2 cells, 8 px on ort-cpu (ONNX parts)."""
+    space, table, measurer = make_cell_table(tmp_path_factory.mktemp("snas"), "ort-cpu", channels=2, cells=2)
     yield space, table, measurer
     measurer.store.close()
 
