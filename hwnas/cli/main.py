@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -22,6 +21,7 @@ from hwnas.cli.options import (
     fail,
     load_arch,
     load_new_arch,
+    network_rows,
     make_measurer,
     make_space,
     result_row,
@@ -71,7 +71,8 @@ def measure(space_name, resolution, width_mult, num_classes, backend_name, batch
     rows = []
     try:
         if onnx_path is None and hasattr(space, "references"):  # a new-shape space (darts)
-            rows = _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_row)
+            archs = [load_new_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
+            rows = network_rows(space, measurer, archs, batch)
         elif onnx_path is not None:
             rows.append(result_row(onnx_path.name, measurer.onnx(onnx_path, batch), batch=batch))
         elif all_layers:
@@ -110,15 +111,6 @@ def _new_space_info(space, arch_path, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['name']} ({r['arch_hash']}): {r['params_m']:.3f} M parameters, {r['macs_m']:.1f} M MACs"
                    + (f", memory access {r['mac_m']:.1f} M" if "mac_m" in r else ""))
-
-
-def _new_space_rows(space, measurer, arch_path, n_random, seed, batch, result_row) -> list[dict[str, Any]]:
-    from hwnas.measure.networks import arch_item  # torch, kept out of `hwnas --help`
-
-    archs = [load_new_arch(space, arch_path)] if arch_path else space.random_archs(n_random, seed)
-    done = measurer.many([arch_item(measurer, space, a, batch) for a in archs], "networks")
-    return [result_row(a.hash, m, batch=batch, params_m=space.params(a) / 1e6, macs_m=space.macs(a) / 1e6)
-            for a, m in zip(archs, done)]
 
 
 @cli.command()

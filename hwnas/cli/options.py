@@ -199,7 +199,8 @@ def make_space(space_name: str, resolution: int, width_mult: float, num_classes:
 
     if is_new_space(space_name):
         if not new_spaces:
-            fail(f"space {space_name} works with info, arch, measure, train, additivity and search (snas, entrannas), not this command")
+            fail(f"space {space_name} works with info, arch, measure, sample, surrogate, train, additivity and search "
+                 "(snas, entrannas), not this command")
         return make_new_space(space_name, resolution, num_classes)
 
     if not is_mbconv(space_name):
@@ -311,6 +312,15 @@ def write_table(df, out: Path | None) -> None:
 
 def progress(items, desc: str):
     return tqdm(items, desc=desc, unit="model", file=sys.stderr, disable=len(items) < 2, dynamic_ncols=True)
+
+
+def network_rows(space, measurer, archs, batch: int) -> list[dict[str, Any]]:
+    """Whole networks of a new-shape space (darts) measured into the store, one result row each."""
+    from hwnas.measure.networks import arch_item  # torch, kept out of `hwnas --help`
+
+    done = measurer.many([arch_item(measurer, space, a, batch) for a in archs], "networks")
+    return [result_row(a.hash, m, batch=batch, params_m=space.params(a) / 1e6, macs_m=space.macs(a) / 1e6)
+            for a, m in zip(archs, done)]
 
 
 def result_row(name: str, measured, **extra) -> dict:

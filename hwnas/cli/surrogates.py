@@ -16,9 +16,11 @@ from hwnas.cli.options import (
     backend_options,
     check_out,
     fail,
+    given_on_command_line,
     is_new_space,
     make_measurer,
     make_space,
+    network_rows,
     space_options,
     write_table,
 )
@@ -40,10 +42,13 @@ def width_step_option(f):
 def _hint(space, backend_name, batch, threads, warmup, min_runs, min_time, n=100) -> str:
     """The `hwnas sample` command that measures subnets these options will find."""
     parts = [f"hwnas sample --space {space.name} --resolution {space.resolution}"]
-    if space.width_mult != 1.0:
-        parts.append(f"--width-mult {space.width_mult:g}")
-    if space.num_classes != 1000:
-        parts.append(f"--classes {space.num_classes}")
+    if is_new_space(space.name):
+        parts.append(f"--channels {space.channels} --cells {space.cells} --classes {space.num_classes}")
+    else:
+        if space.width_mult != 1.0:
+            parts.append(f"--width-mult {space.width_mult:g}")
+        if space.num_classes != 1000:
+            parts.append(f"--classes {space.num_classes}")
     parts.append(f"--backend {backend_name}")
     for flag, value, default in (("--batch", batch, 1), ("--threads", threads, 1), ("--warmup", warmup, 5),
                                  ("--min-runs", min_runs, 20), ("--min-time", min_time, 0.3)):
@@ -142,7 +147,16 @@ def sample(space_name, resolution, width_mult, num_classes, backend_name, batch,
 
 
     check_out(out, OUTPUT_FORMATS)
-    space = make_space(space_name, resolution, width_mult, num_classes)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    if is_new_space(space.name):  # whole random networks of the space (darts: SNAS-style child graphs)
+        _refuse_mbconv_options(space, scale_to=scale_to, lut=lut_path, width_align=width_align != 1)
+        measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+        try:
+            rows = network_rows(space, measurer, space.random_archs(n, seed), batch)
+        finally:
+            measurer.close()
+        write_table(pd.DataFrame(rows), out)
+        return
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     scaling = None
     if scale_to is not None:
@@ -195,11 +209,20 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     from hwnas.surrogates.models import MODELS, check_fit, fit_model, parse_models, predict_all, save_model
 
     check_out(out, (".json",))
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    if is_new_space(space.name):
+        _refuse_mbconv_options(space, csv=csv_path, transfer=transfer)
+        measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+        try:
+            _cell_fit(space, measurer, batch, lut_path, n_train, seed, model_name, out,
+                      _hint(space, backend_name, batch, threads, warmup, min_runs, min_time))
+        finally:
+            measurer.close()
+        return
     names = parse_models(model_name)
     if len(names) != 1:
         fail(f"surrogate fit takes one --model, got {', '.join(names)}")
     name = names[0]
-    space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     hint = _hint(space, backend_name, batch, threads, warmup, min_runs, min_time)
     if transfer and not MODELS.get(name).needs_lut:
@@ -246,8 +269,18 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     from hwnas.surrogates.models import MODELS, check_fit, parse_models
 
     check_out(out, OUTPUT_FORMATS)
+    space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
+    if is_new_space(space.name):
+        _refuse_mbconv_options(space, csv=csv_path, transfer=transfer, repeat_db=repeat_db,
+                               model=given_on_command_line("model_names"))
+        measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+        try:
+            _cell_eval(space, measurer, batch, lut_path, n_train, n_test, seed, out,
+                       _hint(space, backend_name, batch, threads, warmup, min_runs, min_time))
+        finally:
+            measurer.close()
+        return
     names = parse_models(model_names)
-    space = make_space(space_name, resolution, width_mult, num_classes)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
     wants_table = any(MODELS.get(n).needs_lut for n in names)
     if transfer and not wants_table:
@@ -281,6 +314,84 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     df = evaluate(names, train, test, table, space, _target(measurer, batch, csv_path), seed, not no_curve, hint, again)
     measurer.close()
     write_table(df, out)
+
+
+# --- the darts space: the cell table and its parts correction ---------------------------------
+
+# Latency models of the cell spaces: the cell table (overhead removed per part, as built, or as
+# the --lut file holds it) and the table with the parts correction (measured ~ a + b * table
+# + c * parts) fitted on measured networks (`CellLatencyTable.fit_correction`).
+CELL_MODELS = ("cell-lut", "cell-lut+parts")
+MIN_PARTS_FIT = 4  # three coefficients, and one network more
+
+
+def _refuse_mbconv_options(space, **given) -> None:
+    named = [k.replace("_", "-") for k, v in given.items() if v]
+    if named:
+        fail(f"--{named[0]} is for the MBConv spaces; the {space.name} space's models are {', '.join(CELL_MODELS)}, "
+             "fitted on networks measured into the store (hwnas sample)")
+
+
+def _cell_table(space, measurer, batch: int, lut_path):
+    from hwnas.latency.cells import CellLatencyTable
+
+    if lut_path is not None:
+        return CellLatencyTable.load(lut_path, expect_space=space)
+    return CellLatencyTable.build(space, measurer, batch)
+
+
+def _enough(space, have: int, need: int, hint: str) -> None:
+    if have < need:
+        fail(f"the store holds {have} usable measured networks of {space} for this target and protocol; "
+             f"at least {need} are needed: measure more with `{hint}`")
+
+
+def _cell_fit(space, measurer, batch: int, lut_path, n_train, seed: int, name: str, out: Path, hint: str) -> None:
+    """`surrogate fit` on a cell space: the table, corrected on the stored networks for
+    cell-lut+parts, saved where `hwnas search --latency-model` reads it."""
+    from hwnas.surrogates.metrics import latency_metrics
+
+    if name not in CELL_MODELS:
+        fail(f"unknown model {name!r} for the {space.name} space; known: {', '.join(CELL_MODELS)}")
+    data = measured_subnets(measurer, space, batch)
+    _enough(space, len(data), MIN_PARTS_FIT if name == "cell-lut+parts" else 0, hint)
+    if n_train is not None:
+        if not MIN_PARTS_FIT <= n_train <= len(data):
+            fail(f"--train {n_train}: {len(data)} usable measured networks are available (at least {MIN_PARTS_FIT} needed)")
+        data = data.take(np.random.default_rng(seed).permutation(len(data))[:n_train])
+    table = _cell_table(space, measurer, batch, lut_path)
+    if name == "cell-lut+parts":
+        table.fit_correction(data.archs, data.latency_ms)
+    table.save(out)
+    if len(data) >= 2:
+        fit = latency_metrics(data.latency_ms, [table.predict(a) for a in data.archs])
+        click.echo(f"{name} on {len(data)} measured networks: MAPE {fit['mape_pct']:.3g} %, "
+                   f"Kendall tau {fit['kendall_tau']:.3f}" + (" (its training networks)" if name == "cell-lut+parts" else ""))
+    click.echo(f"wrote {out}", err=True)
+
+
+def _cell_eval(space, measurer, batch: int, lut_path, n_train, n_test, seed: int, out, hint: str) -> None:
+    """`surrogate eval` on a cell space: both models scored on held-out stored networks, the
+    correction fitted on the rest."""
+    import pandas as pd
+
+    from hwnas.surrogates.metrics import latency_metrics
+
+    data = measured_subnets(measurer, space, batch)
+    n_test = max(5, len(data) // 5) if n_test is None else n_test
+    _enough(space, len(data), n_test + MIN_PARTS_FIT, hint)
+    train, test = split(data, n_test, seed)
+    if n_train is not None:
+        if not MIN_PARTS_FIT <= n_train <= len(train):
+            fail(f"--train {n_train}: {len(train)} networks remain after {n_test} held out (at least {MIN_PARTS_FIT} needed)")
+        train = train.take(range(n_train))
+    table = _cell_table(space, measurer, batch, lut_path)
+    rows = [{"model": "cell-lut", "n_train": 0, "n_test": len(test),
+             **latency_metrics(test.latency_ms, [table.predict(a) for a in test.archs])}]
+    table.fit_correction(train.archs, train.latency_ms)
+    rows.append({"model": "cell-lut+parts", "n_train": len(train), "n_test": len(test),
+                 **latency_metrics(test.latency_ms, [table.predict(a) for a in test.archs])})
+    write_table(pd.DataFrame(rows), out)
 
 
 def _same_store(where, b) -> bool:

@@ -182,3 +182,41 @@ def test_a_table_of_another_target_is_transferred_only_when_asked(hwnas, measure
     assert "transfer model fitted on 12 subnets" in out
     back = load_model(model, expect_batch=1)  # a model of this target on the other one's table
     assert back.lut.backend == "torch-cpu" and back.slope == pytest.approx(1.5) and back.offset == pytest.approx(0.1)
+
+
+DARTS = ["--space", "darts", "--channels", "2", "--cells", "2", "--resolution", "16", "--classes", "10"]
+
+
+def test_darts_networks_sampled_then_the_cell_table_scored_and_fitted(hwnas, tmp_path, monkeypatch):
+    from hwnas.latency.cells import CellLatencyTable
+    from hwnas.spaces import get_space
+
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    db = tmp_path / "db.sqlite"
+    hwnas("sample", *DARTS, *FAST, "--db", db, "--n", 12, "--out", tmp_path / "nets.csv")
+    nets = pd.read_csv(tmp_path / "nets.csv")
+    space = get_space("darts", channels=2, cells=2, resolution=16, num_classes=10)
+    assert list(nets["name"]) == [a.hash for a in space.random_archs(12, 0)] and (nets["median_ms"] > 0).all()
+
+    hwnas("surrogate", "eval", *DARTS, *FAST, "--db", db, "--test", 5, "--out", tmp_path / "metrics.csv")
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["model"]) == ["cell-lut", "cell-lut+parts"]
+    assert list(metrics["n_test"]) == [5, 5] and list(metrics["n_train"]) == [0, 7]
+    assert (metrics["mape_pct"] >= 0).all()
+
+    _, out, _ = hwnas("surrogate", "fit", *DARTS, *FAST, "--db", db, "--model", "cell-lut+parts", "--out",
+                      tmp_path / "cells.json")
+    assert out.startswith("cell-lut+parts on 12 measured networks: MAPE")
+    fitted = CellLatencyTable.load(tmp_path / "cells.json", expect_space=space)  # what `search --latency-model` reads
+    assert fitted.correction["n_fit"] == 12
+
+    for args, match in [(["surrogate", "eval", "--transfer"], "--transfer is for the MBConv spaces"),
+                        (["surrogate", "eval", "--model", "lut"], "--model is for the MBConv spaces"),
+                        (["surrogate", "fit", "--model", "lut", "--out", tmp_path / "x.json"],
+                         "unknown model 'lut' for the darts space; known: cell-lut, cell-lut+parts"),
+                        (["sample", "--n", 2, "--scale-to", "1:2"], "--scale-to is for the MBConv spaces"),
+                        (["surrogate", "eval", "--test", 50],
+                         "holds 12 usable measured networks of darts(channels=2, cells=2")]:
+        rc, _, err = hwnas(*args[:2], *DARTS, *FAST, "--db", db, *args[2:], ok=False) if args[0] == "surrogate" else \
+            hwnas(args[0], *DARTS, *FAST, "--db", db, *args[1:], ok=False)
+        _one_error_line(rc, err, match)
