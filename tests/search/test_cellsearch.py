@@ -156,3 +156,12 @@ def test_landing_rounds_without_a_measurer_stop_at_the_table(torch_cell_table):
     start = space.sample(np.random.default_rng(0))
     landed, rounds = land_measured(space, start, _log_probs(start), table, 0.95 * table.predict(start), None, 1, 3)
     assert len(rounds) == 1 and rounds[0]["arch_hash"] == landed.hash and "measured_ms" not in rounds[0]
+
+
+def test_landing_without_a_latency_target_is_one_line(monkeypatch, capsys, tmp_path):
+    code, _, err = cli(monkeypatch, capsys, "--method", "snas", "--channels", "2", "--cells", "2", "--resolution", "8",
+                       "--land", "--out", str(tmp_path / "r"))
+    assert code == 2 and "landing (--land) needs the latency resource and a --target" in err and "Traceback" not in err
+    code, _, err = cli(monkeypatch, capsys, "--method", "snas", *SMALL_CELL_ARGS, "--land-rounds", "0",
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and "--land-rounds" in err
