@@ -212,12 +212,8 @@ def surrogate_fit(space_name, resolution, width_mult, num_classes, backend_name,
     space = make_space(space_name, resolution, width_mult, num_classes, new_spaces=True)
     if is_new_space(space.name):
         _refuse_mbconv_options(space, csv=csv_path, transfer=transfer)
-        measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-        try:
-            _cell_fit(space, measurer, batch, lut_path, n_train, seed, model_name, out,
-                      _hint(space, backend_name, batch, threads, warmup, min_runs, min_time))
-        finally:
-            measurer.close()
+        _on_cells(lambda measurer, hint: _cell_fit(space, measurer, batch, lut_path, n_train, seed, model_name, out, hint),
+                  space, backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
         return
     names = parse_models(model_name)
     if len(names) != 1:
@@ -273,12 +269,8 @@ def surrogate_eval(space_name, resolution, width_mult, num_classes, backend_name
     if is_new_space(space.name):
         _refuse_mbconv_options(space, csv=csv_path, transfer=transfer, repeat_db=repeat_db,
                                model=given_on_command_line("model_names"))
-        measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
-        try:
-            _cell_eval(space, measurer, batch, lut_path, n_train, n_test, seed, out,
-                       _hint(space, backend_name, batch, threads, warmup, min_runs, min_time))
-        finally:
-            measurer.close()
+        _on_cells(lambda measurer, hint: _cell_eval(space, measurer, batch, lut_path, n_train, n_test, seed, out, hint),
+                  space, backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
         return
     names = parse_models(model_names)
     measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
@@ -330,6 +322,16 @@ def _refuse_mbconv_options(space, **given) -> None:
     if named:
         fail(f"--{named[0]} is for the MBConv spaces; the {space.name} space's models are {', '.join(CELL_MODELS)}, "
              "fitted on networks measured into the store (hwnas sample)")
+
+
+def _on_cells(run, space, backend_name, batch, threads, precision, warmup, min_runs, min_time, db) -> None:
+    """`run(measurer, hint)` with this command's measurer, closed however it ends; `hint` the
+    `hwnas sample` command that measures the networks it reads."""
+    measurer = make_measurer(backend_name, batch, threads, precision, warmup, min_runs, min_time, db)
+    try:
+        run(measurer, _hint(space, backend_name, batch, threads, warmup, min_runs, min_time))
+    finally:
+        measurer.close()
 
 
 def _cell_table(space, measurer, batch: int, lut_path):

@@ -17,7 +17,7 @@ from hwnas.search import loop
 from hwnas.search.loop import SearchState
 from hwnas.search.rundir import RunDir
 from hwnas.backends.protocol import usable
-from hwnas.spaces.darts import CELL_TYPES, EDGES, PRIMITIVES, DartsSpace, edge_index
+from hwnas.spaces.darts import CELL_TYPES, EDGES, PRIMITIVES, DartsSpace
 from hwnas.measure.networks import measure_arch
 from hwnas.validate import is_finite_number as num
 from hwnas.validate import is_int
@@ -181,7 +181,7 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
                     closed = abs(current - target_ms) - abs(ms - target_ms)
                     if closed <= 0:
                         continue
-                    given_up = float(log_probs[kind][edge_index(j, i), now] - log_probs[kind][edge_index(j, i), o])
+                    given_up = float(log_probs[kind][e, now] - log_probs[kind][e, o])
                     score = closed / max(given_up, 1e-6)
                     if best is None or score > best[0]:
                         best = (score, child, ms, f"{kind} edge {i}->{j + 2}: {PRIMITIVES[now]} -> {op}")
@@ -206,7 +206,7 @@ def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], t
     for r in range(rounds):
         landed, steps = land(space, arch, log_probs, table, table_target)
         record = {"round": r + 1, "table_target_ms": table_target, "changes": len(steps),
-                  "table_ms": table.predict(landed), "arch_hash": landed.hash}
+                  "table_ms": steps[-1]["table_ms"] if steps else table.predict(landed), "arch_hash": landed.hash}
         records.append(record)
         if measurer is None:
             return landed, records

@@ -380,7 +380,8 @@ def search(config: SNASConfig, space: DartsSpace, data, out, table=None, measure
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})},
-                       added={"cost_on": "sample", "deploy": space.config, "land": False, "land_rounds": 3})  # older runs resume as they were
+                       added={"deploy": space.config,  # older runs resume as they were, on these options' defaults
+                              **{k: getattr(SNASConfig, k) for k in ("cost_on", "land", "land_rounds")}})
     try:  # the run directory's lock is held until the search ends, however it ends
         return _search(run, resume, config, space, deploy, data, table, measurer, measure_batch, show_progress,
                        stop_after_epoch, echo, cost)
