@@ -74,7 +74,7 @@ def main() -> int:
         return (time.perf_counter() - t0) / n * 1e3
 
     # 1. hwnas torch-cuda runners: protocol event median vs back-to-back wall clock
-    from hwnas.backends.pytorch import TorchCudaBackend, TorchCudaGraphBackend
+    from hwnas.torch_backends import TorchCudaBackend, TorchCudaGraphBackend
 
     for backend in (TorchCudaBackend(precision=args.precision), TorchCudaGraphBackend(precision=args.precision)):
         runner = backend.load((net, shape))

@@ -71,7 +71,7 @@ LAYERS = [
     {"", "errors", "validate", "jsonutil", "locks", "registry", "data"},  # "": hwnas/__init__.py
     {"backends"},  # measurement on a target: numpy and onnxruntime/TensorRT, no spaces, no torch
     {"spaces"},
-    {"exporters", "store"},
+    {"exporters", "store", "torch_backends"},  # torch_backends: the torch-cpu/cuda baselines
     {"measure", "fleet"},
     {"latency", "surrogates"},
     {"search"},
@@ -134,6 +134,18 @@ def test_imports_inside_functions_only_keep_heavy_libraries_out():
                         continue
                     wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {fn.name}: {target}")
     assert len(graph) > 50 and not wrong, "import at the top instead:\n" + "\n".join(wrong)
+
+
+def test_the_measurement_packages_never_import_torch():
+    """Not even inside a function: `hwnas.measure` and `hwnas.backends` run where only numpy and
+    onnxruntime or TensorRT are installed; torch work (export, the eager baselines) lives in
+    `hwnas.exporters` and `hwnas.torch_backends`."""
+    names = module_paths()
+    found = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {target}"
+             for name, path in sorted(names.items()) if name.split(".")[1:2] in (["measure"], ["backends"])
+             for node in ast.walk(ast.parse(path.read_text())) for target in imported(node, names)
+             if target.split(".")[0] in ("torch", "torchvision")]
+    assert not found, "torch imported by the measurement side:\n" + "\n".join(found)
 
 
 def test_the_command_line_and_the_measurement_side_import_no_heavy_library():

@@ -1,6 +1,6 @@
 """Measurement backends. Nothing in this package imports torch: a measurement worker runs
 on a target that has only numpy and onnxruntime or TensorRT. The torch baselines live in
-`hwnas.backends.pytorch` and are loaded by name only when asked for."""
+`hwnas.torch_backends`, outside this package, and are loaded by name only when asked for."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hwnas.registry import Registry
 BACKENDS: Registry[type[Backend]] = Registry("backend", {
     "ort-cpu": "hwnas.backends.ort", "ort-cuda": "hwnas.backends.ort", "ort-trt": "hwnas.backends.ort",
     "tensorrt": "hwnas.backends.tensorrt.runner", "tensorrt-graph": "hwnas.backends.tensorrt.runner",
-    "torch-cpu": "hwnas.backends.pytorch", "torch-cuda": "hwnas.backends.pytorch",
-    "torch-cuda-graph": "hwnas.backends.pytorch",
+    "torch-cpu": "hwnas.torch_backends", "torch-cuda": "hwnas.torch_backends",
+    "torch-cuda-graph": "hwnas.torch_backends",
 })
 
 

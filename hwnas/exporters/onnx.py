@@ -10,6 +10,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -151,12 +152,18 @@ def _read_cached(path: Path, meta_path: Path, key: dict, input_shape: tuple[int,
     return Exported(path, input_shape, float(diff), cached=True)
 
 
-def seeded_layer(spec: LayerSpec) -> torch.nn.Module:
-    """The layer with the weights its ONNX file holds: fixed seed, non-trivial BatchNorm."""
+def seeded(make: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """`make()` with fixed random weights and non-trivial BatchNorm (so BN folding is checked too):
+    the same spec always gives the same file."""
     torch.manual_seed(EXPORT_SEED)
-    module = build_layer(spec)
+    module = make()
     randomize_batchnorm(module, torch.Generator().manual_seed(EXPORT_SEED))
     return module.eval()
+
+
+def seeded_layer(spec: LayerSpec) -> torch.nn.Module:
+    """The layer with the weights its ONNX file holds."""
+    return seeded(lambda: build_layer(spec))
 
 
 def export_layer(spec: LayerSpec, cache_dir: Path | None = None) -> Exported:

@@ -1,7 +1,7 @@
 """Measuring networks: `Measurer` (`measurer.py`) looks each item up in the store and measures
 what is missing on a backend, in worker processes, with the protocol; `networks.py` turns an
-architecture of any registered space, or a part of one, into such an item (torch, imported only
-there)."""
+architecture of any registered space, or a part of one, into such an item. Nothing here imports
+torch: an item's export runs in `hwnas.exporters`, called only when the item is loaded."""
 
 from __future__ import annotations
 

@@ -315,11 +315,9 @@ class Measurer:
     def _model(self, specs: list[LayerSpec]) -> Callable[[], Any]:
         """What the backend loads for these consecutive layers: an ONNX file, or a torch module."""
         if self.backend.input == "torch":
-            from torch import nn
+            from hwnas.exporters.networks import layers_module
 
-            from hwnas.spaces.mbconv_ops import build_layer
-
-            return lambda: (nn.Sequential(*(build_layer(s) for s in specs)), specs[0].input_shape)
+            return lambda: (layers_module(specs), specs[0].input_shape)
         from hwnas.exporters.onnx import export_layers
 
         return lambda: export_layers(specs, self.cache_dir).path

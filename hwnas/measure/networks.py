@@ -1,46 +1,28 @@
-"""Export and measure architectures (and parts) of any registered space: the ONNX cache keyed by
-content (with its PyTorch parity check) and the measurement store."""
+"""Architectures (and parts) of any registered space as measurement items: stored like the MBConv
+spaces' subnets, loaded as a cached ONNX file or, for a torch backend, a torch module. Both come
+from `hwnas.exporters.networks`, imported only when an item is loaded: this module needs no torch."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from hwnas.exporters.onnx import cached_export, export_module, randomize_batchnorm
 from hwnas.measure.measurer import Item, arch_spec
 from hwnas.spaces.base import SearchSpace
-
-EXPORT_SEED = 0  # fixed random weights: the same architecture always gives the same file
-
-
-def seeded_network(space: SearchSpace, arch) -> torch.nn.Module:
-    torch.manual_seed(EXPORT_SEED)
-    net = space.build(arch)
-    randomize_batchnorm(net, torch.Generator().manual_seed(EXPORT_SEED))  # so BN folding is checked too
-    return net.eval()
-
-
-def export_arch(space: SearchSpace, arch, batch: int = 1, cache_dir: Path | None = None):
-    """The architecture's ONNX file (hwnas.exporters.onnx.Exported), exported once per content."""
-    arch = space.validate(arch)
-    shape = space.input_shape(batch)
-    return cached_export({"space": space.config, "arch": arch.to_json(), "batch": batch},
-                          lambda path: export_module(seeded_network(space, arch), shape, path), shape, cache_dir)
-
-
-def _loader(measurer, space: SearchSpace, arch, batch: int):
-    if measurer.backend.input == "torch":
-        return lambda: (seeded_network(space, arch), space.input_shape(batch))
-    return lambda: export_arch(space, arch, batch, measurer.cache_dir).path
 
 
 def arch_item(measurer, space: SearchSpace, arch, batch: int = 1):
     """What the measurer measures for the whole network (hwnas.measure.Item); stored like the MBConv
     spaces' subnets (kind "arch"), keyed by the space's config, so it never collides with them."""
     arch = space.validate(arch)
-    return Item("arch", arch_spec(space, arch, batch), batch, _loader(measurer, space, arch, batch))
+
+    def load():
+        from hwnas.exporters.networks import export_network, seeded_network
+
+        if measurer.backend.input == "torch":
+            return seeded_network(space, arch), space.input_shape(batch)
+        return export_network(space, arch, batch, measurer.cache_dir).path
+
+    return Item("arch", arch_spec(space, arch, batch), batch, load)
 
 
 def measure_arch(measurer, space: SearchSpace, arch, batch: int = 1, force: bool = False):
@@ -57,18 +39,13 @@ def measure_module(measurer, kind: str, spec: dict[str, Any], make, input_shape:
 def module_item(measurer, kind: str, spec: dict[str, Any], make, input_shape: tuple[int, ...]):
     """What the measurer measures for a part: exported (cached) when it is loaded, so `measurer.many`
     exports the next part while the worker times this one."""
-    batch = input_shape[0]
 
-    def module():
-        torch.manual_seed(EXPORT_SEED)
-        m = make()
-        randomize_batchnorm(m, torch.Generator().manual_seed(EXPORT_SEED))
-        return m.eval()
+    def load():
+        from hwnas.exporters.networks import export_part
+        from hwnas.exporters.onnx import seeded
 
-    if measurer.backend.input == "torch":
-        load = lambda: (module(), input_shape)  # noqa: E731
-    else:
-        load = lambda: cached_export({kind: spec, "input_shape": list(input_shape)},  # noqa: E731
-                                      lambda path: export_module(module(), input_shape, path), input_shape,
-                                      measurer.cache_dir).path
-    return Item(kind, spec, batch, load)
+        if measurer.backend.input == "torch":
+            return seeded(make), input_shape
+        return export_part(kind, spec, make, input_shape, measurer.cache_dir).path
+
+    return Item(kind, spec, input_shape[0], load)

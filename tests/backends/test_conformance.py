@@ -87,7 +87,7 @@ def test_bad_settings_and_a_missing_model_are_one_line(name, tmp_path):
             backend.measure(tmp_path / "missing.onnx", FAST)
 
 
-@pytest.mark.parametrize("name", [n for n in backend_names() if BACKENDS.modules[n] != "hwnas.backends.pytorch"])
+@pytest.mark.parametrize("name", [n for n in backend_names() if BACKENDS.modules[n] != "hwnas.torch_backends"])
 def test_an_onnx_backend_imports_no_torch(name):
     """A measurement worker runs on a target with only numpy and onnxruntime or TensorRT."""
     code = (f"import sys; from hwnas.backends import get_backend; get_backend({name!r}, check=False); "

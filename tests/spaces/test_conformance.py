@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import HwnasError
-from hwnas.measure.networks import export_arch
+from hwnas.exporters.networks import export_network
 from hwnas.spaces import get_space, space_names
 
 
@@ -58,7 +58,7 @@ def test_build_runs_at_the_input_shape_and_counts_match_pytorch(small_space):
 
 def test_export_matches_pytorch(small_space, tmp_path):
     arch = small_space.sample(np.random.default_rng(1))
-    exported = export_arch(small_space, arch, batch=1, cache_dir=tmp_path)
+    exported = export_network(small_space, arch, batch=1, cache_dir=tmp_path)
     assert exported.path.exists() and exported.max_abs_diff <= 1e-3
 
 

@@ -160,13 +160,14 @@ def test_unknown_space_names_a_close_match():
 def test_export_has_parity_and_measures(small, tmp_path, fast_protocol):
     from hwnas.measure import Measurer
     from hwnas.backends import get_backend
-    from hwnas.measure.networks import export_arch, measure_arch
+    from hwnas.exporters.networks import export_network
+    from hwnas.measure.networks import measure_arch
     from hwnas.store import Store
 
     arch = small.sample(np.random.default_rng(3))
-    exported = export_arch(small, arch, cache_dir=tmp_path)
+    exported = export_network(small, arch, cache_dir=tmp_path)
     assert exported.max_abs_diff <= 1e-3 and not exported.cached
-    assert export_arch(small, arch, cache_dir=tmp_path).cached
+    assert export_network(small, arch, cache_dir=tmp_path).cached
     measurer = Measurer(get_backend("ort-cpu"), Store(tmp_path / "m.sqlite"), fast_protocol, cache_dir=tmp_path)
     first = measure_arch(measurer, small, arch)
     assert first.measurement.stats["median_ms"] > 0 and not first.cached

@@ -1,4 +1,7 @@
-"""PyTorch eager baselines. Kept out of hwnas.backends, which must not need torch."""
+"""PyTorch eager baselines (`torch-cpu`, `torch-cuda`, `torch-cuda-graph`): backends that time a
+torch module in this process. They live outside `hwnas.backends`, whose measurement side runs on a
+target with only numpy and onnxruntime or TensorRT; the registry loads this module by name only
+when one of them is asked for."""
 
 from __future__ import annotations
 
