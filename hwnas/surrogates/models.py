@@ -207,14 +207,22 @@ def check_fit(name: str, n_train: int, has_lut: bool, sample_hint: str = "hwnas 
 
 def fit_model(name: str, space: Space, train: Subnets, lut: LookupTable | None = None,
               target: dict[str, Any] | None = None, seed: int = 0, sample_hint: str = "hwnas sample"):
-    """Fit model `name` on measured subnets; the lookup table is the model for "lut"."""
+    """Fit model `name` on measured subnets; the lookup table is the model for "lut". A fit that
+    predicts no latency (NaN, zero, negative) for architectures of its space is refused here, as
+    `load_model` would refuse its file."""
     check_fit(name, len(train), lut is not None, sample_hint)
-    return MODELS.get(name).fit(space, train, lut=lut, target=target, seed=seed)
+    model = MODELS.get(name).fit(space, train, lut=lut, target=target, seed=seed)
+    _check_predictions(model, f"the {name} model fitted on {len(train)} subnets")
+    return model
 
 
 def predict_all(model, archs: list[Arch]) -> np.ndarray:
+    """Latencies of many architectures; one that is no latency raises `predict`'s line for it."""
     if hasattr(model, "predict_many"):
-        return np.asarray(model.predict_many(archs), dtype=float)
+        ms = np.asarray(model.predict_many(archs), dtype=float)
+        for i in np.flatnonzero(~((ms > 0) & (ms <= MAX_LATENCY_MS)))[:1]:
+            model.predict(archs[i])
+        return ms
     return np.array([model.predict(a) for a in archs], dtype=float)
 
 

@@ -214,3 +214,24 @@ def test_transfer_weights_and_refusals(tiny_space):
     one = tiny_space.random_archs(1, seed=9) * 6
     with pytest.raises(HwnasError, match="every training subnet reads the same on the table"):
         TransferModel.fit(tiny_space, Subnets(one, np.arange(1.0, 7.0)), lut=lut)
+
+
+def test_a_fit_that_predicts_no_latency_is_refused_at_fit_time_and_left_out_of_an_evaluation(tiny_space, capsys):
+    """Fitted on the slowest subnets only, with a steep map, the transfer model extrapolates below
+    zero for the fastest: `fit_model` refuses it (as `load_model` refuses its file), `predict_all`
+    raises rather than returning the negative number, and `evaluate` leaves it out, saying so."""
+    from hwnas.surrogates.evaluate import evaluate
+
+    lut = _synthetic_lut(tiny_space)
+    archs = sorted(tiny_space.random_archs(40, seed=8), key=lut.predict)
+    cut = lut.predict(archs[-10])
+    steep = Subnets(archs[-10:], np.array([0.05 + 20 * (lut.predict(a) - cut) for a in archs[-10:]]))
+    fitted = TransferModel.fit(tiny_space, steep, lut=lut)  # the bare fit takes it ...
+    with pytest.raises(HwnasError, match="not a latency"):
+        predict_all(fitted, archs)
+    with pytest.raises(HwnasError, match="the transfer model fitted on 10 subnets: .* not a latency"):
+        fit_model("transfer", tiny_space, steep, lut=lut)  # ... fit_model does not
+    held_out = Subnets(archs[:10], np.array([lut.predict(a) for a in archs[:10]]))
+    rows = evaluate(["lut", "transfer"], steep, held_out, lut, tiny_space, curve=False)
+    assert list(rows["model"]) == ["lut"]
+    assert "left out of the evaluation: the transfer model fitted on 10 subnets" in capsys.readouterr().err
