@@ -220,23 +220,40 @@ class ResourceCost:
             return self.table.soft(weights).to(torch.float64)
         return total_cost(weights, self.tables)
 
+    def whole(self, child) -> float:
+        """The child network's whole cost, in the penalty's unit."""
+        c = self.space.costs(child)
+        if self.config.resource == "mixed":
+            return 0.43 * (2 * c["params"] + c["macs"] / 4000 + c["mac"] / 100)
+        return c[{"params": "params", "flops": "macs", "mac": "mac"}[self.config.resource]] / 1e6
+
+    def fixed(self, child) -> float:
+        """What Eq. 10's edge sum leaves out of the child's params/FLOPs/MAC: the stem, each cell's
+        input convs and the classifier (they vary with the concat). Added to the value, with no
+        gradient, so a target means the whole network, as it does for the latency table."""
+        if self.config.resource == "latency" or self.config.log_penalty:
+            return 0.0  # the latency table's cost is the whole network's; a log cost has no target unit
+        return self.whole(child) - float(self.full(one_hot(child)))
+
     def term(self, alpha: dict[str, torch.Tensor], z: dict[str, torch.Tensor], log_z: dict[str, torch.Tensor],
              tau: float) -> tuple[torch.Tensor, float]:
         """(the loss term lambda * penalty, the value of C at the sample)."""
         cfg = self.config
         scale = cfg.target if cfg.target is not None else self.reference
+        child = self.space.validate(derive(alpha, cfg.derive))
+        fixed = self.fixed(child)
         if cfg.gradient == "score":
             with torch.no_grad():
-                value = float(self.full(z))
+                value = float(self.full(z)) + fixed
             # d penalty / dC at the sample's cost, times the per-edge score-function surrogate
             slope = relative_cost_slope(value / scale, cfg.penalty) if cfg.target is not None else 1.0
             local = local_costs({k: v.detach() for k, v in z.items()}, self.tables)
             surrogate = sum((concrete_log_density(log_z[k], alpha[k], tau) * local[k]).sum() for k in CELL_TYPES)
             return cfg.lam * slope * surrogate / scale, value
         weights = z if cfg.gradient == "reparam" else {k: torch.softmax(a, -1) for k, a in alpha.items()}
-        c = self.full(weights)
+        c = self.full(weights) + fixed
         if cfg.cost_on == "child":  # straight-through: the derived child's value, the relaxed gradient
-            c = self.full(one_hot(self.space.validate(derive(alpha, cfg.derive)))) + c - c.detach()
+            c = self.full(one_hot(child)) + fixed + c - c.detach()
         ratio = c / scale
         loss = relative_cost(ratio, cfg.penalty) if cfg.target is not None else ratio
         return cfg.lam * loss.to(torch.float32), float(c.detach())
