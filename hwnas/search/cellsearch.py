@@ -26,8 +26,8 @@ from hwnas.validate import require as check
 
 def check_training_settings(config) -> None:
     """The training settings SNAS's and EnTranNAS's configurations share: epochs, batch, rates,
-    temperatures, weight decays, clipping, measurement cadence, threads and seed; HwnasError names
-    a bad one."""
+    temperatures, weight decays, clipping, measurement cadence, threads, seed and landing rounds;
+    HwnasError names a bad one."""
 
     check(is_int(config.epochs) and config.epochs >= 1, f"epochs must be a positive integer, got {config.epochs!r}")
     check(is_int(config.batch_size) and config.batch_size >= 2, f"batch size must be an integer >= 2, got {config.batch_size!r}")
@@ -41,6 +41,8 @@ def check_training_settings(config) -> None:
     check(is_int(config.final_sessions) and 1 <= config.final_sessions <= 100, "final sessions must be in [1, 100]")
     check(is_int(config.train_threads) and 1 <= config.train_threads <= 256, "training threads must be in [1, 256]")
     check(is_int(config.seed), f"seed must be an integer, got {config.seed!r}")
+    check(is_int(config.land_rounds) and 1 <= config.land_rounds <= 10,
+          f"land rounds must be in [1, 10], got {config.land_rounds!r}")
 
 
 def check_cell_search(space: DartsSpace, deploy: DartsSpace, data, table, needs_table: bool) -> None:
@@ -157,8 +159,10 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
     normal or the reduction genotype, so in every cell of that type), each time the change that
     closes the most of the table's gap to the target per nat of log-probability given up (a change
     that gains probability and closes the gap comes first), until the table reads within
-    `tolerance` or no change closes the gap. `log_probs[kind]` is (edges, ops). Returns the child
-    and the table's reading after each change."""
+    `tolerance` or no change closes the gap. `log_probs[kind]` is (edges, ops); an op the search
+    gives no probability (-inf) is never taken, and an edge whose current op has none is never
+    changed (EnTranNAS: no `none` candidate, so its edges stay as derived). Returns the child and
+    the table's reading after each change."""
 
     arch = space.validate(arch)
     current = table.predict(arch)
@@ -168,8 +172,10 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
         for kind in CELL_TYPES:
             for e, (j, i) in enumerate(EDGES):
                 now = PRIMITIVES.index(doc[f"{kind}_edges"][j][i])
+                if not torch.isfinite(log_probs[kind][e, now]):
+                    continue
                 for o, op in enumerate(PRIMITIVES):
-                    if o == now:
+                    if o == now or not torch.isfinite(log_probs[kind][e, o]):
                         continue
                     edges = [list(row) for row in doc[f"{kind}_edges"]]
                     edges[j][i] = op
@@ -190,6 +196,16 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
         _, arch, current, change = best
         steps.append({"change": change, "table_ms": current})
     return arch, steps
+
+
+def land_search(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,
+                batch: int, rounds: int, child_accuracy: Callable[[Any], float], echo=print) -> tuple[Any, dict[str, Any]]:
+    """A search's `--land`: `land_measured` from its derived child, then the summary's `landing`
+    record: every round, and what landing cost in validation accuracy with the supernet's weights
+    (`child_accuracy(arch)`) for the derived and the landed child."""
+    landed, records = land_measured(space, arch, log_probs, table, target_ms, measurer, batch, rounds, echo=echo)
+    return landed, {"landing": {"derived_arch_hash": arch.hash, "rounds": records,
+                                "derived_val_acc": child_accuracy(arch), "landed_val_acc": child_accuracy(landed)}}
 
 
 def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,

@@ -57,6 +57,7 @@ from hwnas.search.cellsearch import (
     check_training_settings,
     epoch_batches,
     finish,
+    land_search,
     run_epochs,
 )
 from hwnas.search.cost import COSTS, relative_cost
@@ -109,6 +110,11 @@ class EnTranNASConfig:
     lam: float = 1.0  # weight of the latency cost
     penalty: str = "abs"
     calibrate: bool = True  # at each measurement, the target in table units = target * table / measured
+    # After the search, as SNAS's --land (`cellsearch.land_search`): the derived edges' ops changed,
+    # fewest nats of p = softmax(alpha / tau) first, until the table (re-aimed at the measured
+    # latency) reads the target. The derived topology stays: `none` is no candidate here.
+    land: bool = False
+    land_rounds: int = 3
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025  # DARTS: SGD 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4
@@ -142,6 +148,7 @@ class EnTranNASConfig:
         check(num(self.dst_lambda) and self.dst_lambda >= 0, f"the DST lambda must be >= 0, got {self.dst_lambda!r}")
         check(num(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam!r}")
         check(self.target is None or (num(self.target) and self.target > 0), f"target must be positive, got {self.target!r}")
+        check(not self.land or self.target is not None, "landing (--land) needs a --target")
         check(is_int(self.bottleneck) and self.bottleneck >= 1, f"the bottleneck ratio must be an integer >= 1, got {self.bottleneck!r}")
         if self.engine_cells is not None:
             cells = self.engine_cells
@@ -456,7 +463,8 @@ def search(config: EnTranNASConfig, space: DartsSpace, data, out, table=None, me
                         "data_sizes": {s: data.size(s) for s in ("train", "val", "test")},
                         "latency_model": table.name if table is not None else None, "measure_batch": measure_batch,
                         **(run_info or {})},
-                       added={"deploy": space.config})  # older runs resume as they were
+                       added={"deploy": space.config,  # older runs resume as they were, on these options' defaults
+                              **{k: getattr(EnTranNASConfig, k) for k in ("land", "land_rounds")}})
     try:  # the run directory's lock is held until the search ends, however it ends
         return _search(run, resume, config, space, deploy, engines, data, table, measurer, measure_batch,
                        show_progress, stop_after_epoch, echo)
@@ -485,10 +493,9 @@ def _search(run, resume, config, space, deploy, engines, data, table, measurer, 
         def extras(arch):
             tau, coefs, qs = current()
             graphs = {k: arch.cell(k) for k in CELL_TYPES}
-            hard = one_hot_coefficients(arch)
             d = {"in_degrees": in_degrees(arch),
                  "val_acc_supernet": accuracy(lambda x: net(x, coefs, graphs), net, data, space.resolution),
-                 "val_acc_derived": accuracy(lambda x: net(x, hard, graphs), net, data, space.resolution),
+                 "val_acc_derived": derived_accuracy(net, arch, data, space.resolution),
                  "op_entropy": float(torch.cat([-(c * c.clamp_min(1e-30).log()).sum(-1) for c in
                                                 (torch.softmax(a.detach(), -1) for a in net.alphas().values())]).mean())}
             if config.dst:
@@ -519,10 +526,26 @@ def _search(run, resume, config, space, deploy, engines, data, table, measurer, 
             on_measured=calibrate if table is not None else None)
     if arch is None:
         return None
+    landing = {}
+    if config.land:
+        tau, _, _ = current()
+        log_probs = {k: torch.cat([torch.full((N_EDGES, 1), -torch.inf), torch.log_softmax(a.detach() / tau, -1)], 1)
+                     for k, a in net.alphas().items()}  # `none` first, as PRIMITIVES: never a candidate
+        arch, landing = land_search(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
+                                    config.land_rounds, lambda a: derived_accuracy(net, a, data, space.resolution),
+                                    echo)
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {"method": config.method, "dst": config.dst, "resource": "latency", "target": config.target,
                              "target_ms": config.target, "resource_value": d.get("table_ms"),
-                             "engine_cells": list(engines), "in_degrees": in_degrees(arch)})
+                             "engine_cells": list(engines), "in_degrees": in_degrees(arch), **landing})
+
+
+def derived_accuracy(net: EnTranNASNet, arch, data, resolution: int) -> float:
+    """A child graph's validation accuracy with the supernet's weights: every cell computes the
+    child's edges only (Engine-cells by one-hot coefficients)."""
+    graphs = {k: arch.cell(k) for k in CELL_TYPES}
+    hard = one_hot_coefficients(arch)
+    return accuracy(lambda x: net(x, hard, graphs), net, data, resolution)
 
 
 def _epoch(state: SearchState, cfg: EnTranNASConfig, space: DartsSpace, data, table, show_progress: bool):

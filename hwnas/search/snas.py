@@ -44,7 +44,7 @@ from hwnas.search.cellsearch import (
     check_training_settings,
     epoch_batches,
     finish,
-    land_measured,
+    land_search,
     run_epochs,
 )
 from hwnas.search.cost import COSTS, relative_cost, relative_cost_slope
@@ -66,7 +66,6 @@ from hwnas.spaces.darts import (
     op_costs,
 )
 from hwnas.validate import is_finite_number as num
-from hwnas.validate import is_int
 from hwnas.validate import require as check
 
 RESOURCES = ("params", "flops", "mac", "latency", "mixed")
@@ -105,7 +104,7 @@ class SNASConfig:
     derive: str = "argmax"
     # After the search: change the child's ops, fewest nats of alpha first, until the table reads the
     # target, then re-aim the table at target * table / measured for up to land_rounds measured
-    # rounds (`cellsearch.land_measured`). Not SNAS's: its argmax child lands where alpha left it.
+    # rounds (`cellsearch.land_search`). Not SNAS's: its argmax child lands where alpha left it.
     land: bool = False
     land_rounds: int = 3
     grad_clip: float = 5.0
@@ -129,7 +128,6 @@ class SNASConfig:
               "the cost on the derived child takes a relaxed gradient (reparam or discrete), not the score function")
         check(not self.land or (self.resource == "latency" and self.target is not None),
               "landing (--land) needs the latency resource and a --target")
-        check(is_int(self.land_rounds) and 1 <= self.land_rounds <= 10, f"land rounds must be in [1, 10], got {self.land_rounds!r}")
         check_training_settings(self)
 
     def to_json(self) -> dict[str, Any]:
@@ -437,13 +435,8 @@ def _search(run, resume, config, space, deploy, data, table, measurer, measure_b
     landing = {}
     if config.land:
         log_probs = {k: torch.log_softmax(a.detach(), -1) for k, a in net.alphas().items()}
-        derived = arch
-        arch, rounds = land_measured(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
-                                     config.land_rounds, echo=echo)
-        # what landing cost: both children's validation accuracy with the supernet's weights
-        landing = {"landing": {"derived_arch_hash": derived.hash, "rounds": rounds,
-                               "derived_val_acc": _child_accuracy(net, derived, data, space.resolution),
-                               "landed_val_acc": _child_accuracy(net, arch, data, space.resolution)}}
+        arch, landing = land_search(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
+                                    config.land_rounds, lambda a: _child_accuracy(net, a, data, space.resolution), echo)
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {**_summary_head(config, d), **landing})
 

@@ -147,6 +147,26 @@ def test_landing_gives_up_the_least_probability_first(torch_cell_table):
     assert steps[0]["change"] == f"normal edge {i}->{j + 2}: sep_conv_5x5 -> skip_connect"
 
 
+def test_landing_never_takes_or_leaves_an_op_the_search_gives_no_probability(torch_cell_table):
+    """EnTranNAS has no `none` candidate: with its column -inf, landing changes the live edges'
+    ops only, and the derived topology stays."""
+    import numpy as np
+    import torch
+
+    from hwnas.search.cellsearch import land
+
+    space, table, _ = torch_cell_table
+    start = space.sample(np.random.default_rng(1))
+    lp = _log_probs(start)
+    for t in lp.values():
+        t[:, 0] = -torch.inf
+    for target in (0.6 * table.predict(start), 1.4 * table.predict(start)):
+        landed, steps = land(space, start, lp, table, target)
+        assert steps  # something changed ...
+        for kind in ("normal", "reduce"):  # ... but no edge was added or cut
+            assert [op == "none" for op in landed.cell(kind).edges] == [op == "none" for op in start.cell(kind).edges]
+
+
 def test_landing_rounds_without_a_measurer_stop_at_the_table(torch_cell_table):
     import numpy as np
 

@@ -316,6 +316,26 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, torch_cell_table, d
         search(EnTranNASConfig(dst=dst, epochs=3), space, digits, out, table=table, show_progress=False)
 
 
+def test_landing_after_the_search_keeps_the_derived_topology(tmp_path, digits, torch_cell_table):
+    space, table, measurer = torch_cell_table
+    target = 0.8 * table.predict(space.default_arch())
+    cfg = EnTranNASConfig(dst=True, target=target, epochs=1, batch_size=32, final_sessions=1, land=True, land_rounds=2)
+    summary = search(cfg, space, digits, tmp_path / "run", table=table, measurer=measurer, show_progress=False)
+    landing = summary["landing"]
+    assert 1 <= len(landing["rounds"]) <= 2 and all(r["measured_ms"] > 0 for r in landing["rounds"])
+    assert summary["arch_hash"] in {r["arch_hash"] for r in landing["rounds"]}
+    assert 0 <= landing["landed_val_acc"] <= 1 and 0 <= landing["derived_val_acc"] <= 1
+    derived = space.validate(json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["arch"])
+    landed = space.validate(json.loads((tmp_path / "run" / "final_arch.json").read_text()))
+    assert derived.hash == landing["derived_arch_hash"]
+    for kind in ("normal", "reduce"):  # DST's in-degrees stay: only the live edges' ops change
+        assert [op == "none" for op in landed.cell(kind).edges] == [op == "none" for op in derived.cell(kind).edges]
+    with pytest.raises(HwnasError, match="landing .* needs a --target"):
+        EnTranNASConfig(land=True)
+    with pytest.raises(HwnasError, match="land rounds"):
+        EnTranNASConfig(land_rounds=0)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--engine-cells", "0,9"], "engine cell 9 is out of range: 5 cells are at positions 0..4"),
     (["--dst", "--dst-lambda", "-0.5"], "the DST lambda must be >= 0, got -0.5"),

@@ -54,6 +54,18 @@ def training_options(config, epochs: int, warmup: bool = True) -> list:
     return opts
 
 
+def land_options(config) -> list:
+    """--land and --land-rounds of the cell searches, defaulting to the method's config class."""
+    return [
+        click.option("--land", is_flag=True,
+                     help="After the search, change the derived child's ops (fewest nats of alpha given up first) "
+                          "until the cell table reads --target, then re-aim the table at the measured latency "
+                          "(not the paper's; needs --target)."),
+        click.option("--land-rounds", type=Int(1, 10), default=config.land_rounds, show_default=True,
+                     help="Measured landing rounds at most (with --land)."),
+    ]
+
+
 def deploy_options() -> list:
     """Where the found cells are deployed (darts): the size at which latency is looked up and
     measured, while the supernet trains at --channels/--cells/--resolution."""

@@ -9,7 +9,7 @@ import click
 
 from hwnas.cli.options import size_options
 from hwnas.search.entrannas import DERIVATIONS, EnTranNASConfig, search
-from hwnas.cli.methods.common import SMALL_CELL_ARGS, deploy_options, run_cell_search, training_options
+from hwnas.cli.methods.common import SMALL_CELL_ARGS, deploy_options, land_options, run_cell_search, training_options
 from hwnas.cli.methods.registry import register_method
 from hwnas.search.cost import COSTS
 from hwnas.validate import Float, Int
@@ -55,6 +55,7 @@ OPTIONS = [
     click.option("--calibrate/--no-calibrate", default=EnTranNASConfig.calibrate, show_default=True,
                  help="At each measurement (--measure-every), aim the table at target x table / measured of the "
                       "derived network, so the table's error at that size is taken out."),
+    *land_options(EnTranNASConfig),
 ]
 
 
@@ -63,7 +64,7 @@ def config_from(opts: dict[str, Any]) -> EnTranNASConfig:
     return EnTranNASConfig(
         dst=opts["dst"], dst_lambda=opts["dst_lambda"], derive=opts["derive"], engine_cells=opts["engine_cells"],
         bottleneck=opts["bottleneck"], target=opts["target"], lam=opts["lam"], penalty=opts["cost"],
-        calibrate=opts["calibrate"],
+        calibrate=opts["calibrate"], land=opts["land"], land_rounds=opts["land_rounds"],
         epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
         arch_lr=opts["arch_lr"], arch_weight_decay=opts["arch_weight_decay"], tau=opts["tau"], tau_min=opts["tau_min"],
         seed=opts["seed"], measure_every=opts["measure_every"], final_sessions=opts["final_sessions"],

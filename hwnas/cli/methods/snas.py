@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from hwnas.cli.options import size_options
-from hwnas.cli.methods.common import SMALL_CELL_ARGS, deploy_options, run_cell_search, training_options
+from hwnas.cli.methods.common import SMALL_CELL_ARGS, deploy_options, land_options, run_cell_search, training_options
 from hwnas.cli.methods.registry import register_method
 from hwnas.search.cost import COSTS
 from hwnas.search.snas import COST_ON, DERIVATIONS, GRADIENTS, RESOURCES, SNASConfig, search
@@ -37,11 +37,7 @@ OPTIONS = [
     click.option("--derive", type=click.Choice(DERIVATIONS), default=SNASConfig.derive, show_default=True,
                  help="Child graph: argmax per edge (SNAS) or the top two inputs per node (DARTS)."),
     click.option("--bilevel", is_flag=True, help="Update alpha on search-val batches (default: one-level, as SNAS)."),
-    click.option("--land", is_flag=True,
-                 help="After the search, change the child's ops (fewest nats of alpha given up first) until the cell "
-                      "table reads --target, then re-aim the table at the measured latency (not SNAS's; needs --target)."),
-    click.option("--land-rounds", type=Int(1, 10), default=SNASConfig.land_rounds, show_default=True,
-                 help="Measured landing rounds at most (with --land)."),
+    *land_options(SNASConfig),
 ]
 
 
