@@ -225,21 +225,25 @@ class ResourceCost:
             return 0.43 * (2 * c["params"] + c["macs"] / 4000 + c["mac"] / 100)
         return c[{"params": "params", "flops": "macs", "mac": "mac"}[self.config.resource]] / 1e6
 
+    @property
+    def counts_fixed_parts(self) -> bool:
+        """The latency table's cost is the whole network's already; a log cost has no target unit."""
+        return self.config.resource != "latency" and not self.config.log_penalty
+
     def fixed(self, child) -> float:
         """What Eq. 10's edge sum leaves out of the child's params/FLOPs/MAC: the stem, each cell's
         input convs and the classifier (they vary with the concat). Added to the value, with no
         gradient, so a target means the whole network, as it does for the latency table."""
-        if self.config.resource == "latency" or self.config.log_penalty:
-            return 0.0  # the latency table's cost is the whole network's; a log cost has no target unit
-        return self.whole(child) - float(self.full(one_hot(child)))
+        return self.whole(child) - float(self.full(one_hot(child))) if self.counts_fixed_parts else 0.0
 
     def term(self, alpha: dict[str, torch.Tensor], z: dict[str, torch.Tensor], log_z: dict[str, torch.Tensor],
              tau: float) -> tuple[torch.Tensor, float]:
         """(the loss term lambda * penalty, the value of C at the sample)."""
         cfg = self.config
         scale = cfg.target if cfg.target is not None else self.reference
-        child = self.space.validate(derive(alpha, cfg.derive))
-        fixed = self.fixed(child)
+        needs_child = self.counts_fixed_parts or cfg.cost_on == "child"
+        child = self.space.validate(derive(alpha, cfg.derive)) if needs_child else None
+        fixed = self.fixed(child) if child is not None else 0.0
         if cfg.gradient == "score":
             with torch.no_grad():
                 value = float(self.full(z)) + fixed
