@@ -215,34 +215,48 @@ def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], t
     outside `tolerance` of `target_ms`, sets the next round's table target to
     target_ms * table / measured. A flagged measurement is taken again over twice the processes;
     flagged still, it ends the rounds (it may not calibrate).
-    Returns the landed child closest to the target among the usable rounds (else the last), and
-    every round's record."""
+    Returns the round `choose_round` keeps (else the last landed child), and every round's record;
+    the kept one has `"kept": True`."""
 
-    table_target, records, best = target_ms, [], None
+    table_target, records, children = target_ms, [], []
     for r in range(rounds):
         landed, steps = land(space, arch, log_probs, table, table_target)
         record = {"round": r + 1, "table_target_ms": table_target, "changes": len(steps),
                   "table_ms": steps[-1]["table_ms"] if steps else table.predict(landed), "arch_hash": landed.hash}
         records.append(record)
+        children.append(landed)
         if measurer is None:
             return landed, records
         m = measure(measurer, space, landed, batch)
         if not usable(m.flags):  # once more over twice the processes (the store's are kept): a narrower interval
             m = measure(measurer.with_processes(2 * measurer.protocol.processes), space, landed, batch)
-        record.update(measured_ms=m.stats["median_ms"], measured_flags=list(m.flags or []),
-                      measured_processes=len(m.processes) or 1)
-        distance = m.stats["median_ms"] / target_ms - 1
+        median = m.stats["median_ms"]
+        record.update(measured_ms=median, measured_ci95_ms=list(m.ci95_ms or [median, median]),
+                      measured_flags=list(m.flags or []), measured_processes=len(m.processes) or 1)
+        distance = median / target_ms - 1
         echo(f"landing round {r + 1}: table {record['table_ms']:.4g} ms (target in table units {table_target:.4g}), "
-             f"{len(steps)} changes, measured {record['measured_ms']:.4g} ms ({100 * distance:+.2f}%)"
+             f"{len(steps)} changes, measured {median:.4g} ms ({100 * distance:+.2f}%)"
              f"{' flagged ' + ','.join(m.flags) if not usable(m.flags) else ''}")
-        if not usable(m.flags):
+        if not usable(m.flags) or abs(distance) <= tolerance:
             break
-        if best is None or abs(distance) < abs(best[0]):
-            best = (distance, landed)
-        if abs(distance) <= tolerance:
-            break
-        table_target = target_ms * record["table_ms"] / record["measured_ms"]
-    return (best[1] if best is not None else landed), records
+        table_target = target_ms * record["table_ms"] / median
+    kept = choose_round(records, target_ms)
+    if kept is None:
+        return landed, records
+    records[kept]["kept"] = True
+    return children[kept], records
+
+
+def choose_round(records: list[dict[str, Any]], target_ms: float) -> int | None:
+    """The landing round to keep: of the measured rounds not flagged `disturbed` (drift or load
+    was seen), the one whose 95% interval's far end lies nearest the target. A `noisy` round (a
+    wide interval) competes on the worst it could be: it may not calibrate, but a usable reading
+    far off the target does not beat a noisy one near it by its flag alone. None: no such round."""
+    def worst(r: dict[str, Any]) -> float:
+        return max(abs(ms / target_ms - 1) for ms in r["measured_ci95_ms"])
+
+    candidates = [i for i, r in enumerate(records) if "measured_ms" in r and "disturbed" not in r["measured_flags"]]
+    return min(candidates, key=lambda i: worst(records[i])) if candidates else None
 
 
 def finish(run: RunDir, space: DartsSpace, arch, table, measurer, measure_batch: int, final_sessions: int, epochs: int,

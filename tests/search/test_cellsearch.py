@@ -167,6 +167,22 @@ def test_landing_never_takes_or_leaves_an_op_the_search_gives_no_probability(tor
             assert [op == "none" for op in landed.cell(kind).edges] == [op == "none" for op in start.cell(kind).edges]
 
 
+def test_the_kept_landing_round_is_the_one_whose_interval_lies_nearest_the_target():
+    from hwnas.search.cellsearch import choose_round
+
+    def rnd(ms, lo, hi, *flags):
+        return {"measured_ms": ms, "measured_ci95_ms": [lo, hi], "measured_flags": list(flags)}
+
+    far_usable = rnd(0.914, 0.905, 0.921)  # -8.6%, a narrow interval
+    near_noisy = rnd(1.008, 0.985, 1.030, "noisy", "retried")  # +0.8%, at worst +3.0%
+    assert choose_round([far_usable, near_noisy], 1.0) == 1
+    wide_noisy = rnd(1.008, 0.88, 1.12, "noisy")  # at worst 12% off: the usable round's worst is 9.5%
+    assert choose_round([far_usable, wide_noisy], 1.0) == 0
+    assert choose_round([far_usable, rnd(1.0, 0.999, 1.001, "disturbed")], 1.0) == 0  # disturbed never
+    assert choose_round([rnd(1.0, 0.99, 1.01, "disturbed"), {"table_ms": 1.0}], 1.0) is None
+    assert choose_round([rnd(1.05, 1.04, 1.06), rnd(0.97, 0.965, 0.975)], 1.0) == 1
+
+
 def test_landing_rounds_without_a_measurer_stop_at_the_table(torch_cell_table):
     import numpy as np
 

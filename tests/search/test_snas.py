@@ -254,7 +254,7 @@ def test_a_flagged_landing_round_is_measured_again_and_then_ends_the_rounds(tmp_
     finally:
         measurer.store.close()
     assert len(rounds) == 1 and "noisy" in rounds[0]["measured_flags"]
-    assert rounds[0]["measured_processes"] == 4 and landed.hash == rounds[0]["arch_hash"]
+    assert rounds[0]["measured_processes"] == 4 and landed.hash == rounds[0]["arch_hash"] and rounds[0]["kept"]
 
 
 @pytest.mark.parametrize("bilevel", [False, True])
