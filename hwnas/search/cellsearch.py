@@ -199,26 +199,29 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
 
 
 def land_search(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,
-                batch: int, rounds: int, child_accuracy: Callable[[Any], float], echo=print) -> tuple[Any, dict[str, Any]]:
+                batch: int, rounds: int, child_accuracy: Callable[[Any], float], echo=print,
+                table_target: float | None = None) -> tuple[Any, dict[str, Any]]:
     """A search's `--land`: `land_measured` from its derived child, then the summary's `landing`
     record: every round, and what landing cost in validation accuracy with the supernet's weights
     (`child_accuracy(arch)`) for the derived and the landed child."""
-    landed, records = land_measured(space, arch, log_probs, table, target_ms, measurer, batch, rounds, echo=echo)
+    landed, records = land_measured(space, arch, log_probs, table, target_ms, measurer, batch, rounds, echo=echo,
+                                    table_target=table_target)
     return landed, {"landing": {"derived_arch_hash": arch.hash, "rounds": records,
                                 "derived_val_acc": child_accuracy(arch), "landed_val_acc": child_accuracy(landed)}}
 
 
 def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,
-                  batch: int, rounds: int, tolerance: float = 0.02, echo=print):
+                  batch: int, rounds: int, tolerance: float = 0.02, echo=print, table_target: float | None = None):
     """`land` on the table, then on the measured latency: each round lands the search's child on
     a table target, measures the landed child (the protocol's k processes) and, while it reads
     outside `tolerance` of `target_ms`, sets the next round's table target to
     target_ms * table / measured. A flagged measurement is taken again over twice the processes;
-    flagged still, it ends the rounds (it may not calibrate).
+    flagged still, it ends the rounds (it may not calibrate). `table_target`: the first round's
+    (default `target_ms`), e.g. where the search's own calibration left it.
     Returns the round `choose_round` keeps (else the last landed child), and every round's record;
     the kept one has `"kept": True`."""
 
-    table_target, records, children = target_ms, [], []
+    table_target, records, children = table_target or target_ms, [], []
     for r in range(rounds):
         landed, steps = land(space, arch, log_probs, table, table_target)
         record = {"round": r + 1, "table_target_ms": table_target, "changes": len(steps),

@@ -319,10 +319,14 @@ def test_tiny_search_end_to_end_and_resume(tmp_path, digits, torch_cell_table, d
 def test_landing_after_the_search_keeps_the_derived_topology(tmp_path, digits, torch_cell_table):
     space, table, measurer = torch_cell_table
     target = 0.8 * table.predict(space.default_arch())
-    cfg = EnTranNASConfig(dst=True, target=target, epochs=1, batch_size=32, final_sessions=1, land=True, land_rounds=2)
+    cfg = EnTranNASConfig(dst=True, target=target, epochs=1, batch_size=32, final_sessions=1, land=True, land_rounds=2,
+                          measure_every=1)
     summary = search(cfg, space, digits, tmp_path / "run", table=table, measurer=measurer, show_progress=False)
     landing = summary["landing"]
     assert 1 <= len(landing["rounds"]) <= 2 and all(r["measured_ms"] > 0 for r in landing["rounds"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    # the first round aims where the search's calibration left the table's target (else at the target)
+    assert landing["rounds"][0]["table_target_ms"] == pytest.approx(log[-1].get("table_target_ms", target))
     assert summary["arch_hash"] in {r["arch_hash"] for r in landing["rounds"]}
     assert 0 <= landing["landed_val_acc"] <= 1 and 0 <= landing["derived_val_acc"] <= 1
     derived = space.validate(json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["arch"])
