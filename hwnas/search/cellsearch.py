@@ -199,15 +199,26 @@ def land(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, tar
 
 
 def land_search(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,
-                batch: int, rounds: int, child_accuracy: Callable[[Any], float], echo=print,
-                table_target: float | None = None) -> tuple[Any, dict[str, Any]]:
-    """A search's `--land`: `land_measured` from its derived child, then the summary's `landing`
-    record: every round, and what landing cost in validation accuracy with the supernet's weights
-    (`child_accuracy(arch)`) for the derived and the landed child."""
+                batch: int, rounds: int, child_accuracy: Callable[[Any], float], log: list[dict[str, Any]],
+                echo=print) -> tuple[Any, dict[str, Any]]:
+    """A search's `--land`: `land_measured` from its derived child, the first round aimed where the
+    search's last usable measurement puts the table (`measured_table_target` of the run's `log`),
+    then the summary's `landing` record: every round, and what landing cost in validation accuracy
+    with the supernet's weights (`child_accuracy(arch)`) for the derived and the landed child."""
     landed, records = land_measured(space, arch, log_probs, table, target_ms, measurer, batch, rounds, echo=echo,
-                                    table_target=table_target)
+                                    table_target=measured_table_target(log, target_ms))
     return landed, {"landing": {"derived_arch_hash": arch.hash, "rounds": records,
                                 "derived_val_acc": child_accuracy(arch), "landed_val_acc": child_accuracy(landed)}}
+
+
+def measured_table_target(log: list[dict[str, Any]], target_ms: float) -> float | None:
+    """target_ms * table / measured at the last derived network the search measured usably (the
+    table's error there taken out), or None when no measurement was usable: without it a derived
+    child already measured on the target would first be landed on the table's own reading of it."""
+    for record in reversed(log):
+        if "measured_ms" in record and usable(record["measured_flags"]):
+            return target_ms * record["table_ms"] / record["measured_ms"]
+    return None
 
 
 def land_measured(space: DartsSpace, arch, log_probs: dict[str, torch.Tensor], table, target_ms: float, measurer,

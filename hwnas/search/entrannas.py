@@ -41,7 +41,6 @@ latency (tested). Without DST the derived top-2 edges count.
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -113,8 +112,8 @@ class EnTranNASConfig:
     calibrate: bool = True  # at each measurement, the target in table units = target * table / measured
     # After the search, as SNAS's --land (`cellsearch.land_search`): the derived edges' ops changed,
     # fewest nats of p = softmax(alpha / tau) first, until the table (re-aimed at the measured
-    # latency) reads the target, the first round aimed where the calibration left the table's
-    # target. The derived topology stays: `none` is no candidate here.
+    # latency) reads the target, the first round aimed where the search's last usable measurement
+    # puts the table. The derived topology stays: `none` is no candidate here.
     land: bool = False
     land_rounds: int = 3
     epochs: int = 10
@@ -533,10 +532,9 @@ def _search(run, resume, config, space, deploy, engines, data, table, measurer, 
         tau, _, _ = current()
         log_probs = {k: torch.cat([torch.full((N_EDGES, 1), -torch.inf), torch.log_softmax(a.detach() / tau, -1)], 1)
                      for k, a in net.alphas().items()}  # `none` first, as PRIMITIVES: never a candidate
-        calibrated = float(net.table_target)  # NaN until a usable measurement calibrated the search
         arch, landing = land_search(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
                                     config.land_rounds, lambda a: derived_accuracy(net, a, data, space.resolution),
-                                    echo, table_target=calibrated if math.isfinite(calibrated) else None)
+                                    run.read_log(), echo)
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {"method": config.method, "dst": config.dst, "resource": "latency", "target": config.target,
                              "target_ms": config.target, "resource_value": d.get("table_ms"),

@@ -103,8 +103,9 @@ class SNASConfig:
     bilevel: bool = False
     derive: str = "argmax"
     # After the search: change the child's ops, fewest nats of alpha first, until the table reads the
-    # target, then re-aim the table at target * table / measured for up to land_rounds measured
-    # rounds (`cellsearch.land_search`). Not SNAS's: its argmax child lands where alpha left it.
+    # target (first aimed where the search's last usable --measure-every reading puts the table),
+    # then re-aim the table at target * table / measured for up to land_rounds measured rounds
+    # (`cellsearch.land_search`). Not SNAS's: its argmax child lands where alpha left it.
     land: bool = False
     land_rounds: int = 3
     grad_clip: float = 5.0
@@ -440,7 +441,8 @@ def _search(run, resume, config, space, deploy, data, table, measurer, measure_b
     if config.land:
         log_probs = {k: torch.log_softmax(a.detach(), -1) for k, a in net.alphas().items()}
         arch, landing = land_search(deploy, arch, log_probs, table, config.target, measurer, measure_batch,
-                                    config.land_rounds, lambda a: _child_accuracy(net, a, data, space.resolution), echo)
+                                    config.land_rounds, lambda a: _child_accuracy(net, a, data, space.resolution),
+                                    run.read_log(), echo)
     return finish(run, deploy, arch, table, measurer, measure_batch, config.final_sessions, config.epochs,
                   lambda d: {**_summary_head(config, d), **landing})
 

@@ -183,6 +183,17 @@ def test_the_kept_landing_round_is_the_one_whose_interval_lies_nearest_the_targe
     assert choose_round([rnd(1.05, 1.04, 1.06), rnd(0.97, 0.965, 0.975)], 1.0) == 1
 
 
+def test_landing_is_first_aimed_where_the_last_usable_measurement_puts_the_table():
+    from hwnas.search.cellsearch import measured_table_target
+
+    log = [{"table_ms": 1.2, "measured_ms": 1.0, "measured_flags": []},  # usable, but not the last
+           {"table_ms": 1.1, "measured_ms": 1.0, "measured_flags": ["retried"]},  # the last usable: 1.1 / 1.0
+           {"table_ms": 1.3, "measured_ms": 1.0, "measured_flags": ["noisy"]},  # flagged: may not calibrate
+           {"table_ms": 1.4}]  # not measured this epoch
+    assert measured_table_target(log, 2.0) == pytest.approx(2.2)
+    assert measured_table_target(log[2:], 2.0) is None and measured_table_target([], 2.0) is None
+
+
 def test_landing_rounds_without_a_measurer_stop_at_the_table(torch_cell_table):
     import numpy as np
 

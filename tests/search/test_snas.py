@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.search.snas import (
     EDGES, PRIMITIVES, ResourceCost, SNASConfig, concrete_log_density, derive, edge_cost_tables,
@@ -222,11 +223,14 @@ def test_landing_after_the_search_measures_and_keeps_a_landed_child(tmp_path, di
     space, table, measurer = tiny_table
     target = 0.9 * table.predict(space.default_arch())
     cfg = SNASConfig(resource="latency", target=target, epochs=1, batch_size=32, final_sessions=1, land=True,
-                     land_rounds=2)
+                     land_rounds=2, measure_every=1)
     summary = search(cfg, space, digits, tmp_path / "run", table=table, measurer=measurer, show_progress=False)
     rounds = summary["landing"]["rounds"]
     assert 1 <= len(rounds) <= 2 and all(r["measured_ms"] > 0 for r in rounds)
-    assert rounds[0]["table_target_ms"] == target
+    # the first round aims where the search's one measurement puts the table, if usable (else at the target)
+    (m,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    aim = target * m["table_ms"] / m["measured_ms"] if usable(m["measured_flags"]) else target
+    assert rounds[0]["table_target_ms"] == pytest.approx(aim)
     assert summary["arch_hash"] in {r["arch_hash"] for r in rounds}
     assert 0 <= summary["landing"]["landed_val_acc"] <= 1 and 0 <= summary["landing"]["derived_val_acc"] <= 1
     assert summary["predicted_ms"] == pytest.approx(table.predict(space.validate(
