@@ -754,22 +754,53 @@ def target_section(rep: Report, inp: Inputs) -> None:
     rows = []
     for r in inp.runs:
         s = r.summary or {}
-        measured = s.get("measured_ms")
+        measured, ci, flags = s.get("measured_ms"), s.get("measured_ci95_ms") or [None, None], s.get("measured_flags")
         if measured is None and not r.complete:
-            logged = [e["measured_ms"] for e in r.log if e.get("measured_ms") is not None]
-            measured = logged[-1] if logged else None
+            logged = [e for e in r.log if e.get("measured_ms") is not None]
+            measured, flags = (logged[-1]["measured_ms"], logged[-1].get("measured_flags")) if logged else (None, None)
         predicted = s.get("predicted_ms") if s else (r.log[-1].get("predicted_ms") or r.log[-1].get("surrogate_ms")
                                                      if r.log else None)
         t = r.target_ms
         rows.append({"run": r.name, "method": r.method, "status": "complete" if r.complete else "incomplete",
-                     "target_ms": t, "measured_ms": measured,
+                     "target_ms": t, "measured_ms": measured, "ci_low_ms": ci[0], "ci_high_ms": ci[1],
+                     "flags": ",".join(flags or []),
                      "measured_error_pct": 100 * (measured - t) / t if measured and t else None,
                      "predicted_ms": predicted, "predicted_error_pct": 100 * (predicted - t) / t if predicted and t else None})
+        landing_part(sec, r)
     if not rows:
         sec.notes.append("no search runs")
         return
-    sec.items.append(Table("target_precision", "Target against measured latency", pd.DataFrame(rows),
-                           "error = (latency − target) / target; incomplete runs: their last logged epoch"))
+    sec.items.insert(0, Table("target_precision", "Target against measured latency", pd.DataFrame(rows),
+                              "error = (latency − target) / target; measured: median with its 95% interval and the "
+                              "protocol's flags (noisy, disturbed: not fit to judge a target by); incomplete runs: "
+                              "their last logged epoch"))
+
+
+def landing_part(sec: Section, r: Run) -> None:
+    """A cell search's `--land` rounds, after a row for the derived child they start from (round 0,
+    with the search's own last reading of it): where each aimed the table, what it measured, which
+    was kept, and the validation accuracy landing cost with the supernet's weights."""
+    landing = (r.summary or {}).get("landing")
+    if not landing:
+        return
+    last = r.log[-1] if r.log and r.log[-1].get("arch_hash") == landing.get("derived_arch_hash") else {}
+    derived = {"round": 0, "table_ms": last.get("table_ms"), "measured_ms": last.get("measured_ms"),
+               "measured_flags": last.get("measured_flags"), "val_acc": landing.get("derived_val_acc")}
+    rounds = landing["rounds"]
+    kept = next((i for i, x in enumerate(rounds) if x.get("kept")), len(rounds) - 1)
+    t = r.target_ms
+    rows = []
+    for i, x in enumerate([derived, *rounds]):
+        ci = x.get("measured_ci95_ms") or [None, None]
+        rows.append({"round": x["round"], "table_target_ms": x.get("table_target_ms"), "changes": x.get("changes"),
+                     "table_ms": x.get("table_ms"), "measured_ms": x.get("measured_ms"), "ci_low_ms": ci[0],
+                     "ci_high_ms": ci[1], "flags": ",".join(x.get("measured_flags") or []),
+                     "measured_error_pct": 100 * (x["measured_ms"] / t - 1) if x.get("measured_ms") and t else None,
+                     "kept": i == kept + 1, "val_acc": landing.get("landed_val_acc") if i == kept + 1 else x.get("val_acc")})
+    sec.items.append(Table(f"landing_{r.name}", f"{r.name}: landing on the target (--land)", pd.DataFrame(rows),
+                           "round 0: the derived child, as the search last read it; each round lands the table on "
+                           "table_target_ms and measures the landed child; the kept round is measured afresh as the "
+                           "run's final measurement; val_acc: with the supernet's weights"))
 
 
 def provenance_section(rep: Report, inp: Inputs) -> None:

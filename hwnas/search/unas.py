@@ -601,6 +601,7 @@ def _unas_finish(run: RunDir, state: SearchState, cfg: UNASConfig, surrogate, lu
         "method": "unas", "true_latency": cfg.true_latency, "target_ms": cfg.target_ms,
         "predicted_ms": float(surrogate.predict(arch)), "lookup_ms": lookup, "measured_ms": measured,
         "measured_flags": None if final is None else final.flags,
+        "measured_ci95_ms": None if final is None else final.ci95_ms,
         "lookup_error_pct": None if measured is None or lookup is None else 100.0 * (lookup - measured) / measured,
         "surrogate_error_pct": None if measured is None else 100.0 * (float(surrogate.predict(arch)) - measured) / measured,
         "measured_distance_to_target_pct": None if measured is None else 100.0 * (measured - cfg.target_ms) / cfg.target_ms,

@@ -235,6 +235,17 @@ def test_landing_after_the_search_measures_and_keeps_a_landed_child(tmp_path, di
     assert 0 <= summary["landing"]["landed_val_acc"] <= 1 and 0 <= summary["landing"]["derived_val_acc"] <= 1
     assert summary["predicted_ms"] == pytest.approx(table.predict(space.validate(
         json.loads((tmp_path / "run" / "final_arch.json").read_text()))))
+    # the report shows the rounds after the derived child's row, the kept one with the landed child's accuracy
+    from hwnas.report.document import build
+
+    items = {i.name: i for sec in build([tmp_path / "run"]).sections for i in sec.items if hasattr(i, "name")}
+    shown = items["landing_run"].df
+    assert list(shown["round"]) == [0] + [r["round"] for r in rounds]
+    assert shown["measured_ms"].iloc[0] == m["measured_ms"] and shown["val_acc"].iloc[0] == summary["landing"]["derived_val_acc"]
+    assert list(shown["kept"][1:]) == [bool(r.get("kept")) for r in rounds] and shown["kept"].sum() == 1
+    assert shown.loc[shown["kept"], "val_acc"].item() == summary["landing"]["landed_val_acc"]
+    target_row = items["target_precision"].df.iloc[0]
+    assert target_row["flags"] == ",".join(summary["measured_flags"]) and target_row["ci_low_ms"] <= summary["measured_ms"]
     for bad in (dict(land=True), dict(land=True, resource="flops", target=1.0), dict(land_rounds=0)):
         with pytest.raises(HwnasError, match="land"):
             SNASConfig(**{"resource": "latency", **bad})
