@@ -60,18 +60,19 @@ def main() -> None:
         fit_i = [i for i in range(args.fit) if use(i)]
         test_i = [i for i in range(args.fit, len(done)) if use(i)]
         test_archs, test_ms = [(archs + refs)[i] for i in test_i], [measured[i] for i in test_i]
-        if len(test_i) < 4:
-            return {"n_fit": len(fit_i), "n_test": len(test_i), "note": "fewer than 4 held-out networks: no figures"}
+        out = {"n_fit": len(fit_i), "n_test": len(test_i)}
+        # the correction needs only the fit networks; the figures need held-out ones
         table.correction = overhead_correction
-        out = {"n_fit": len(fit_i), "n_test": len(test_i),
-               "measured_ms_range": [float(np.min(test_ms)), float(np.max(test_ms))],
-               "raw": latency_metrics(test_ms, [table.table_ms(a)[0] for a in test_archs]),
-               "overhead_removed": latency_metrics(test_ms, [table.predict(a) for a in test_archs])}
         if len(fit_i) >= 4:
             out["correction"] = table.fit_correction([archs[i] for i in fit_i], [measured[i] for i in fit_i])
-            out["corrected"] = latency_metrics(test_ms, [table.predict(a) for a in test_archs])
-        else:
-            out["corrected"] = f"only {len(fit_i)} usable fit networks: no correction fitted"
+        if len(test_i) < 4:
+            return {**out, "note": "fewer than 4 held-out networks: no figures"}
+        out["measured_ms_range"] = [float(np.min(test_ms)), float(np.max(test_ms))]
+        out["corrected"] = (latency_metrics(test_ms, [table.predict(a) for a in test_archs]) if "correction" in out
+                            else f"only {len(fit_i)} usable fit networks: no correction fitted")
+        table.correction = overhead_correction
+        out["raw"] = latency_metrics(test_ms, [table.table_ms(a)[0] for a in test_archs])
+        out["overhead_removed"] = latency_metrics(test_ms, [table.predict(a) for a in test_archs])
         return out
 
     half_widths = [50 * (m.measurement.ci95_ms[1] - m.measurement.ci95_ms[0]) / m.measurement.stats["median_ms"]
