@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -89,8 +90,12 @@ def main() -> None:
                              for j, name in enumerate(space.references)}}
     print(json.dumps(result, indent=2))
     if args.save_table:  # corrected on usable networks only, else the overhead correction
-        table.correction = result["usable_only"].get("correction", overhead_correction)
+        fitted = result["usable_only"].get("correction")
+        table.correction = fitted or overhead_correction
         table.save(args.save_table)
+        print(f"saved {args.save_table}: " + (f"corrected on {fitted['n_fit']} usable fit networks" if fitted else
+              f"overhead removed only ({result['usable_only']['n_fit']} usable fit networks, 4 needed for a fit)"),
+              file=sys.stderr)
     measurer.close()
 
 
