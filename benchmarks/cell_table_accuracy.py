@@ -62,8 +62,7 @@ def main() -> None:
         test_i = [i for i in range(args.fit, len(done)) if use(i)]
         test_archs, test_ms = [(archs + refs)[i] for i in test_i], [measured[i] for i in test_i]
         out = {"n_fit": len(fit_i), "n_test": len(test_i)}
-        # the correction needs only the fit networks; the figures need held-out ones
-        table.correction = overhead_correction
+        # the correction needs only the fit networks (fitted on the raw table); the figures need held-out ones
         if len(fit_i) >= 4:
             out["correction"] = table.fit_correction([archs[i] for i in fit_i], [measured[i] for i in fit_i])
         if len(test_i) < 4:

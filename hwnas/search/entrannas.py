@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.backends.protocol import usable
 from hwnas.errors import HwnasError
 from hwnas.search.cellsearch import (
     accuracy,
@@ -58,6 +57,7 @@ from hwnas.search.cellsearch import (
     epoch_batches,
     finish,
     land_search,
+    measured_table_target,
     run_epochs,
 )
 from hwnas.search.cost import COSTS, relative_cost
@@ -515,8 +515,10 @@ def _search(run, resume, config, space, deploy, engines, data, table, measurer, 
             """The table's error at the derived network, taken out of the target: the latency term
             then aims the table at target * table / measured. A flagged measurement is not used."""
 
-            if config.calibrate and config.target is not None and usable(record["measured_flags"]):
-                net.table_target.fill_(config.target * record["table_ms"] / record["measured_ms"])
+            aim = (measured_table_target([record], config.target)
+                   if config.calibrate and config.target is not None else None)
+            if aim is not None:
+                net.table_target.fill_(aim)
                 record["table_target_ms"] = float(net.table_target)
 
         arch = run_epochs(
